@@ -1,0 +1,34 @@
+# Set-up lives here so a fresh clone needs nothing but python3 and make.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+FMNIST  := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test fmnist bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	# The CPU build of torch lies on disk; a bare `torch` would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST ships as a Debian package (original IDX files); installing needs root.
+fmnist:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "fmnist: not root, skipping dataset-fashion-mnist (tests that need it will skip)"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/p2pfl run examples/ring16.yaml
+
+test: $(STAMP) fmnist
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP) fmnist
+	$(PY) benchmarks/runtime_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,114 @@
+"""The decentralized agent loop: local step + gossip per round, metrics per round, same code
+whether the exchange is in-memory (`--simulate`) or ZeroMQ (one OS process per agent)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import torch
+
+from p2pfl.agents import rundir
+from p2pfl.agents.evaluation import evaluate
+from p2pfl.algorithms import build_algorithm
+from p2pfl.algorithms.base import AgentContext, flat_params
+from p2pfl.config import RunConfig
+from p2pfl.constants import HELLO_ROUND, TAG_BYE, TAG_HELLO
+from p2pfl.data import BatchStream, agent_shard
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.errors import PeerUnreachable, UserError
+from p2pfl.exchange import Exchange
+from p2pfl.models import build_model
+from p2pfl.topologies.mixing import SELF_WEIGHT
+
+log = logging.getLogger("p2pfl.agent")
+
+
+class Stopped(Exception):
+    """The run was asked to stop (Ctrl-C, a failed sibling in --simulate)."""
+
+
+def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
+    """Every agent starts from the same parameters: built under the run seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_model(config.model, dataset.input_shape, dataset.num_classes)
+
+
+def evaluation_due(config: RunConfig, round_: int) -> bool:
+    last = round_ == config.rounds - 1
+    return last or (config.eval_every > 0 and (round_ + 1) % config.eval_every == 0)
+
+
+class AgentLoop:
+    def __init__(self, config: RunConfig, agent_id: int, graph: nx.Graph, dataset: ArrayDataset,
+                 exchange: Exchange, run_dir: Path, stop: threading.Event | None = None):
+        self.config, self.agent_id, self.exchange = config, agent_id, exchange
+        self.run_dir = Path(run_dir)
+        self.stop = stop or threading.Event()
+        self.device = torch.device(config.device)
+        self.shard = agent_shard(dataset, agent_id, config.agents, config.data.partition, config.data.alpha,
+                                 config.seed)
+        if len(self.shard) == 0:
+            raise UserError(f"agent {agent_id} got no training samples; use fewer agents or more data")
+        self.shard.x, self.shard.y = self.shard.x.to(self.device), self.shard.y.to(self.device)
+        self.stream = BatchStream(self.shard, config.optim.batch_size, seed=config.seed * 100_003 + agent_id)
+        self.model = initial_model(config, dataset).to(self.device)
+        weights = {j: float(graph[agent_id][j]["weight"]) for j in sorted(graph[agent_id])}
+        self.ctx = AgentContext(agent_id, weights, float(graph.nodes[agent_id][SELF_WEIGHT]), self.model, exchange,
+                                config.optim, config.rounds, config.agents, dataset.num_classes)
+        self.algorithm = build_algorithm(config.algorithm, self.ctx, config.options)
+
+    def handshake(self) -> None:
+        """Wait until every neighbour is up, so round 0 does not time out on slow starters."""
+        peers = list(self.ctx.weights)
+        heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: {} for j in peers},
+                                       timeout=self.config.network.startup_timeout)
+        missing = sorted(set(peers) - set(heard))
+        if missing:
+            where = ", ".join(f"{j} at {self.config.address(j)}" for j in missing)
+            raise PeerUnreachable(f"agent {self.agent_id}: neighbour(s) {where} did not answer within "
+                                  f"{self.config.network.startup_timeout:.0f}s; start them (p2pfl agent --id N) or "
+                                  "check the addresses and firewall")
+
+    def run(self) -> dict:
+        directory = rundir.agent_dir(self.run_dir, self.agent_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.handshake()
+        stats = self.exchange.stats  # type: ignore[attr-defined]
+        last = None
+        with open(rundir.metrics_path(self.run_dir, self.agent_id), "w") as sink:
+            for round_ in range(self.config.rounds):
+                if self.stop.is_set():
+                    raise Stopped(f"agent {self.agent_id} stopped at round {round_}")
+                before = stats.snapshot()
+                started = time.perf_counter()
+                x, y = self.stream.next()
+                out = self.algorithm.step(round_, x, y)
+                seconds = time.perf_counter() - started
+                after = stats.snapshot()
+                comm = after["comm_seconds"] - before["comm_seconds"]
+                wait = after["wait_seconds"] - before["wait_seconds"]
+                record = {"round": round_, "agent": self.agent_id, **out, "epoch": self.stream.epoch,
+                          "bytes_sent": after["bytes_sent"] - before["bytes_sent"],
+                          "bytes_received": after["bytes_received"] - before["bytes_received"],
+                          "bytes_by_tag": {tag: after["sent_by_tag"].get(tag, 0) - before["sent_by_tag"].get(tag, 0)
+                                           for tag in after["sent_by_tag"]},
+                          "seconds": seconds, "compute_seconds": seconds - comm, "comm_seconds": comm - wait,
+                          "wait_seconds": wait, "dropped": after["dropped"] - before["dropped"]}
+                if evaluation_due(self.config, round_):
+                    record["test_accuracy"], record["test_loss"] = evaluate(self.model, self.shard.x_test,
+                                                                            self.shard.y_test)
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                last = record
+        # Let neighbours collect our last round before we close: a short, best-effort barrier.
+        self.exchange.exchange(self.config.rounds, TAG_BYE, {j: {} for j in self.ctx.weights},
+                               timeout=min(5.0, self.config.network.round_timeout))
+        np.save(rundir.final_params_path(self.run_dir, self.agent_id), flat_params(self.model).cpu().numpy())
+        return last or {}

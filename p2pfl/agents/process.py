@@ -1,0 +1,95 @@
+"""Entry point of one agent OS process: ZeroMQ exchange, logs to its folder, clean exit always."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from p2pfl.agents import rundir
+from p2pfl.agents.agent import AgentLoop, Stopped
+from p2pfl.agents.setup import prepare
+from p2pfl.config import RunConfig, load_config
+from p2pfl.errors import UserError
+from p2pfl.transport import ZmqExchange
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the launcher dies, so no agent outlives a killed run."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def configure_logging(path: Path | None, agent_id: int) -> None:
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s agent {agent_id} %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("p2pfl")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True) -> int:
+    """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise)."""
+    torch.set_num_threads(1)  # 2 cores shared by many agents: more threads only contend
+    directory = rundir.agent_dir(run_dir, agent_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    configure_logging(rundir.log_path(run_dir, agent_id) if log_to_file else None, agent_id)
+    stop = threading.Event()
+
+    def terminate(*_: object) -> None:  # interrupts any wait, so the finally below closes the sockets
+        raise Stopped(f"agent {agent_id} terminated")
+
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
+    exchange = None
+    try:
+        if not 0 <= agent_id < config.agents:
+            raise UserError(f"--id {agent_id} is out of range: this run has agents 0..{config.agents - 1}")
+        setup = prepare(config)
+        neighbours = {j: config.address(j) for j in setup.graph[agent_id]}
+        exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
+                               config.network.round_timeout,
+                               max_message_bytes=int(config.network.max_message_mb * 2**20))
+        AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop).run()
+        logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
+        return 0
+    except (UserError, Stopped) as exc:
+        code = getattr(exc, "exit_code", 130)
+        rundir.error_path(run_dir, agent_id).write_text(str(exc))
+        logging.getLogger("p2pfl").error("%s", exc)
+        return code
+    except KeyboardInterrupt:
+        rundir.error_path(run_dir, agent_id).write_text("interrupted")
+        return 130
+    except BaseException as exc:
+        rundir.error_path(run_dir, agent_id).write_text(f"{type(exc).__name__}: {exc}")
+        logging.getLogger("p2pfl").exception("agent crashed")
+        return 1
+    finally:
+        if exchange is not None:
+            exchange.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
+    """Target of a launched child: own session of logs, dies with the launcher."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us with SIGTERM
+    rundir.agent_dir(Path(run_dir), agent_id).mkdir(parents=True, exist_ok=True)
+    log_file = open(rundir.log_path(Path(run_dir), agent_id), "a")
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    code = run_agent(load_config(config_path), agent_id, Path(run_dir))
+    sys.stdout.flush()
+    os._exit(code)

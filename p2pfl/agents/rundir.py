@@ -1,0 +1,30 @@
+"""Layout of a run folder, in one place so writers and readers agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+PLOT = "curves.png"
+TOPOLOGY_PLOT = "topology.png"
+
+
+def agent_dir(run_dir: Path, agent: int) -> Path:
+    return Path(run_dir) / "agents" / f"{agent:03d}"
+
+
+def metrics_path(run_dir: Path, agent: int) -> Path:
+    return agent_dir(run_dir, agent) / "metrics.jsonl"
+
+
+def final_params_path(run_dir: Path, agent: int) -> Path:
+    return agent_dir(run_dir, agent) / "final_params.npy"
+
+
+def error_path(run_dir: Path, agent: int) -> Path:
+    return agent_dir(run_dir, agent) / "error.txt"
+
+
+def log_path(run_dir: Path, agent: int) -> Path:
+    return agent_dir(run_dir, agent) / "agent.log"

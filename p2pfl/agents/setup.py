@@ -1,0 +1,37 @@
+"""What every agent of a run derives from the config alone (the graph, the data, the run id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from p2pfl.config import RunConfig, validate_config
+from p2pfl.data import load_dataset
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.topologies import build_topology
+
+
+@dataclass
+class RunSetup:
+    config: RunConfig
+    graph: nx.Graph
+    dataset: ArrayDataset
+    run_id: str
+
+
+def graph_of(config: RunConfig) -> nx.Graph:
+    t = config.topology
+    return build_topology(t.kind, config.agents, seed=config.seed, degree=t.degree, p=t.p, offsets=tuple(t.offsets),
+                          path=t.path)
+
+
+def prepare(config: RunConfig) -> RunSetup:
+    validate_config(config)
+    graph = graph_of(config)
+    if graph.number_of_nodes() != config.agents:  # a topology file decides the number of agents
+        from p2pfl.errors import UserError
+
+        raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
+                        f"set --agents {graph.number_of_nodes()}")
+    return RunSetup(config, graph, load_dataset(config.data.name, config.data.path), config.resolved_run_id())

@@ -1,0 +1,75 @@
+"""What every decentralized algorithm gets injected and the small helpers they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from p2pfl.config import OptimConfig
+from p2pfl.errors import UserError
+from p2pfl.exchange import Exchange, PeerId
+from p2pfl.models.base import FeatureClassifier
+
+
+@dataclass
+class AgentContext:
+    """One agent's view of the run: its model, its neighbours' mixing weights, its exchange."""
+
+    agent_id: PeerId
+    weights: dict[PeerId, float]  # w_ij for each neighbour j
+    self_weight: float  # w_ii
+    model: FeatureClassifier
+    exchange: Exchange
+    optim: OptimConfig
+    total_rounds: int
+    agents: int
+    num_classes: int
+
+
+def flat_params(model: torch.nn.Module) -> torch.Tensor:
+    return parameters_to_vector(model.parameters()).detach()
+
+
+def set_flat_params(model: torch.nn.Module, vector: torch.Tensor) -> None:
+    vector_to_parameters(vector, model.parameters())
+
+
+def flat_grad(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], weights: Mapping[PeerId, float],
+                   self_weight: float) -> torch.Tensor:
+    """sum_j w_ij x_j over me and the neighbours that answered, renormalised over them."""
+    total = own * self_weight
+    mass = self_weight
+    for peer in sorted(received):
+        total = total + weights[peer] * received[peer]
+        mass += weights[peer]
+    return total / mass if not math.isclose(mass, 1.0, rel_tol=0, abs_tol=1e-12) else total
+
+
+def learning_rate(optim: OptimConfig, round_: int, total_rounds: int, agents: int) -> float:
+    """constant; step (x0.1 at 50% and 75%, the CCL code); warmup (lr*n after a linear warm-up, the QGM code)."""
+    lr = optim.lr * (agents if optim.scale_lr_by_agents else 1)
+    if optim.schedule == "warmup" and optim.warmup_rounds > 0 and round_ < optim.warmup_rounds:
+        return optim.lr + (lr - optim.lr) * round_ / optim.warmup_rounds
+    if optim.schedule in ("step", "warmup"):
+        if round_ >= 0.75 * total_rounds:
+            return lr * 0.01
+        if round_ >= 0.5 * total_rounds:
+            return lr * 0.1
+    return lr
+
+
+def reject_unknown(options: Mapping[str, Any], known: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """Defaults overridden by `options`; an unknown key is a UserError naming the known ones."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise UserError(f"unknown option {sorted(unknown)[0]!r} for algorithm {algorithm}; "
+                        f"known: {', '.join(sorted(known)) or 'none'}")
+    return {**known, **options}

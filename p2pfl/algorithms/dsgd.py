@@ -1,0 +1,61 @@
+"""D-PSGD and DSGDm(-N): local SGD step with (Nesterov) momentum, then gossip (ALGORITHMS.md A1)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from p2pfl.algorithms.base import (AgentContext, flat_grad, flat_params, gossip_average, learning_rate,
+                                   reject_unknown, set_flat_params)
+
+
+def local_gradient(ctx: AgentContext, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
+                   loss_fn=None) -> tuple[torch.Tensor, float]:
+    """g = grad CE(x_i; batch) + lambda x_i, weight decay on every parameter, as one flat vector."""
+    ctx.model.zero_grad(set_to_none=False)
+    loss = loss_fn(x, y) if loss_fn else F.cross_entropy(ctx.model(x), y)
+    loss.backward()
+    return flat_grad(ctx.model) + ctx.optim.weight_decay * params, float(loss.detach())
+
+
+class DSGD:
+    """x_{t+1/2} = x - lr u, u in {g, m, g + beta m}; x_{t+1} = sum_j w_ij x_j^{t+1/2}."""
+
+    OPTIONS: dict[str, Any] = {}
+
+    def __init__(self, ctx: AgentContext, options: Mapping[str, Any], momentum: bool = True, nesterov: bool = True):
+        reject_unknown(options, self.OPTIONS, "dsgd")
+        self.ctx = ctx
+        self.beta = ctx.optim.momentum if momentum else 0.0
+        self.nesterov = nesterov
+        self.momentum = torch.zeros_like(flat_params(ctx.model))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        reject_unknown(options, cls.OPTIONS, cls.__name__.lower())
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        if self.beta == 0:
+            return g
+        self.momentum = self.beta * self.momentum + g
+        return g + self.beta * self.momentum if self.nesterov else self.momentum
+
+    def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        ctx = self.ctx
+        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
+        params = flat_params(ctx.model)
+        g, loss = local_gradient(ctx, x, y, params)
+        half = params - lr * self.direction(g)
+        payload = {"params": half}
+        received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+        mixed = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
+        set_flat_params(ctx.model, mixed)
+        return {"loss": loss, "lr": lr, "neighbours_heard": len(received)}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"momentum": self.momentum}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.momentum = state["momentum"]

@@ -1,0 +1,3 @@
+from p2pfl.cli.main import main
+
+main()

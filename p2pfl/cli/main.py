@@ -1,0 +1,194 @@
+"""The `p2pfl` command line: run, agent, topology, report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from p2pfl.errors import UserError
+
+
+class P2PGroup(click.Group):
+    """User errors print as one line with the fix and exit non-zero; no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted: every agent was stopped", fg="yellow", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=P2PGroup)
+@click.version_option(package_name="p2pfl")
+def cli() -> None:
+    """Decentralized peer-to-peer learning: agents gossip over ZeroMQ, no central server."""
+
+
+def apply_overrides(config, **overrides):
+    from p2pfl.algorithms import ALGORITHMS  # noqa: F401  (validates names early through validate_config)
+
+    simple = {"agents": "agents", "rounds": "rounds", "seed": "seed", "algorithm": "algorithm", "model": "model",
+              "device": "device", "eval_every": "eval_every", "name": "name"}
+    for key, attr in simple.items():
+        if overrides.get(key) is not None:
+            setattr(config, attr, overrides[key])
+    if overrides.get("topology") is not None:
+        config.topology.kind = overrides["topology"]
+    if overrides.get("topology_file") is not None:
+        config.topology.kind, config.topology.path = "file", overrides["topology_file"]
+    if overrides.get("alpha") is not None:
+        config.data.alpha = overrides["alpha"]
+    if overrides.get("partition") is not None:
+        config.data.partition = overrides["partition"]
+    if overrides.get("dataset") is not None:
+        config.data.name = overrides["dataset"]
+    if overrides.get("data_path") is not None:
+        config.data.path = overrides["data_path"]
+    if overrides.get("lr") is not None:
+        config.optim.lr = overrides["lr"]
+    if overrides.get("base_port") is not None:
+        config.network.base_port = overrides["base_port"]
+    return config
+
+
+@cli.command()
+@click.argument("config_path", type=click.Path(dir_okay=False), required=False)
+@click.option("--agents", type=int, help="Number of agents.")
+@click.option("--topology", help="ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi.")
+@click.option("--topology-file", type=click.Path(), help="Edge list or GraphML file.")
+@click.option("--rounds", type=int, help="Gossip rounds (one local step each).")
+@click.option("--seed", type=int)
+@click.option("--algorithm", help="dpsgd, dsgdm, dsgdm-n, ...")
+@click.option("--model", help="mlp, cnn, lenet5, ...")
+@click.option("--dataset", help="digits, fashion-mnist, npz.")
+@click.option("--data-path", help="Folder or file of the dataset.")
+@click.option("--alpha", type=float, help="Dirichlet concentration of the non-IID split.")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet"]))
+@click.option("--lr", type=float)
+@click.option("--eval-every", type=int)
+@click.option("--base-port", type=int, help="Agent i binds base_port + i on network.host.")
+@click.option("--device", help="torch device, e.g. cpu or cuda:0.")
+@click.option("--name", help="Run name (folder prefix).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: a new folder under runs/).")
+@click.option("--simulate", is_flag=True, help="All agents in this process over an in-memory exchange.")
+@click.option("--no-progress", is_flag=True)
+def run(config_path, out, simulate, no_progress, **overrides):
+    """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
+    from p2pfl.agents.setup import prepare
+    from p2pfl.config import load_config, save_config
+    from p2pfl.report import print_summary, summarize
+    from p2pfl.topologies.draw import draw_topology
+    from p2pfl.agents import rundir
+
+    config = apply_overrides(load_config(config_path), **overrides)
+    setup = prepare(config)
+    config.run_id = setup.run_id
+    run_dir = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / rundir.CONFIG
+    save_config(config, config_file)
+    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
+    mode = "simulate" if simulate else "processes"
+    click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
+               f"{config.data.name} alpha={config.data.alpha}, {config.rounds} rounds -> {run_dir}")
+    if simulate:
+        from p2pfl.agents.progress import RunProgress
+        from p2pfl.agents.simulate import run_simulation
+        import threading
+
+        done = threading.Event()
+        progress = RunProgress(config, run_dir, enabled=not no_progress)
+
+        def watch() -> None:
+            with progress:
+                while not done.wait(0.3):
+                    progress.update()
+                progress.update()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            run_simulation(setup, run_dir)
+        finally:
+            done.set()
+            watcher.join()
+    else:
+        from p2pfl.agents.launcher import launch_local
+
+        launch_local(config, config_file, run_dir, show_progress=not no_progress)
+    print_summary(summarize(config, setup.dataset, run_dir, mode))
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The run config every agent of the run shares.")
+@click.option("--id", "agent_id", required=True, type=int, help="This agent's id (0..agents-1).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-RUNID).")
+def agent(config_path, agent_id, out):
+    """Start one agent by hand (e.g. on another LAN machine); it binds its address from the config."""
+    from p2pfl.agents.process import run_agent
+    from p2pfl.config import load_config
+
+    config = load_config(config_path)
+    run_dir = Path(out) if out else Path("runs") / f"{config.name}-{config.resolved_run_id()}"
+    code = run_agent(config, agent_id, run_dir, log_to_file=False)
+    if code:
+        from p2pfl.agents import rundir
+
+        error = rundir.error_path(run_dir, agent_id)
+        raise UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
+    click.echo(f"agent {agent_id} finished; metrics in {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+def report(run_dir):
+    """Summarize a finished run folder (e.g. after collecting hand-started agents' folders)."""
+    from p2pfl.agents import rundir
+    from p2pfl.config import load_config
+    from p2pfl.data import load_dataset
+    from p2pfl.report import print_summary, summarize
+
+    config = load_config(Path(run_dir) / rundir.CONFIG)
+    print_summary(summarize(config, load_dataset(config.data.name, config.data.path), Path(run_dir), "report"))
+
+
+@cli.group()
+def topology() -> None:
+    """Inspect gossip graphs."""
+
+
+@topology.command("show")
+@click.argument("kind")
+@click.option("--agents", type=int, default=16, show_default=True)
+@click.option("--file", "path", type=click.Path(), help="Edge list or GraphML (with KIND 'file').")
+@click.option("--degree", type=int, default=3, show_default=True, help="For random-regular.")
+@click.option("--p", type=float, default=0.3, show_default=True, help="For erdos-renyi.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--png", type=click.Path(dir_okay=False), help="Drawing path (default: topology-KIND-N.png).")
+def topology_show(kind, agents, path, degree, p, seed, png):
+    """Print degree, diameter and spectral gap of the mixing matrix; write a PNG drawing."""
+    from p2pfl.topologies import build_topology, describe
+    from p2pfl.topologies.draw import draw_topology
+
+    graph = build_topology(kind, agents, seed=seed, degree=degree, p=p, path=path)
+    facts = describe(graph)
+    for key, value in facts.items():
+        click.echo(f"{key:>13}: {value:.4f}" if isinstance(value, float) else f"{key:>13}: {value}")
+    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", f"{kind}, {facts['agents']} agents")
+    click.echo(f"      drawing: {target}")
+
+
+def main() -> None:
+    cli(prog_name="p2pfl")
+
+
+if __name__ == "__main__":
+    main()

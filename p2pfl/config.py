@@ -1,0 +1,197 @@
+"""One typed run config, read from YAML, overridable from the CLI, validated before anything starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from p2pfl.errors import UserError
+
+
+@dataclass
+class TopologyConfig:
+    kind: str = "ring"
+    path: str | None = None
+    degree: int = 3
+    p: float = 0.3
+    offsets: list[int] = field(default_factory=lambda: [1, 4])
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    path: str | None = None
+    partition: str = "dirichlet"
+    alpha: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    schedule: str = "constant"  # constant | step (x0.1 at 50% and 75%) | warmup (QGM: lr*n, linear warm-up)
+    warmup_rounds: int = 0
+    scale_lr_by_agents: bool = False
+
+
+@dataclass
+class NetworkConfig:
+    host: str = "127.0.0.1"
+    base_port: int = 47100
+    addresses: list[str] | None = None
+    round_timeout: float = 30.0
+    startup_timeout: float = 180.0
+    max_message_mb: float = 256.0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    agents: int = 16
+    rounds: int = 200
+    eval_every: int = 20
+    algorithm: str = "dsgdm-n"
+    model: str = "mlp"
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    run_id: str | None = None
+
+    def address(self, agent: int) -> str:
+        if self.network.addresses:
+            return self.network.addresses[agent]
+        return f"tcp://{self.network.host}:{self.network.base_port + agent}"
+
+    def resolved_run_id(self) -> str:
+        """Given, or a hash of the config: agents started by hand from one file agree on it."""
+        if self.run_id:
+            return self.run_id
+        body = {k: v for k, v in asdict(self).items() if k != "run_id"}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(value, hint, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[]") for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
+            raise UserError(f"{where} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int)):
+            raise UserError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"unknown key {sorted(unknown)[0]!r} in {where or 'config'}; known keys: {', '.join(sorted(known))}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in data.items()})
+
+
+def from_dict(data: dict) -> RunConfig:
+    if isinstance(data, dict) and isinstance(data.get("topology"), str):  # `topology: ring` shorthand
+        data = {**data, "topology": {"kind": data["topology"]}}
+    return _build(RunConfig, data, "")
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; see examples/ for ready configs")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}; fix the file") from None
+    return from_dict(data)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def validate_config(config: RunConfig) -> None:
+    """Check everything that can be checked before a process starts; raise one clear UserError."""
+    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.data import DATASETS
+    from p2pfl.models import MODELS
+    from p2pfl.topologies import TOPOLOGIES
+
+    checks = [
+        (config.agents >= 2, f"agents must be >= 2, got {config.agents}; raise --agents"),
+        (config.rounds >= 1, f"rounds must be >= 1, got {config.rounds}"),
+        (config.eval_every >= 0, "eval_every must be >= 0 (0 evaluates only at the end)"),
+        (config.topology.kind in TOPOLOGIES, f"unknown topology {config.topology.kind!r}; choose one of "
+                                             f"{', '.join(TOPOLOGIES)}"),
+        (config.data.name in DATASETS, f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)}"),
+        (config.data.partition in ("iid", "dirichlet"), f"unknown partition {config.data.partition!r}; "
+                                                         "choose iid or dirichlet"),
+        (config.data.alpha > 0, f"Dirichlet alpha must be > 0, got {config.data.alpha}; use e.g. 0.1 or 10"),
+        (config.model in MODELS, f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}"),
+        (config.algorithm in ALGORITHMS, f"unknown algorithm {config.algorithm!r}; choose one of "
+                                         f"{', '.join(ALGORITHMS)}"),
+        (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
+        (config.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {config.optim.batch_size}"),
+        (0 <= config.optim.momentum < 1, f"optim.momentum must be in [0, 1), got {config.optim.momentum}"),
+        (config.optim.schedule in ("constant", "step", "warmup"),
+         f"unknown optim.schedule {config.optim.schedule!r}; choose constant, step or warmup"),
+        (config.network.round_timeout > 0, "network.round_timeout must be > 0 seconds"),
+        (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
+        (1 <= config.network.base_port <= 65535 - config.agents,
+         f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
+        (not config.network.addresses or len(config.network.addresses) == config.agents,
+         f"network.addresses lists {len(config.network.addresses or [])} addresses for {config.agents} agents; "
+         "give one tcp://host:port per agent"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    ALGORITHMS[config.algorithm].check_options(config.options)

@@ -1,0 +1,75 @@
+"""Offline datasets and partitioners; each agent keeps only its own shard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.data.partition import partition
+from p2pfl.data.sources import load_digits, load_fashion_mnist, load_npz
+from p2pfl.errors import UserError
+
+DATASETS = ("digits", "fashion-mnist", "npz")
+
+
+def load_dataset(name: str, path: str | None = None) -> ArrayDataset:
+    if name == "digits":
+        return load_digits()
+    if name == "fashion-mnist":
+        return load_fashion_mnist(path)
+    if name == "npz":
+        return load_npz(path)
+    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+@dataclass
+class Shard:
+    """One agent's training data (tensors) and the shared test set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def agent_shard(dataset: ArrayDataset, agent: int, agents: int, scheme: str, alpha: float, seed: int) -> Shard:
+    """Agent `agent`'s shard; every agent derives the same split from the seed, no coordination."""
+    indices = partition(dataset.y_train, agents, scheme, alpha, seed)[agent]
+    return Shard(torch.from_numpy(np.ascontiguousarray(dataset.x_train[indices])),
+                 torch.from_numpy(dataset.y_train[indices]),
+                 torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test), dataset.num_classes)
+
+
+class BatchStream:
+    """Endless shuffled mini-batches from one shard, reshuffled each epoch by the agent's own RNG."""
+
+    def __init__(self, shard: Shard, batch_size: int, seed: int):
+        self.shard, self.batch_size = shard, min(batch_size, len(shard))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+        self.epoch = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.shard), generator=self.generator)
+            self.position = 0
+            self.epoch += 1
+        idx = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return self.shard.x[idx], self.shard.y[idx]
+
+    def state(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position,
+                "epoch": self.epoch}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position, self.epoch = state["order"], state["position"], state["epoch"]

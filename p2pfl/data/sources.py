@@ -1,0 +1,98 @@
+"""Offline data sources: scikit-learn digits (embedded), Fashion-MNIST IDX files, generic .npz."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.errors import UserError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero mean, unit variance with the training set's statistics (no test leakage)."""
+    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ArrayDataset:
+    """The 1797 8x8 digits bundled in scikit-learn: real, offline, the default."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    x = bunch.images.astype(np.float32)[:, None, :, :]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, bunch.target.astype(np.int64), test_size=test_fraction, random_state=split_seed, stratify=bunch.target)
+    x_train, x_test = standardize(x_train, x_test)
+    return ArrayDataset("digits", x_train, y_train, x_test, y_test, 10)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """One IDX file (optionally gzipped), the format of the original MNIST-family files."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise UserError(f"{path} is not an IDX file (bad magic number); point data.path at the original files")
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise UserError(f"{path} is truncated: header promises {expected} bytes, file has {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(tuple(int(d) for d in dims))
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"missing {stem}(.gz) in {directory}; install it with `apt-get install dataset-fashion-mnist` "
+                    "(or `make fmnist`) or set data.path to the folder holding the IDX files")
+
+
+def load_idx_folder(path: str | Path, name: str) -> ArrayDataset:
+    """An MNIST-style folder: train/t10k images and labels in IDX format."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise UserError(f"data path {directory} does not exist; install it with `make fmnist` "
+                        "or set data.path to the folder holding the IDX files")
+    arrays = {stem: read_idx(_find(directory, stem)) for stem in
+              ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    x_train = arrays["train-images-idx3-ubyte"].astype(np.float32)[:, None] / 255.0
+    x_test = arrays["t10k-images-idx3-ubyte"].astype(np.float32)[:, None] / 255.0
+    x_train, x_test = standardize(x_train, x_test)
+    return ArrayDataset(name, x_train, arrays["train-labels-idx1-ubyte"].astype(np.int64),
+                        x_test, arrays["t10k-labels-idx1-ubyte"].astype(np.int64), 10)
+
+
+def load_fashion_mnist(path: str | Path | None = None) -> ArrayDataset:
+    return load_idx_folder(path or FASHION_MNIST_DIR, "fashion-mnist")
+
+
+def load_npz(path: str | Path | None) -> ArrayDataset:
+    """A .npz holding x_train, y_train, x_test, y_test (images N x C x H x W, N x H x W or N x D)."""
+    if not path:
+        raise UserError("data 'npz' needs a file: set data.path to a .npz with x_train, y_train, x_test, y_test")
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist; set data.path to an existing .npz")
+    with np.load(path, allow_pickle=False) as npz:  # never unpickle a data file
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
+        if missing:
+            raise UserError(f"{path} lacks {', '.join(sorted(missing))}; save it with np.savez(x_train=..., ...)")
+        x_train, x_test = npz["x_train"].astype(np.float32), npz["x_test"].astype(np.float32)
+        y_train, y_test = npz["y_train"].astype(np.int64), npz["y_test"].astype(np.int64)
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[:, None], x_test[:, None]
+    x_train, x_test = standardize(x_train, x_test)
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, classes)

@@ -1,0 +1,221 @@
+"""The seam between algorithms and transport: "send these tensors for (round, tag), give me theirs".
+
+`MailboxExchange` holds everything that does not depend on how bytes move: encoding once per
+distinct payload, validation of every inbound message, buffering of early messages, dropping of
+stale ones, deadlines and byte/time accounting. Transports only implement `_send` and `_receive`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Protocol, Sequence
+
+import torch
+
+from p2pfl.constants import DEFAULT_MAX_MESSAGE_BYTES, ROUND_WINDOW
+from p2pfl.errors import WireError
+from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, spec_of
+
+PeerId = int
+TensorMap = Mapping[str, torch.Tensor]
+log = logging.getLogger("p2pfl.exchange")
+
+
+class Exchange(Protocol):
+    agent_id: PeerId
+
+    def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
+                 expect_from: Iterable[PeerId] | None = None,
+                 expect: Mapping[str, TensorSpec] | None = None,
+                 timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+        """Send each peer its tensors for (round, tag); return what each live peer sent for it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ExchangeStats:
+    """Cumulative counters; the agent loop reports per-round differences."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    sent_by_tag: Counter = field(default_factory=Counter)
+    received_by_tag: Counter = field(default_factory=Counter)
+    comm_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    dropped: Counter = field(default_factory=Counter)
+    absent: Counter = field(default_factory=Counter)
+    send_failures: Counter = field(default_factory=Counter)
+
+    def snapshot(self) -> dict:
+        return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "comm_seconds": self.comm_seconds, "wait_seconds": self.wait_seconds,
+                "sent_by_tag": dict(self.sent_by_tag), "dropped": sum(self.dropped.values())}
+
+
+class MailboxExchange:
+    """Exchange logic common to every transport; subclasses move the frames."""
+
+    def __init__(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.agent_id = agent_id
+        self.peers = frozenset(peers)
+        self.run_id = run_id
+        self.round_timeout = round_timeout
+        self.max_message_bytes = max_message_bytes
+        self.stats = ExchangeStats()
+        self._buffer: dict[tuple[int, str], dict[PeerId, Envelope]] = defaultdict(dict)
+        self._done: set[tuple[int, str]] = set()
+        self._round = -10**9
+
+    # -- transport hooks -------------------------------------------------------------------
+    def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
+        raise NotImplementedError
+
+    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+        """One inbound message as (sender identity, frames), or None when the timeout passes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- the exchange ----------------------------------------------------------------------
+    def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
+                 expect_from: Iterable[PeerId] | None = None,
+                 expect: Mapping[str, TensorSpec] | None = None,
+                 timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+        start = time.perf_counter()
+        if round > self._round:
+            self._round = round
+            self._done = {key for key in self._done if key[0] >= round}
+        self._send_all(round, tag, outbox)
+        wanted = set(outbox if expect_from is None else expect_from)
+        unknown = wanted - self.peers
+        if unknown:
+            raise ValueError(f"agent {self.agent_id} has no link to {sorted(unknown)}")
+        specs = {peer: (expect if expect is not None else spec_of(outbox[peer]) if peer in outbox else None)
+                 for peer in wanted}
+        got = self._collect(round, tag, specs, self.round_timeout if timeout is None else timeout)
+        self._done.add((round, tag))
+        for peer in wanted - got.keys():
+            self.stats.absent[peer] += 1
+            log.warning("agent %s: neighbour %s silent in round %s (%s), going on without it",
+                        self.agent_id, peer, round, tag)
+        self.stats.comm_seconds += time.perf_counter() - start
+        return {peer: got[peer].tensors for peer in sorted(got)}
+
+    def _send_all(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
+        encoded: dict[int, list[Buffer]] = {}
+        for peer, tensors in outbox.items():
+            frames = encoded.get(id(tensors))
+            if frames is None:  # one encoding per distinct payload, shared by every peer it goes to
+                frames = encoded[id(tensors)] = encode(self.run_id, self.agent_id, round, tag, tensors)
+            if self._send(peer, frames):
+                size = sum(len(f) for f in frames)
+                self.stats.bytes_sent += size
+                self.stats.sent_by_tag[tag] += size
+            else:
+                self.stats.send_failures[peer] += 1
+
+    def _collect(self, round: int, tag: str, specs: dict[PeerId, Mapping[str, TensorSpec] | None],
+                 timeout: float) -> dict[PeerId, Envelope]:
+        got: dict[PeerId, Envelope] = {}
+        for peer, envelope in self._buffer.pop((round, tag), {}).items():
+            self._accept(envelope, specs, got)
+        deadline = time.monotonic() + timeout
+        while specs.keys() - got.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waited = time.perf_counter()
+            item = self._receive(remaining)
+            self.stats.wait_seconds += time.perf_counter() - waited
+            if item is None:
+                break
+            envelope = self._validate(*item)
+            if envelope is None:
+                continue
+            if (envelope.round, envelope.tag) == (round, tag):
+                self._accept(envelope, specs, got)
+            else:
+                self._park(envelope)
+        return got
+
+    def _accept(self, envelope: Envelope, specs: dict, got: dict[PeerId, Envelope]) -> None:
+        peer = envelope.sender
+        if peer not in specs:
+            return self._drop("unexpected sender", envelope)
+        if peer in got:
+            return self._drop("duplicate", envelope)
+        if specs[peer] is not None:
+            try:
+                check_spec(envelope, specs[peer])
+            except WireError as exc:
+                return self._drop(str(exc), envelope)
+        self.stats.bytes_received += envelope.nbytes
+        self.stats.received_by_tag[envelope.tag] += envelope.nbytes
+        got[peer] = envelope
+
+    def _park(self, envelope: Envelope) -> None:
+        key = (envelope.round, envelope.tag)
+        if envelope.round < self._round or key in self._done:
+            return self._drop("stale round", envelope)
+        if envelope.round > self._round + ROUND_WINDOW:
+            return self._drop("round too far ahead", envelope)
+        slot = self._buffer[key]
+        if envelope.sender in slot:
+            return self._drop("duplicate", envelope)
+        slot[envelope.sender] = envelope
+
+    def _validate(self, identity: bytes, frames: Sequence[Buffer]) -> Envelope | None:
+        try:
+            envelope = decode(frames, self.run_id, self.max_message_bytes)
+            if identity != str(envelope.sender).encode():
+                raise WireError("sender field does not match the connection identity")
+            if envelope.sender not in self.peers:
+                raise WireError(f"sender {envelope.sender} is not a neighbour")
+        except WireError as exc:
+            self._drop(str(exc), None)
+            return None
+        return envelope
+
+    def _drop(self, reason: str, envelope: Envelope | None) -> None:
+        self.stats.dropped[reason.split(":")[0]] += 1
+        origin = f" from {envelope.sender} (round {envelope.round}, {envelope.tag})" if envelope else ""
+        log.info("agent %s dropped a message%s: %s", self.agent_id, origin, reason)
+
+
+class InMemoryHub:
+    """Mailboxes of all agents of one process: the `--simulate` network."""
+
+    def __init__(self) -> None:
+        self.mailboxes: dict[PeerId, queue.Queue] = defaultdict(queue.Queue)
+
+    def endpoint(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
+                 **kwargs) -> "InMemoryExchange":
+        return InMemoryExchange(self, agent_id, peers, run_id, round_timeout, **kwargs)
+
+
+class InMemoryExchange(MailboxExchange):
+    """Frames are copied into the receiver's queue, then decoded and validated as off a socket."""
+
+    def __init__(self, hub: InMemoryHub, agent_id: PeerId, peers: Iterable[PeerId], run_id: str,
+                 round_timeout: float, **kwargs):
+        super().__init__(agent_id, peers, run_id, round_timeout, **kwargs)
+        self.hub = hub
+        self.identity = str(agent_id).encode()
+
+    def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
+        self.hub.mailboxes[peer].put((self.identity, [bytes(f) for f in frames]))
+        return True
+
+    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+        try:
+            return self.hub.mailboxes[self.agent_id].get(timeout=timeout)
+        except queue.Empty:
+            return None

@@ -1,0 +1,122 @@
+"""End-of-run outputs: summary.json, the final table and the PNG curves, from the run folder alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from p2pfl.agents import rundir
+from p2pfl.agents.agent import initial_model
+from p2pfl.agents.evaluation import evaluate
+from p2pfl.algorithms.base import set_flat_params
+from p2pfl.config import RunConfig
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.errors import UserError
+
+
+def read_metrics(run_dir: Path, agents: int) -> list[list[dict]]:
+    out = []
+    for agent in range(agents):
+        path = rundir.metrics_path(run_dir, agent)
+        if not path.exists():
+            raise UserError(f"{path} is missing: agent {agent} did not run here; collect its folder into {run_dir}")
+        out.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    return out
+
+
+def consensus_accuracy(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> tuple[float, float] | None:
+    """Accuracy of the exact parameter average of all agents' final models."""
+    paths = [rundir.final_params_path(run_dir, a) for a in range(config.agents)]
+    present = [np.load(p) for p in paths if p.exists()]
+    if not present:
+        return None
+    model = initial_model(config, dataset)
+    set_flat_params(model, torch.from_numpy(np.mean(present, axis=0)))
+    return evaluate(model, torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+
+
+def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str) -> dict:
+    metrics = read_metrics(run_dir, config.agents)
+    finals = [next((r for r in reversed(rows) if "test_accuracy" in r), {}) for rows in metrics]
+    local = [r["test_accuracy"] for r in finals if r]
+    consensus = consensus_accuracy(config, dataset, run_dir)
+    rows = [r for agent_rows in metrics for r in agent_rows]
+    by_tag: dict[str, float] = {}
+    for r in rows:
+        for tag, value in r.get("bytes_by_tag", {}).items():
+            by_tag[tag] = by_tag.get(tag, 0) + value / len(rows)
+    summary = {
+        "name": config.name, "mode": mode, "algorithm": config.algorithm, "agents": config.agents,
+        "topology": config.topology.kind, "rounds": config.rounds, "dataset": config.data.name,
+        "alpha": config.data.alpha, "partition": config.data.partition, "seed": config.seed,
+        "local_accuracy_mean": float(np.mean(local)) if local else None,
+        "local_accuracy_std": float(np.std(local)) if local else None,
+        "consensus_accuracy": consensus[0] if consensus else None,
+        "consensus_loss": consensus[1] if consensus else None,
+        "final_train_loss_mean": float(np.mean([rows_[-1]["loss"] for rows_ in metrics if rows_])),
+        "bytes_sent_per_agent_per_round": float(np.mean([r["bytes_sent"] for r in rows])),
+        "bytes_sent_by_tag_per_agent_per_round": by_tag,
+        "seconds_per_round": float(np.mean([np.mean([r["seconds"] for r in a]) for a in metrics if a])),
+        "compute_seconds_per_round": float(np.mean([r["compute_seconds"] for r in rows])),
+        "wait_seconds_per_round": float(np.mean([r["wait_seconds"] for r in rows])),
+        "messages_dropped": int(sum(r["dropped"] for r in rows)),
+        "run_dir": str(run_dir),
+    }
+    (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
+    plot_curves(metrics, Path(run_dir) / rundir.PLOT, f"{config.name}: {config.algorithm}, {config.topology.kind}")
+    return summary
+
+
+def mean_curve(metrics: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
+    by_round: dict[int, list[float]] = {}
+    for rows in metrics:
+        for r in rows:
+            if key in r:
+                by_round.setdefault(r["round"], []).append(r[key])
+    rounds = sorted(by_round)
+    return rounds, [float(np.mean(by_round[r])) for r in rounds]
+
+
+def plot_curves(metrics: list[list[dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rounds, loss = mean_curve(metrics, "loss")
+    window = max(1, len(loss) // 50)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    left.plot(rounds[window - 1:], smooth)
+    left.set(xlabel="round", ylabel="training loss (mean over agents)", title="loss")
+    rounds, acc = mean_curve(metrics, "test_accuracy")
+    right.plot(rounds, acc, marker="o")
+    right.set(xlabel="round", ylabel="test accuracy (mean of local models)", title="accuracy", ylim=(0, 1))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    table = Table(title=f"{summary['name']} ({summary['mode']}): {summary['algorithm']} on {summary['topology']}, "
+                        f"{summary['agents']} agents, {summary['rounds']} rounds")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("mean test accuracy of the local models", pct(summary["local_accuracy_mean"]))
+    table.add_row("test accuracy of the consensus model (parameter average)", pct(summary["consensus_accuracy"]))
+    table.add_row("final training loss (mean over agents)", f"{summary['final_train_loss_mean']:.4f}")
+    table.add_row("bytes sent per agent per round", f"{summary['bytes_sent_per_agent_per_round']:,.0f}")
+    table.add_row("seconds per round", f"{summary['seconds_per_round']:.4f}")
+    table.add_row("messages dropped", str(summary["messages_dropped"]))
+    table.add_row("run folder", summary["run_dir"])
+    Console(width=120).print(table)

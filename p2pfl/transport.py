@@ -1,0 +1,91 @@
+"""ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Mapping, Sequence
+
+import zmq
+
+from p2pfl.errors import UserError
+from p2pfl.exchange import MailboxExchange, PeerId
+from p2pfl.wire import Buffer
+
+log = logging.getLogger("p2pfl.transport")
+
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+LINGER_MS = 2000  # long enough to flush the last round to live peers, short enough to exit if they died
+SEND_HWM = 64
+
+
+class ZmqExchange(MailboxExchange):
+    def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
+                 round_timeout: float, **kwargs):
+        super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
+        self.context = zmq.Context()
+        self.inbox = self.context.socket(zmq.ROUTER)
+        self.dealers: dict[PeerId, zmq.Socket] = {}
+        try:
+            self.inbox.setsockopt(zmq.LINGER, 0)
+            self.inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted neighbour takes its identity back
+            self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)  # oversized frames cut the link
+            try:
+                self.inbox.bind(bind)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EADDRINUSE:
+                    raise UserError(f"agent {agent_id}: address {bind} is already in use; stop what holds it or "
+                                    "choose another network.base_port / address") from None
+                raise UserError(f"agent {agent_id}: cannot bind {bind}: {exc.strerror}; check the address") from None
+            identity = str(agent_id).encode()
+            for peer, address in sorted(neighbours.items()):
+                dealer = self.context.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.IDENTITY, identity)
+                dealer.setsockopt(zmq.LINGER, LINGER_MS)
+                dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
+                dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+                dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+                dealer.connect(address)  # queues until the peer is up: start order does not matter
+                self.dealers[peer] = dealer
+        except BaseException:
+            self.close()
+            raise
+
+    def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
+        try:
+            self.dealers[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:  # the peer's queue is full: it is gone or far behind
+            log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
+            return False
+
+    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+        if not self.inbox.poll(max(0, int(timeout * 1000))):
+            return None
+        parts = self.inbox.recv_multipart(copy=False)
+        return bytes(parts[0].buffer), [part.buffer for part in parts[1:]]
+
+    def close(self) -> None:
+        for dealer in self.dealers.values():
+            dealer.close()
+        self.inbox.close(linger=0)
+        self.context.term()
+
+
+def check_ports_free(config) -> None:
+    """Before launching locally: fail fast, in one line, on a port something else holds."""
+    import socket
+    from urllib.parse import urlparse
+
+    for agent in range(config.agents):
+        address = urlparse(config.address(agent))
+        if address.scheme != "tcp" or address.hostname not in ("127.0.0.1", "localhost", "0.0.0.0", "*"):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1" if address.hostname in ("localhost", "*") else address.hostname,
+                            address.port))
+            except OSError:
+                raise UserError(f"port {address.port} (agent {agent}) is already in use; stop what holds it or "
+                                "choose another --base-port") from None

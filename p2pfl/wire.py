@@ -1,0 +1,133 @@
+"""Wire format: a msgpack header frame, then one raw frame per tensor. No pickle, ever.
+
+Peers are untrusted: unpickling their bytes would let any of them run code in this process,
+so tensors travel as raw buffers described by (name, dtype, shape) in the header, and every
+declared size is checked against the frame it describes before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import msgpack
+import numpy as np
+import torch
+
+from p2pfl.constants import (MAX_HEADER_BYTES, MAX_TENSOR_NDIM, MAX_TENSORS_PER_MESSAGE, PROTOCOL_VERSION,
+                             WIRE_DTYPES)
+from p2pfl.errors import WireError
+
+Buffer = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Envelope:
+    run_id: str
+    sender: int
+    round: int
+    tag: str
+    tensors: dict[str, torch.Tensor]
+    nbytes: int = 0
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def spec_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    return {name: TensorSpec(dtype_name(t), tuple(t.shape)) for name, t in tensors.items()}
+
+
+def encode(run_id: str, sender: int, round_: int, tag: str, tensors: Mapping[str, torch.Tensor]) -> list[Buffer]:
+    """[header, frame_0, ...]; frames are views of the tensors' memory (zero copy)."""
+    arrays, entries = [], []
+    for name, tensor in tensors.items():
+        array = tensor.detach().cpu().contiguous().numpy()
+        if array.dtype.name not in WIRE_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {array.dtype}, not one of {WIRE_DTYPES}")
+        entries.append([name, array.dtype.name, list(array.shape)])
+        arrays.append(array)
+    header = msgpack.packb({"v": PROTOCOL_VERSION, "run": run_id, "from": sender, "round": round_, "tag": tag,
+                            "t": entries}, use_bin_type=True)
+    return [header, *(memoryview(a.reshape(-1)).cast("B") for a in arrays)]
+
+
+def _header(raw: Buffer) -> dict:
+    if len(raw) > MAX_HEADER_BYTES:
+        raise WireError("header too large")
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=0,
+                                 max_array_len=MAX_TENSORS_PER_MESSAGE + MAX_TENSOR_NDIM, max_map_len=16,
+                                 max_ext_len=0)
+    except Exception as exc:  # msgpack raises several types on garbage
+        raise WireError(f"header is not msgpack: {type(exc).__name__}") from None
+    if not isinstance(header, dict):
+        raise WireError("header is not a map")
+    for key, kind in (("v", int), ("run", str), ("from", int), ("round", int), ("tag", str), ("t", list)):
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
+            raise WireError(f"header field {key!r} missing or not {kind.__name__}")
+    if header["v"] != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {header['v']} != {PROTOCOL_VERSION}")
+    return header
+
+
+def _specs(entries: list) -> list[tuple[str, TensorSpec]]:
+    if len(entries) > MAX_TENSORS_PER_MESSAGE:
+        raise WireError("too many tensors")
+    specs = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], str) and isinstance(entry[2], list)):
+            raise WireError("malformed tensor entry")
+        name, dtype, shape = entry
+        if dtype not in WIRE_DTYPES:
+            raise WireError(f"dtype {dtype!r} not allowed")
+        if len(shape) > MAX_TENSOR_NDIM or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                   for d in shape):
+            raise WireError("malformed shape")
+        specs.append((name, TensorSpec(dtype, tuple(shape))))
+    if len({name for name, _ in specs}) != len(specs):
+        raise WireError("duplicate tensor names")
+    return specs
+
+
+def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
+    """Validate and rebuild one message; raises WireError (and allocates nothing big) when it is bad."""
+    if not frames:
+        raise WireError("empty message")
+    header = _header(frames[0])
+    if header["run"] != run_id:
+        raise WireError("wrong run id")
+    specs = _specs(header["t"])
+    if len(frames) - 1 != len(specs):
+        raise WireError(f"{len(frames) - 1} frames for {len(specs)} tensors")
+    declared = sum(spec.nbytes for _, spec in specs)  # Python ints: a huge claimed shape cannot overflow
+    if declared > max_bytes:
+        raise WireError(f"message declares {declared} bytes, cap is {max_bytes}")
+    tensors = {}
+    for (name, spec), frame in zip(specs, frames[1:]):
+        if len(frame) != spec.nbytes:
+            raise WireError(f"tensor {name!r}: frame has {len(frame)} bytes, header says {spec.nbytes}")
+        array = np.frombuffer(frame, dtype=spec.dtype).reshape(spec.shape)
+        tensors[name] = torch.from_numpy(array.copy())  # own the memory: the frame is recycled
+    nbytes = sum(len(f) for f in frames)
+    return Envelope(header["run"], header["from"], header["round"], header["tag"], tensors, nbytes)
+
+
+def check_spec(envelope: Envelope, expected: Mapping[str, TensorSpec]) -> None:
+    """Names, dtypes and shapes must be exactly what this round expects."""
+    got = {name: TensorSpec(dtype_name(t), tuple(t.shape)) for name, t in envelope.tensors.items()}
+    if got != dict(expected):
+        raise WireError(f"tensors {sorted(got)} do not match the expected {sorted(expected)} (names/dtypes/shapes)")
