@@ -102,7 +102,7 @@ class MailboxExchange:
                  for peer in wanted}
         got = self._collect(round, tag, specs, self.round_timeout if timeout is None else timeout)
         self._done.add((round, tag))
-        for peer in wanted - got.keys():
+        for peer in sorted(wanted - got.keys()) if round >= 0 else ():  # control rounds report themselves
             self.stats.absent[peer] += 1
             log.warning("agent %s: neighbour %s silent in round %s (%s), going on without it",
                         self.agent_id, peer, round, tag)

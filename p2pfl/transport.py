@@ -28,7 +28,10 @@ class ZmqExchange(MailboxExchange):
         self.dealers: dict[PeerId, zmq.Socket] = {}
         try:
             self.inbox.setsockopt(zmq.LINGER, 0)
-            self.inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted neighbour takes its identity back
+            # No ROUTER_HANDOVER: while a neighbour is connected nobody else can take its identity. A dead
+            # peer's connection goes away with its TCP socket, or with the heartbeat timeout on a cut link.
+            self.inbox.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            self.inbox.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
             self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)  # oversized frames cut the link
             try:
                 self.inbox.bind(bind)

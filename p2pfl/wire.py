@@ -8,6 +8,7 @@ declared size is checked against the frame it describes before anything is alloc
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -103,6 +104,16 @@ def _specs(entries: list) -> list[tuple[str, TensorSpec]]:
     return specs
 
 
+def view_tensor(frame: Buffer, spec: TensorSpec) -> torch.Tensor:
+    """A tensor over the frame's memory, no copy; it keeps the frame alive. Treat it as read-only."""
+    dtype = getattr(torch, spec.dtype)
+    if spec.nbytes == 0:
+        return torch.empty(spec.shape, dtype=dtype)
+    with warnings.catch_warnings():  # torch warns that the frame is not writable: received tensors are inputs
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+
+
 def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
     """Validate and rebuild one message; raises WireError (and allocates nothing big) when it is bad."""
     if not frames:
@@ -120,8 +131,7 @@ def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
     for (name, spec), frame in zip(specs, frames[1:]):
         if len(frame) != spec.nbytes:
             raise WireError(f"tensor {name!r}: frame has {len(frame)} bytes, header says {spec.nbytes}")
-        array = np.frombuffer(frame, dtype=spec.dtype).reshape(spec.shape)
-        tensors[name] = torch.from_numpy(array.copy())  # own the memory: the frame is recycled
+        tensors[name] = view_tensor(frame, spec)
     nbytes = sum(len(f) for f in frames)
     return Envelope(header["run"], header["from"], header["round"], header["tag"], tensors, nbytes)
 

@@ -67,6 +67,7 @@ class AgentLoop:
     def handshake(self) -> None:
         """Wait until every neighbour is up, so round 0 does not time out on slow starters."""
         peers = list(self.ctx.weights)
+        started = time.perf_counter()
         heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: {} for j in peers},
                                        timeout=self.config.network.startup_timeout)
         missing = sorted(set(peers) - set(heard))
@@ -75,6 +76,8 @@ class AgentLoop:
             raise PeerUnreachable(f"agent {self.agent_id}: neighbour(s) {where} did not answer within "
                                   f"{self.config.network.startup_timeout:.0f}s; start them (p2pfl agent --id N) or "
                                   "check the addresses and firewall")
+        log.info("agent %s: all %s neighbours up after %.1fs", self.agent_id, len(peers),
+                 time.perf_counter() - started)
 
     def run(self) -> dict:
         directory = rundir.agent_dir(self.run_dir, self.agent_id)
@@ -97,8 +100,9 @@ class AgentLoop:
                 record = {"round": round_, "agent": self.agent_id, **out, "epoch": self.stream.epoch,
                           "bytes_sent": after["bytes_sent"] - before["bytes_sent"],
                           "bytes_received": after["bytes_received"] - before["bytes_received"],
-                          "bytes_by_tag": {tag: after["sent_by_tag"].get(tag, 0) - before["sent_by_tag"].get(tag, 0)
-                                           for tag in after["sent_by_tag"]},
+                          "bytes_by_tag": {tag: sent - before["sent_by_tag"].get(tag, 0)
+                                           for tag, sent in after["sent_by_tag"].items()
+                                           if sent != before["sent_by_tag"].get(tag, 0)},
                           "seconds": seconds, "compute_seconds": seconds - comm, "comm_seconds": comm - wait,
                           "wait_seconds": wait, "dropped": after["dropped"] - before["dropped"]}
                 if evaluation_due(self.config, round_):

@@ -23,7 +23,8 @@ TERMINATE_GRACE_SECONDS = 5.0
 def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True) -> None:
     check_ports_free(config)
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["p2pfl.agents.process"])
+    # Imported once in the forkserver, inherited by every agent: torch, scikit-learn's loaders.
+    context.set_forkserver_preload(["p2pfl.agents.process", "sklearn.datasets", "sklearn.model_selection"])
     processes = [context.Process(target=process_main, args=(str(config_path), agent, str(run_dir)),
                                  name=f"p2pfl-agent-{agent}") for agent in range(config.agents)]
     try:

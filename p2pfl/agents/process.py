@@ -19,13 +19,17 @@ from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
 from p2pfl.transport import ZmqExchange
 
+PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+PROCESS_NAME_PREFIX = "p2pfl-agent-"
 
 
-def die_with_parent() -> None:
-    """Linux: get SIGTERM when the launcher dies, so no agent outlives a killed run."""
+def die_with_parent(agent_id: int) -> None:
+    """Linux: get SIGTERM when the launcher dies (no agent outlives a killed run); name the process."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_NAME, f"{PROCESS_NAME_PREFIX}{agent_id}".encode()[:15])
     except OSError:
         pass
 
@@ -52,6 +56,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
     exchange = None
+    logging.getLogger("p2pfl").info("agent %s starting (pid %s)", agent_id, os.getpid())
     try:
         if not 0 <= agent_id < config.agents:
             raise UserError(f"--id {agent_id} is out of range: this run has agents 0..{config.agents - 1}")
@@ -84,7 +89,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
 
 def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
     """Target of a launched child: own session of logs, dies with the launcher."""
-    die_with_parent()
+    die_with_parent(agent_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us with SIGTERM
     rundir.agent_dir(Path(run_dir), agent_id).mkdir(parents=True, exist_ok=True)
     log_file = open(rundir.log_path(Path(run_dir), agent_id), "a")

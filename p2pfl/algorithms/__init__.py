@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from p2pfl.algorithms.base import AgentContext
-from p2pfl.algorithms.dsgd import DSGD
+from p2pfl.algorithms.dsgd import DSGD, LocalOnly
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "dpsgd": AlgorithmEntry(partial(DSGD, momentum=False), DSGD.check_options, "D-PSGD, no momentum"),
     "dsgdm": AlgorithmEntry(partial(DSGD, nesterov=False), DSGD.check_options, "D-PSGD with heavy-ball momentum"),
     "dsgdm-n": AlgorithmEntry(partial(DSGD, nesterov=True), DSGD.check_options, "D-PSGD with Nesterov momentum"),
+    "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
+                            "local steps only (Nesterov momentum), no communication"),
 }
 
 

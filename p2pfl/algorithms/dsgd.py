@@ -59,3 +59,15 @@ class DSGD:
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.momentum = state["momentum"]
+
+
+class LocalOnly(DSGD):
+    """The same local steps with no communication: the floor of accuracy, the ceiling of speed."""
+
+    def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        ctx = self.ctx
+        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
+        params = flat_params(ctx.model)
+        g, loss = local_gradient(ctx, x, y, params)
+        set_flat_params(ctx.model, params - lr * self.direction(g))
+        return {"loss": loss, "lr": lr, "neighbours_heard": 0}

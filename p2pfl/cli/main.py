@@ -133,17 +133,22 @@ def run(config_path, out, simulate, no_progress, **overrides):
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-RUNID).")
 def agent(config_path, agent_id, out):
     """Start one agent by hand (e.g. on another LAN machine); it binds its address from the config."""
+    from p2pfl.agents import rundir
     from p2pfl.agents.process import run_agent
-    from p2pfl.config import load_config
+    from p2pfl.config import load_config, save_config
 
     config = load_config(config_path)
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{config.resolved_run_id()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / rundir.CONFIG).exists():  # so `p2pfl report` works on a folder of hand-started agents
+        config.run_id = config.resolved_run_id()
+        save_config(config, run_dir / rundir.CONFIG)
     code = run_agent(config, agent_id, run_dir, log_to_file=False)
     if code:
-        from p2pfl.agents import rundir
-
         error = rundir.error_path(run_dir, agent_id)
-        raise UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
+        failure = UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
+        failure.exit_code = code
+        raise failure
     click.echo(f"agent {agent_id} finished; metrics in {run_dir}")
 
 

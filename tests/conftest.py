@@ -1,0 +1,86 @@
+"""Shared helpers: free loopback ports, small configs, and a guard that no agent process leaks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p2pfl.agents.process import PROCESS_NAME_PREFIX
+from p2pfl.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out on 127.0.0.1 (held together so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def agent_pids() -> list[int]:
+    """Live processes named like p2pfl agents (the name is set with prctl at start)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith(PROCESS_NAME_PREFIX):
+                    state = (entry / "stat").read_text().split(")")[-1].split()[0]
+                    if state != "Z":
+                        pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def small_config(agents: int = 4, rounds: int = 12, **changes) -> RunConfig:
+    config = RunConfig(name="test", agents=agents, rounds=rounds, eval_every=0, model="mlp")
+    config.network.addresses = [f"tcp://127.0.0.1:{p}" for p in free_ports(agents)]
+    config.network.round_timeout = 20.0
+    config.network.startup_timeout = 60.0
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split("__")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return config
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`p2pfl ARGS` in a fresh interpreter, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "p2pfl.cli", *args], cwd=kwargs.pop("cwd", ROOT), env=env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def no_leaked_agents():
+    """Fails the test if it leaves an agent process behind, and kills what it left."""
+    before = set(agent_pids())
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    leaked = set(agent_pids()) - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leaked = set(agent_pids()) - before
+    for pid in leaked:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert not leaked, f"agent processes left running: {sorted(leaked)}"

@@ -1,0 +1,98 @@
+import threading
+
+import msgpack
+import torch
+
+from p2pfl.constants import PROTOCOL_VERSION
+from p2pfl.exchange import InMemoryHub
+from p2pfl.wire import encode
+
+RUN = "r"
+
+
+def pair(timeout=2.0):
+    hub = InMemoryHub()
+    return hub, hub.endpoint(0, [1, 2], RUN, timeout), hub.endpoint(1, [0], RUN, timeout), hub.endpoint(2, [0], RUN, timeout)
+
+
+def in_threads(*calls):
+    results = [None] * len(calls)
+
+    def body(i, fn):
+        results[i] = fn()
+
+    threads = [threading.Thread(target=body, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_symmetric_exchange_returns_each_neighbours_tensors():
+    _, a, b, c = pair()
+    r0, r1, r2 = in_threads(
+        lambda: a.exchange(0, "params", {1: {"x": torch.zeros(3)}, 2: {"x": torch.zeros(3)}}),
+        lambda: b.exchange(0, "params", {0: {"x": torch.ones(3)}}),
+        lambda: c.exchange(0, "params", {0: {"x": torch.full((3,), 2.0)}}))
+    assert sorted(r0) == [1, 2]
+    assert r0[1]["x"].tolist() == [1, 1, 1] and r0[2]["x"].tolist() == [2, 2, 2]
+    assert r1[0]["x"].tolist() == [0, 0, 0]
+    assert a.stats.bytes_sent == a.stats.bytes_received * 1 and a.stats.bytes_sent > 2 * 12
+
+
+def test_early_messages_are_buffered_and_stale_ones_dropped():
+    hub, a, b, _ = pair(timeout=0.5)
+    # b runs ahead: sends round 0 and round 1 before a asks for anything.
+    b._send_all(0, "params", {0: {"x": torch.ones(2)}})
+    b._send_all(1, "params", {0: {"x": torch.full((2,), 5.0)}})
+    got0 = a.exchange(0, "params", {1: {"x": torch.zeros(2)}})
+    assert got0[1]["x"].tolist() == [1, 1]
+    got1 = a.exchange(1, "params", {1: {"x": torch.zeros(2)}})
+    assert got1[1]["x"].tolist() == [5, 5]
+    # a late copy of round 0 arrives now: stale, dropped and counted, not delivered as round 2.
+    b._send_all(0, "params", {0: {"x": torch.ones(2)}})
+    got2 = a.exchange(2, "params", {1: {"x": torch.zeros(2)}})
+    assert got2 == {}
+    assert a.stats.dropped["stale round"] == 1
+    assert a.stats.absent[1] == 1
+
+
+def test_silent_neighbour_is_absent_after_the_timeout():
+    _, a, b, _ = pair(timeout=0.3)
+    got = in_threads(lambda: a.exchange(0, "params", {1: {"x": torch.zeros(1)}, 2: {"x": torch.zeros(1)}}),
+                     lambda: b.exchange(0, "params", {0: {"x": torch.ones(1)}}))[0]
+    assert list(got) == [1]
+    assert a.stats.absent == {2: 1}
+
+
+def test_wrong_shape_from_a_neighbour_is_dropped():
+    _, a, b, _ = pair(timeout=0.3)
+    b._send_all(0, "params", {0: {"x": torch.ones(5)}})
+    assert a.exchange(0, "params", {1: {"x": torch.zeros(2)}}) == {}
+    assert sum(a.stats.dropped.values()) == 1
+
+
+def test_non_neighbour_and_spoofed_sender_are_dropped():
+    hub, a, _, c = pair(timeout=0.3)
+    stranger = hub.endpoint(9, [0], RUN, 0.3)
+    stranger._send_all(0, "params", {0: {"x": torch.zeros(1)}})
+    # c claims to be 1 in the header: the connection identity says 2.
+    hub.mailboxes[0].put((b"2", [bytes(f) for f in encode(RUN, 1, 0, "params", {"x": torch.zeros(1)})]))
+    hub.mailboxes[0].put((b"1", [msgpack.packb({"v": PROTOCOL_VERSION}), b"junk"]))
+    assert a.exchange(0, "params", {1: {"x": torch.zeros(1)}}) == {}
+    assert a.stats.dropped["sender 9 is not a neighbour"] == 1
+    assert a.stats.dropped["sender field does not match the connection identity"] == 1
+    assert sum(a.stats.dropped.values()) == 3
+
+
+def test_one_payload_is_encoded_once_for_every_neighbour(monkeypatch):
+    import p2pfl.exchange as module
+
+    calls = []
+    monkeypatch.setattr(module, "encode", lambda *args: calls.append(args) or encode(*args))
+    _, a, b, c = pair(timeout=0.3)
+    payload = {"x": torch.zeros(100)}
+    a._send_all(0, "params", {1: payload, 2: payload})
+    assert len(calls) == 1
+    assert a.stats.sent_by_tag["params"] == 2 * (400 + len(encode(RUN, 0, 0, "params", payload)[0]))

@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from p2pfl.errors import UserError
+from p2pfl.models import MODELS, build_model
+
+SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_features_then_head_is_forward(name):
+    model = build_model(name, SHAPES[name], 10)
+    x = torch.randn(5, *SHAPES[name])
+    f = model.features(x)
+    assert f.shape == (5, model.feature_dim)
+    assert torch.allclose(model.head(f), model(x))
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_lenet_has_the_84_wide_feature_layer():
+    assert build_model("lenet5", (1, 28, 28), 10).feature_dim == 84
+
+
+def test_model_data_mismatch_is_a_user_error():
+    with pytest.raises(UserError, match="at least 16x16"):
+        build_model("lenet5", (1, 8, 8), 10)
+    with pytest.raises(UserError, match="unknown model"):
+        build_model("vgg", (1, 8, 8), 10)

@@ -1,0 +1,85 @@
+"""ZeroMQ transport on loopback: real sockets, garbage from a raw socket, clean close."""
+
+import threading
+
+import msgpack
+import pytest
+import torch
+import zmq
+
+from p2pfl.errors import UserError
+from p2pfl.transport import ZmqExchange
+from p2pfl.wire import encode
+from tests.conftest import free_ports
+
+
+@pytest.fixture
+def two_agents():
+    ports = free_ports(2)
+    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    a = ZmqExchange(0, addr[0], {1: addr[1]}, "run", round_timeout=5.0)
+    b = ZmqExchange(1, addr[1], {0: addr[0]}, "run", round_timeout=5.0)
+    yield a, b, addr
+    a.close()
+    b.close()
+
+
+def test_two_agents_exchange_over_loopback(two_agents):
+    a, b, _ = two_agents
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("b", b.exchange(0, "params", {0: {"x": torch.ones(1000)}})))
+    t.start()
+    got = a.exchange(0, "params", {1: {"x": torch.zeros(1000)}})
+    t.join(10)
+    assert got[1]["x"].sum().item() == 1000 and out["b"][0]["x"].sum().item() == 0
+    assert a.stats.bytes_received == b.stats.bytes_sent > 4000
+
+
+def test_garbage_from_a_raw_socket_is_dropped_and_the_real_message_still_arrives(two_agents):
+    a, b, addr = two_agents
+    context = zmq.Context.instance()
+    intruder = context.socket(zmq.DEALER)
+    intruder.setsockopt(zmq.IDENTITY, b"9")
+    intruder.setsockopt(zmq.LINGER, 0)
+    intruder.connect(addr[0])
+    try:
+        intruder.send_multipart([b"\xff\x00garbage"])
+        intruder.send_multipart([msgpack.packb({"v": 1, "run": "run", "from": 1, "round": 0, "tag": "params",
+                                                "t": [["x", "float32", [10**9]]]}), b"tiny"])
+        intruder.send_multipart([bytes(f) for f in encode("other-run", 1, 0, "params", {"x": torch.ones(3)})])
+        intruder.send(b"")
+        b._send_all(0, "params", {0: {"x": torch.full((3,), 7.0)}})
+        got = a.exchange(0, "params", {1: {"x": torch.zeros(3)}}, timeout=3)
+        a.exchange(1, "params", {1: {"x": torch.zeros(3)}}, timeout=1)  # drains what arrived after b's message
+    finally:
+        intruder.close()
+    assert got[1]["x"].tolist() == [7, 7, 7]
+    assert sum(a.stats.dropped.values()) == 4
+
+
+def test_binding_a_taken_port_is_a_user_error():
+    port = free_ports(1)[0]
+    first = ZmqExchange(0, f"tcp://127.0.0.1:{port}", {}, "run", 1.0)
+    try:
+        with pytest.raises(UserError, match="already in use"):
+            ZmqExchange(1, f"tcp://127.0.0.1:{port}", {}, "run", 1.0)
+    finally:
+        first.close()
+    ZmqExchange(2, f"tcp://127.0.0.1:{port}", {}, "run", 1.0).close()  # released on close
+
+
+def test_a_second_connection_cannot_hijack_a_connected_neighbours_identity(two_agents):
+    a, b, addr = two_agents
+    b._send_all(-1, "hello", {0: {}})
+    assert a.exchange(-1, "hello", {1: {}}, timeout=3) == {1: {}}  # b is connected and known
+    impostor = zmq.Context.instance().socket(zmq.DEALER)
+    impostor.setsockopt(zmq.IDENTITY, b"1")
+    impostor.setsockopt(zmq.LINGER, 0)
+    impostor.connect(addr[0])
+    try:
+        impostor.send_multipart([bytes(f) for f in encode("run", 1, 0, "params", {"x": torch.full((3,), -1.0)})])
+        b._send_all(0, "params", {0: {"x": torch.full((3,), 7.0)}})
+        got = a.exchange(0, "params", {1: {"x": torch.zeros(3)}}, timeout=3)
+    finally:
+        impostor.close()
+    assert got[1]["x"].tolist() == [7, 7, 7]

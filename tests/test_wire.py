@@ -1,0 +1,112 @@
+import msgpack
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pfl.constants import PROTOCOL_VERSION
+from p2pfl.errors import WireError
+from p2pfl.wire import TensorSpec, check_spec, decode, encode
+
+RUN = "run-a"
+CAP = 1 << 20
+
+
+def header(**changes):
+    body = {"v": PROTOCOL_VERSION, "run": RUN, "from": 1, "round": 0, "tag": "params", "t": [["w", "float32", [2]]]}
+    body.update(changes)
+    return msgpack.packb(body)
+
+
+def test_roundtrip_keeps_names_dtypes_shapes_and_values():
+    tensors = {"params": torch.randn(5, 3), "counts": torch.arange(4, dtype=torch.int64)}
+    frames = encode(RUN, 7, 3, "features", tensors)
+    assert len(frames) == 3  # one header, one raw frame per tensor
+    env = decode([bytes(f) for f in frames], RUN, CAP)
+    assert (env.sender, env.round, env.tag) == (7, 3, "features")
+    assert torch.equal(env.tensors["params"], tensors["params"])
+    assert env.tensors["counts"].dtype == torch.int64 and torch.equal(env.tensors["counts"], tensors["counts"])
+    assert env.nbytes == sum(len(f) for f in frames)
+
+
+def test_frames_are_views_not_pickles():
+    t = torch.arange(6, dtype=torch.float32)
+    frames = encode(RUN, 0, 0, "x", {"t": t})
+    assert bytes(frames[1]) == t.numpy().tobytes()
+    assert b"torch" not in bytes(frames[0])  # the header carries names and dtypes only
+
+
+def test_decoded_tensor_keeps_its_frame_alive():
+    import gc
+
+    frames = [header(), np.ones(2, np.float32).tobytes()]
+    env = decode(frames, RUN, CAP)
+    del frames
+    gc.collect()
+    assert env.tensors["w"].tolist() == [1.0, 1.0]
+
+
+def test_empty_tensors_roundtrip():
+    env = decode([bytes(f) for f in encode(RUN, 0, 0, "x", {"e": torch.zeros(0, 3)})], RUN, CAP)
+    assert env.tensors["e"].shape == (0, 3)
+
+
+@pytest.mark.parametrize("frames, reason", [
+    ([], "empty"),
+    ([b"\xc1garbage"], "msgpack"),
+    ([msgpack.packb([1, 2, 3])], "not a map"),
+    ([header(v=99), bytes(8)], "version"),
+    ([header(run="other"), bytes(8)], "run id"),
+    ([header(round="0"), bytes(8)], "round"),
+    ([header(**{"from": True}), bytes(8)], "from"),
+    ([header(), bytes(7)], "frame has 7 bytes"),
+    ([header(), bytes(8), bytes(8)], "frames for"),
+    ([header(t=[["w", "object", [2]]]), bytes(8)], "dtype"),
+    ([header(t=[["w", "float32", [-1]]]), bytes(8)], "shape"),
+    ([header(t=[["w", "float32", [2**40, 2**40]]]), bytes(8)], "declares"),
+    ([header(t=[["w", "float32", [2]], ["w", "float32", [2]]]), bytes(8), bytes(8)], "duplicate"),
+    ([header(t=[["w", "float32"]]), bytes(8)], "malformed"),
+    ([b"\x00" * 70000], "too large"),
+])
+def test_malformed_messages_raise_wire_error(frames, reason):
+    with pytest.raises(WireError, match=reason):
+        decode(frames, RUN, CAP)
+
+
+def test_huge_declared_shape_is_refused_before_allocation():
+    # 2^62 floats claimed: a decoder that allocated first would die; this one checks the cap first.
+    with pytest.raises(WireError, match="declares"):
+        decode([header(t=[["w", "float64", [2**31, 2**31]]]), b""], RUN, CAP)
+
+
+def test_check_spec_rejects_other_shapes():
+    env = decode([header(), bytes(8)], RUN, CAP)
+    check_spec(env, {"w": TensorSpec("float32", (2,))})
+    with pytest.raises(WireError):
+        check_spec(env, {"w": TensorSpec("float32", (3,))})
+    with pytest.raises(WireError):
+        check_spec(env, {"v": TensorSpec("float32", (2,))})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=4))
+def test_random_bytes_never_raise_anything_but_wire_error(frames):
+    try:
+        decode(frames, RUN, CAP)
+    except WireError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "run", "from", "round", "tag", "t", "x"]),
+                       st.one_of(st.integers(-3, 3), st.text(max_size=5), st.booleans(), st.none(),
+                                 st.lists(st.lists(st.one_of(st.text(max_size=8), st.integers(-2, 2**33),
+                                                             st.lists(st.integers(-1, 2**31), max_size=3)),
+                                                   max_size=4), max_size=3))),
+       st.lists(st.binary(max_size=32), max_size=3))
+def test_structured_garbage_headers_only_raise_wire_error(body, payload):
+    try:
+        decode([msgpack.packb(body), *payload], RUN, CAP)
+    except WireError:
+        pass
