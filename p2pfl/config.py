@@ -30,6 +30,7 @@ class DataConfig:
     path: str | None = None
     partition: str = "dirichlet"
     alpha: float = 0.1
+    torchvision_name: str = "CIFAR10"  # with name: torchvision
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RunConfig:
     agents: int = 16
     rounds: int = 200
     eval_every: int = 20
+    consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
     algorithm: str = "dsgdm-n"
     model: str = "mlp"
     device: str = "cpu"

@@ -45,6 +45,7 @@ class ExchangeStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     sent_by_tag: Counter = field(default_factory=Counter)
+    sent_by_tensor: Counter = field(default_factory=Counter)  # payload bytes per tensor name, headers excluded
     received_by_tag: Counter = field(default_factory=Counter)
     comm_seconds: float = 0.0
     wait_seconds: float = 0.0
@@ -55,7 +56,8 @@ class ExchangeStats:
     def snapshot(self) -> dict:
         return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                 "comm_seconds": self.comm_seconds, "wait_seconds": self.wait_seconds,
-                "sent_by_tag": dict(self.sent_by_tag), "dropped": sum(self.dropped.values())}
+                "sent_by_tag": dict(self.sent_by_tag), "sent_by_tensor": dict(self.sent_by_tensor),
+                "dropped": sum(self.dropped.values())}
 
 
 class MailboxExchange:
@@ -119,6 +121,8 @@ class MailboxExchange:
                 size = sum(len(f) for f in frames)
                 self.stats.bytes_sent += size
                 self.stats.sent_by_tag[tag] += size
+                for name, frame in zip(tensors, frames[1:]):
+                    self.stats.sent_by_tensor[name] += len(frame)
             else:
                 self.stats.send_failures[peer] += 1
 

@@ -27,27 +27,26 @@ def read_metrics(run_dir: Path, agents: int) -> list[list[dict]]:
     return out
 
 
-def consensus_accuracy(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> tuple[float, float] | None:
-    """Accuracy of the exact parameter average of all agents' final models."""
-    paths = [rundir.final_params_path(run_dir, a) for a in range(config.agents)]
-    present = [np.load(p) for p in paths if p.exists()]
-    if not present:
-        return None
+def consensus_curve(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> list[tuple[int, float, float]]:
+    """(round, accuracy, loss) of the exact parameter average of the agents' models at each saved round."""
+    rounds = sorted(set.intersection(*(set(rundir.saved_rounds(run_dir, a)) for a in range(config.agents))))
     model = initial_model(config, dataset)
-    set_flat_params(model, torch.from_numpy(np.mean(present, axis=0)))
-    return evaluate(model, torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    curve = []
+    for round_ in rounds:
+        average = np.mean([np.load(rundir.params_path(run_dir, a, round_)) for a in range(config.agents)], axis=0)
+        set_flat_params(model, torch.from_numpy(average))
+        curve.append((round_, *evaluate(model, x_test, y_test)))
+    return curve
 
 
 def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str) -> dict:
     metrics = read_metrics(run_dir, config.agents)
     finals = [next((r for r in reversed(rows) if "test_accuracy" in r), {}) for rows in metrics]
     local = [r["test_accuracy"] for r in finals if r]
-    consensus = consensus_accuracy(config, dataset, run_dir)
+    curve = consensus_curve(config, dataset, run_dir)
+    consensus = curve[-1][1:] if curve and curve[-1][0] == config.rounds - 1 else None
     rows = [r for agent_rows in metrics for r in agent_rows]
-    by_tag: dict[str, float] = {}
-    for r in rows:
-        for tag, value in r.get("bytes_by_tag", {}).items():
-            by_tag[tag] = by_tag.get(tag, 0) + value / len(rows)
     summary = {
         "name": config.name, "mode": mode, "algorithm": config.algorithm, "agents": config.agents,
         "topology": config.topology.kind, "rounds": config.rounds, "dataset": config.data.name,
@@ -58,7 +57,10 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
         "consensus_loss": consensus[1] if consensus else None,
         "final_train_loss_mean": float(np.mean([rows_[-1]["loss"] for rows_ in metrics if rows_])),
         "bytes_sent_per_agent_per_round": float(np.mean([r["bytes_sent"] for r in rows])),
-        "bytes_sent_by_tag_per_agent_per_round": by_tag,
+        "bytes_sent_by_tag_per_agent_per_round": per_row_mean(rows, "bytes_by_tag"),
+        "bytes_sent_by_tensor_per_agent_per_round": per_row_mean(rows, "bytes_by_tensor"),
+        "local_accuracy_curve": [[r, a] for r, a in zip(*mean_curve(metrics, "test_accuracy"))],
+        "consensus_accuracy_curve": [[r, a] for r, a, _ in curve],
         "seconds_per_round": float(np.mean([np.mean([r["seconds"] for r in a]) for a in metrics if a])),
         "compute_seconds_per_round": float(np.mean([r["compute_seconds"] for r in rows])),
         "wait_seconds_per_round": float(np.mean([r["wait_seconds"] for r in rows])),
@@ -66,8 +68,17 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
         "run_dir": str(run_dir),
     }
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
-    plot_curves(metrics, Path(run_dir) / rundir.PLOT, f"{config.name}: {config.algorithm}, {config.topology.kind}")
+    plot_curves(metrics, curve, Path(run_dir) / rundir.PLOT, f"{config.name}: {config.algorithm}, {config.topology.kind}")
     return summary
+
+
+def per_row_mean(rows: list[dict], key: str) -> dict[str, float]:
+    """Mean per row (agent-round) of each entry of a per-round dict, e.g. bytes by message kind."""
+    totals: dict[str, float] = {}
+    for r in rows:
+        for name, value in r.get(key, {}).items():
+            totals[name] = totals.get(name, 0) + value / len(rows)
+    return totals
 
 
 def mean_curve(metrics: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
@@ -80,7 +91,7 @@ def mean_curve(metrics: list[list[dict]], key: str) -> tuple[list[int], list[flo
     return rounds, [float(np.mean(by_round[r])) for r in rounds]
 
 
-def plot_curves(metrics: list[list[dict]], path: Path, title: str) -> None:
+def plot_curves(metrics: list[list[dict]], consensus: list, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,8 +104,11 @@ def plot_curves(metrics: list[list[dict]], path: Path, title: str) -> None:
     left.plot(rounds[window - 1:], smooth)
     left.set(xlabel="round", ylabel="training loss (mean over agents)", title="loss")
     rounds, acc = mean_curve(metrics, "test_accuracy")
-    right.plot(rounds, acc, marker="o")
-    right.set(xlabel="round", ylabel="test accuracy (mean of local models)", title="accuracy", ylim=(0, 1))
+    right.plot(rounds, acc, marker="o", label="mean of the local models")
+    if consensus:
+        right.plot([c[0] for c in consensus], [c[1] for c in consensus], marker="s", label="consensus model")
+    right.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
+    right.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

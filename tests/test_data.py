@@ -86,3 +86,69 @@ def test_each_agent_keeps_only_its_shard_and_batches_cycle_through_it():
     assert stream.epoch == 1 and len(seen) == (len(shard) // 32) * 32
     again = BatchStream(shard, 32, seed=1)
     assert torch.equal(again.next()[0], BatchStream(shard, 32, seed=1).next()[0])
+
+
+def write_cifar_folder(folder: Path, binary: bool, per_batch: int = 6) -> None:
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8)
+        labels = (np.arange(per_batch) % 10).astype(np.uint8)
+        if binary:
+            np.concatenate([labels[:, None], images], axis=1).tofile(folder / f"{stem}.bin")
+        else:
+            (folder / stem).write_bytes(pickle.dumps({b"data": images, b"labels": labels.tolist()}))
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_cifar10_loader_reads_both_original_formats(tmp_path, binary):
+    write_cifar_folder(tmp_path / ("cifar-10-batches-bin" if binary else "cifar-10-batches-py"), binary)
+    data = load_dataset("cifar10", str(tmp_path))
+    assert data.x_train.shape == (30, 3, 32, 32) and data.x_test.shape == (6, 3, 32, 32)
+    assert data.y_train[:6].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_cifar10_python_batch_cannot_run_code(tmp_path):
+    import pickle
+
+    write_cifar_folder(tmp_path, binary=False)
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Exploit(), b"labels": []}))
+    with pytest.raises(UserError, match="refusing to load builtins.print"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_torchvision_adapter_on_a_dataset_class_with_data_and_targets(tmp_path, monkeypatch):
+    """torchvision does not install beside this torch; the adapter is checked against its interface."""
+    import sys
+    import types
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            assert root == str(tmp_path) and download is False
+            n = 8 if train else 4
+            self.data = np.full((n, 32, 32, 3), 128, dtype=np.uint8)
+            self.data[:, :, :, 0] = 0
+            self.targets = list(range(n))
+
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(CIFAR10=FakeCIFAR10)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake.datasets)
+    data = load_dataset("torchvision", str(tmp_path), "CIFAR10")
+    assert data.x_train.shape == (8, 3, 32, 32) and data.num_classes == 8
+    assert data.x_train[0, 0].max() < data.x_train[0, 1].min()  # channel 0 stayed the dark one: HWC -> CHW
+    with pytest.raises(UserError, match="no dataset 'SVHN'"):
+        load_dataset("torchvision", str(tmp_path), "SVHN")
+
+
+def test_real_torchvision_if_installed(tmp_path):
+    tv = pytest.importorskip("torchvision", reason="torchvision is not installable beside torch 2.13 here")
+    with pytest.raises(UserError, match="not found"):
+        load_dataset("torchvision", str(tmp_path), "CIFAR10")

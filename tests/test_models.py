@@ -4,7 +4,7 @@ import torch
 from p2pfl.errors import UserError
 from p2pfl.models import MODELS, build_model
 
-SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}
+SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28), "resnet20": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -26,3 +26,11 @@ def test_model_data_mismatch_is_a_user_error():
         build_model("lenet5", (1, 8, 8), 10)
     with pytest.raises(UserError, match="unknown model"):
         build_model("vgg", (1, 8, 8), 10)
+
+
+def test_resnet20_uses_groupnorm_with_two_groups_and_has_about_270k_parameters():
+    model = build_model("resnet20", (3, 32, 32), 10)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 2 for m in norms)
+    assert 260_000 < sum(p.numel() for p in model.parameters()) < 280_000
+    assert model.feature_dim == 64

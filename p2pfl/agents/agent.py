@@ -40,6 +40,10 @@ def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
         return build_model(config.model, dataset.input_shape, dataset.num_classes)
 
 
+def counter_delta(before: dict, after: dict) -> dict:
+    return {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)}
+
+
 def evaluation_due(config: RunConfig, round_: int) -> bool:
     last = round_ == config.rounds - 1
     return last or (config.eval_every > 0 and (round_ + 1) % config.eval_every == 0)
@@ -100,19 +104,20 @@ class AgentLoop:
                 record = {"round": round_, "agent": self.agent_id, **out, "epoch": self.stream.epoch,
                           "bytes_sent": after["bytes_sent"] - before["bytes_sent"],
                           "bytes_received": after["bytes_received"] - before["bytes_received"],
-                          "bytes_by_tag": {tag: sent - before["sent_by_tag"].get(tag, 0)
-                                           for tag, sent in after["sent_by_tag"].items()
-                                           if sent != before["sent_by_tag"].get(tag, 0)},
+                          "bytes_by_tag": counter_delta(before["sent_by_tag"], after["sent_by_tag"]),
+                          "bytes_by_tensor": counter_delta(before["sent_by_tensor"], after["sent_by_tensor"]),
                           "seconds": seconds, "compute_seconds": seconds - comm, "comm_seconds": comm - wait,
                           "wait_seconds": wait, "dropped": after["dropped"] - before["dropped"]}
                 if evaluation_due(self.config, round_):
                     record["test_accuracy"], record["test_loss"] = evaluate(self.model, self.shard.x_test,
                                                                             self.shard.y_test)
+                    if self.config.consensus_curve or round_ == self.config.rounds - 1:
+                        np.save(rundir.params_path(self.run_dir, self.agent_id, round_),
+                                flat_params(self.model).cpu().numpy())
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 last = record
         # Let neighbours collect our last round before we close: a short, best-effort barrier.
         self.exchange.exchange(self.config.rounds, TAG_BYE, {j: {} for j in self.ctx.weights},
                                timeout=min(5.0, self.config.network.round_timeout))
-        np.save(rundir.final_params_path(self.run_dir, self.agent_id), flat_params(self.model).cpu().numpy())
         return last or {}

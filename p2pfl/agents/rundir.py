@@ -18,8 +18,13 @@ def metrics_path(run_dir: Path, agent: int) -> Path:
     return agent_dir(run_dir, agent) / "metrics.jsonl"
 
 
-def final_params_path(run_dir: Path, agent: int) -> Path:
-    return agent_dir(run_dir, agent) / "final_params.npy"
+def params_path(run_dir: Path, agent: int, round_: int) -> Path:
+    """Parameters after `round_`, saved at evaluation rounds (the last round always)."""
+    return agent_dir(run_dir, agent) / f"params_r{round_:07d}.npy"
+
+
+def saved_rounds(run_dir: Path, agent: int) -> list[int]:
+    return sorted(int(p.stem[len("params_r"):]) for p in agent_dir(run_dir, agent).glob("params_r*.npy"))
 
 
 def error_path(run_dir: Path, agent: int) -> Path:

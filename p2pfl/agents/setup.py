@@ -8,7 +8,9 @@ import networkx as nx
 
 from p2pfl.config import RunConfig, validate_config
 from p2pfl.data import load_dataset
+from p2pfl.errors import UserError
 from p2pfl.data.dataset import ArrayDataset
+from p2pfl.models import build_model
 from p2pfl.topologies import build_topology
 
 
@@ -26,12 +28,16 @@ def graph_of(config: RunConfig) -> nx.Graph:
                           path=t.path)
 
 
+def dataset_of(config: RunConfig) -> ArrayDataset:
+    return load_dataset(config.data.name, config.data.path, config.data.torchvision_name)
+
+
 def prepare(config: RunConfig) -> RunSetup:
     validate_config(config)
     graph = graph_of(config)
     if graph.number_of_nodes() != config.agents:  # a topology file decides the number of agents
-        from p2pfl.errors import UserError
-
         raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
                         f"set --agents {graph.number_of_nodes()}")
-    return RunSetup(config, graph, load_dataset(config.data.name, config.data.path), config.resolved_run_id())
+    dataset = dataset_of(config)
+    build_model(config.model, dataset.input_shape, dataset.num_classes)  # a model/data mismatch fails here, once
+    return RunSetup(config, graph, dataset, config.resolved_run_id())

@@ -7,7 +7,9 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from p2pfl.algorithms.base import AgentContext
+from p2pfl.algorithms.ccl import CCL
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
+from p2pfl.algorithms.qgm import QGM
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "dpsgd": AlgorithmEntry(partial(DSGD, momentum=False), DSGD.check_options, "D-PSGD, no momentum"),
     "dsgdm": AlgorithmEntry(partial(DSGD, nesterov=False), DSGD.check_options, "D-PSGD with heavy-ball momentum"),
     "dsgdm-n": AlgorithmEntry(partial(DSGD, nesterov=True), DSGD.check_options, "D-PSGD with Nesterov momentum"),
+    "qgm": AlgorithmEntry(QGM, QGM.check_options, "Quasi-Global Momentum (Lin et al. 2021)"),
+    "ccl": AlgorithmEntry(CCL, CCL.check_options, "Cross-feature Contrastive Loss on top of QGM (Aketi & Roy 2024)"),
     "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
                             "local steps only (Nesterov momentum), no communication"),
 }

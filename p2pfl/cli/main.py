@@ -65,9 +65,9 @@ def apply_overrides(config, **overrides):
 @click.option("--topology-file", type=click.Path(), help="Edge list or GraphML file.")
 @click.option("--rounds", type=int, help="Gossip rounds (one local step each).")
 @click.option("--seed", type=int)
-@click.option("--algorithm", help="dpsgd, dsgdm, dsgdm-n, ...")
-@click.option("--model", help="mlp, cnn, lenet5, ...")
-@click.option("--dataset", help="digits, fashion-mnist, npz.")
+@click.option("--algorithm", help="dpsgd, dsgdm, dsgdm-n, qgm, ccl, local.")
+@click.option("--model", help="mlp, cnn, lenet5, resnet20.")
+@click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision.")
 @click.option("--data-path", help="Folder or file of the dataset.")
 @click.option("--alpha", type=float, help="Dirichlet concentration of the non-IID split.")
 @click.option("--partition", type=click.Choice(["iid", "dirichlet"]))
@@ -157,12 +157,12 @@ def agent(config_path, agent_id, out):
 def report(run_dir):
     """Summarize a finished run folder (e.g. after collecting hand-started agents' folders)."""
     from p2pfl.agents import rundir
+    from p2pfl.agents.setup import dataset_of
     from p2pfl.config import load_config
-    from p2pfl.data import load_dataset
     from p2pfl.report import print_summary, summarize
 
     config = load_config(Path(run_dir) / rundir.CONFIG)
-    print_summary(summarize(config, load_dataset(config.data.name, config.data.path), Path(run_dir), "report"))
+    print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
 
 
 @cli.group()

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from p2pfl.data.cifar import load_cifar10, load_torchvision
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.partition import partition
 from p2pfl.data.sources import load_digits, load_fashion_mnist, load_npz
 from p2pfl.errors import UserError
 
-DATASETS = ("digits", "fashion-mnist", "npz")
+LOADERS: dict[str, Callable[[str | None, str], ArrayDataset]] = {
+    "digits": lambda path, _: load_digits(),
+    "fashion-mnist": lambda path, _: load_fashion_mnist(path),
+    "npz": lambda path, _: load_npz(path),
+    "cifar10": lambda path, _: load_cifar10(path),
+    "torchvision": lambda path, name: load_torchvision(name, path),
+}
+DATASETS = tuple(LOADERS)
 
 
-def load_dataset(name: str, path: str | None = None) -> ArrayDataset:
-    if name == "digits":
-        return load_digits()
-    if name == "fashion-mnist":
-        return load_fashion_mnist(path)
-    if name == "npz":
-        return load_npz(path)
-    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+def load_dataset(name: str, path: str | None = None, torchvision_name: str = "CIFAR10") -> ArrayDataset:
+    if name not in LOADERS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return LOADERS[name](path, torchvision_name)
 
 
 @dataclass

@@ -9,18 +9,20 @@ from p2pfl.models.base import FeatureClassifier
 from p2pfl.models.cnn import SmallCNN
 from p2pfl.models.lenet import LeNet5
 from p2pfl.models.mlp import MLP
+from p2pfl.models.resnet import ResNet20
 
 MODELS: dict[str, Callable[[tuple[int, ...], int], FeatureClassifier]] = {
     "mlp": MLP,
     "cnn": SmallCNN,
     "lenet5": LeNet5,
+    "resnet20": ResNet20,
 }
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> FeatureClassifier:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if name in ("cnn", "lenet5") and len(input_shape) != 3:
+    if name in ("cnn", "lenet5", "resnet20") and len(input_shape) != 3:
         raise UserError(f"model {name!r} needs images (C x H x W), the data has shape {input_shape}; use model: mlp")
     if name == "lenet5" and min(input_shape[1:]) < 16:
         raise UserError(f"lenet5 needs images of at least 16x16, the data is {input_shape[1]}x{input_shape[2]}; "

@@ -1,0 +1,135 @@
+"""Cross-feature Contrastive Loss on top of QGM (Aketi & Roy, WACV 2024; ALGORITHMS.md A3).
+
+Two communication rounds per iteration: the parameters, then, per neighbour j, the class-wise sums
+of my batch's features under j's model with my class counts (C x d + C floats). Both terms are
+mean-squared errors with detached targets, as in the authors' released code.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from p2pfl.algorithms.base import AgentContext, flat_grad, flat_params, gossip_average, learning_rate, set_flat_params
+from p2pfl.algorithms.qgm import QuasiGlobalBuffer, check_qgm_options
+
+CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0}
+
+
+def class_sums(features: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """S[c] = sum of the feature rows whose label is c (C x d)."""
+    sums = torch.zeros(classes, features.shape[1], dtype=features.dtype, device=features.device)
+    return sums.index_add_(0, labels, features)
+
+
+def class_counts(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.bincount(labels, minlength=classes).to(torch.float32)
+
+
+def class_means(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_bar[c] = sums[c] / counts[c] where counts[c] > 0; the mask says which classes have a target."""
+    mask = counts > 0
+    means = torch.zeros_like(sums)
+    means[mask] = sums[mask] / counts[mask].unsqueeze(1)
+    return means, mask
+
+
+def mix_with_step(own: torch.Tensor, received: Mapping[int, torch.Tensor], weights: Mapping[int, float],
+                  gamma: float) -> torch.Tensor:
+    """x_i + gamma sum_j w_ij (x_j - x_i) over the neighbours that answered (an absent one counts as x_i)."""
+    delta = torch.zeros_like(own)
+    for peer in sorted(received):
+        delta += weights[peer] * (received[peer] - own)
+    return own + gamma * delta
+
+
+@dataclass
+class PendingCorrection:
+    """What the QGM buffer update needs once the next gossip has produced x_{t+1}."""
+
+    x_prev: torch.Tensor
+    g: torch.Tensor
+    lr: float
+
+
+class CCL:
+    def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
+        self.options = check_qgm_options(options, "ccl", CCL_OPTIONS)
+        self.ctx = ctx
+        self.buffer = QuasiGlobalBuffer(flat_params(ctx.model), ctx.optim.momentum, ctx.optim.nesterov,
+                                        self.options["variant"], self.options["mu"])
+        self.shadow = copy.deepcopy(ctx.model).requires_grad_(False)  # holds a neighbour's x_j for forwards
+        self.pending: PendingCorrection | None = None
+
+    @staticmethod
+    def check_options(options: Mapping[str, Any]) -> None:
+        check_qgm_options(options, "ccl", CCL_OPTIONS)
+
+    def gossip_params(self, round_: int) -> dict[int, torch.Tensor]:
+        """Round "params": mix, apply the pending QGM correction, return the neighbours' x_j."""
+        ctx, buffer = self.ctx, self.buffer
+        half = flat_params(ctx.model)
+        payload = {"params": half}
+        if self.options["gossip_momentum"]:
+            payload["momentum"] = buffer.momentum_hat
+        received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+        neighbour_params = {j: r["params"] for j, r in received.items()}
+        x_new = mix_with_step(half, neighbour_params, ctx.weights, self.options["gamma"])
+        if self.pending is not None:
+            mixed_hat = None
+            if self.options["gossip_momentum"]:
+                mixed_hat = gossip_average(buffer.momentum_hat, {j: r["momentum"] for j, r in received.items()},
+                                           ctx.weights, ctx.self_weight)
+            buffer.correct(self.pending.x_prev, half, x_new, self.pending.g, self.pending.lr, mixed_hat)
+        set_flat_params(ctx.model, x_new)
+        return neighbour_params
+
+    def loss(self, round_: int, x: torch.Tensor, y: torch.Tensor,
+             neighbour_params: Mapping[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """CE + lambda_m sum_j MSE(f_i, f_i|j) + lambda_d MSE(f_i, z_bar[y]), with round "features" inside."""
+        ctx, classes = self.ctx, self.ctx.num_classes
+        features = ctx.model.features(x)
+        ce = F.cross_entropy(ctx.model.head(features), y)
+        counts = class_counts(y, classes)
+        cross: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for peer, params in sorted(neighbour_params.items()):
+                set_flat_params(self.shadow, params)
+                cross[peer] = self.shadow.features(x)
+        outbox = {peer: {"sums": class_sums(f, y, classes), "counts": counts} for peer, f in cross.items()}
+        received = ctx.exchange.exchange(round_, "features", outbox)
+        sums = class_sums(features.detach(), y, classes) + sum((r["sums"] for r in received.values()),
+                                                               torch.zeros(classes, features.shape[1]))
+        totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes))
+        targets, has_target = class_means(sums, totals)
+        model_term = sum((F.mse_loss(features, f) for f in cross.values()), torch.zeros(()))
+        rows = has_target[y]
+        data_term = F.mse_loss(features[rows], targets[y][rows]) if rows.any() else torch.zeros(())
+        total = ce + self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
+        return total, {"ce": float(ce.detach()), "model_term": float(model_term), "data_term": float(data_term)}
+
+    def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        ctx = self.ctx
+        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
+        neighbour_params = self.gossip_params(round_)
+        params = flat_params(ctx.model)
+        ctx.model.zero_grad(set_to_none=False)
+        loss, parts = self.loss(round_, x, y, neighbour_params)
+        loss.backward()
+        g = flat_grad(ctx.model) + ctx.optim.weight_decay * params
+        set_flat_params(ctx.model, params - lr * self.buffer.direction(g))
+        self.pending = PendingCorrection(params, g, lr)
+        return {"loss": float(loss.detach()), "lr": lr, "neighbours_heard": len(neighbour_params), **parts}
+
+    def state_dict(self) -> dict[str, Any]:
+        pending = self.pending
+        return {"momentum_hat": self.buffer.momentum_hat,
+                "pending": None if pending is None else {"x_prev": pending.x_prev, "g": pending.g, "lr": pending.lr}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.buffer.momentum_hat = state["momentum_hat"]
+        self.pending = None if state["pending"] is None else PendingCorrection(**state["pending"])
