@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--model", default="mlp")
-    parser.add_argument("--base-port", type=int, default=47300)
+    parser.add_argument("--base-port", type=int, default=29300)
     args = parser.parse_args()
     torch.set_num_threads(1)
 

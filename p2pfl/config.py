@@ -48,7 +48,7 @@ class OptimConfig:
 @dataclass
 class NetworkConfig:
     host: str = "127.0.0.1"
-    base_port: int = 47100
+    base_port: int = 29100  # below the kernel's ephemeral range, so client sockets never hold it
     addresses: list[str] | None = None
     round_timeout: float = 30.0
     startup_timeout: float = 180.0
@@ -62,6 +62,7 @@ class RunConfig:
     agents: int = 16
     rounds: int = 200
     eval_every: int = 20
+    eval_samples: int = 0  # intermediate evaluations on this many test samples (0: all); the last uses all
     consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
     algorithm: str = "dsgdm-n"
     model: str = "mlp"
@@ -171,6 +172,7 @@ def validate_config(config: RunConfig) -> None:
         (config.agents >= 2, f"agents must be >= 2, got {config.agents}; raise --agents"),
         (config.rounds >= 1, f"rounds must be >= 1, got {config.rounds}"),
         (config.eval_every >= 0, "eval_every must be >= 0 (0 evaluates only at the end)"),
+        (config.eval_samples >= 0, "eval_samples must be >= 0 (0 uses the whole test set)"),
         (config.topology.kind in TOPOLOGIES, f"unknown topology {config.topology.kind!r}; choose one of "
                                              f"{', '.join(TOPOLOGIES)}"),
         (config.data.name in DATASETS, f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)}"),

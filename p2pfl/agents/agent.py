@@ -83,6 +83,14 @@ class AgentLoop:
         log.info("agent %s: all %s neighbours up after %.1fs", self.agent_id, len(peers),
                  time.perf_counter() - started)
 
+    def evaluate(self, round_: int) -> tuple[float, float]:
+        """Intermediate rounds may use a fixed test subset (config.eval_samples); the last uses the whole set."""
+        x, y = self.shard.x_test, self.shard.y_test
+        if self.config.eval_samples and round_ != self.config.rounds - 1 and self.config.eval_samples < len(y):
+            subset = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:self.config.eval_samples]
+            x, y = x[subset], y[subset]
+        return evaluate(self.model, x, y)
+
     def run(self) -> dict:
         directory = rundir.agent_dir(self.run_dir, self.agent_id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -109,8 +117,7 @@ class AgentLoop:
                           "seconds": seconds, "compute_seconds": seconds - comm, "comm_seconds": comm - wait,
                           "wait_seconds": wait, "dropped": after["dropped"] - before["dropped"]}
                 if evaluation_due(self.config, round_):
-                    record["test_accuracy"], record["test_loss"] = evaluate(self.model, self.shard.x_test,
-                                                                            self.shard.y_test)
+                    record["test_accuracy"], record["test_loss"] = self.evaluate(round_)
                     if self.config.consensus_curve or round_ == self.config.rounds - 1:
                         np.save(rundir.params_path(self.run_dir, self.agent_id, round_),
                                 flat_params(self.model).cpu().numpy())

@@ -1,0 +1,24 @@
+"""Smoke tests of the benchmark scripts (the full runs live in benchmarks/, not in the suite)."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ccl_benchmark_quick_mode_writes_table_and_plot(tmp_path):
+    load("ccl_fmnist").main(["--quick", "--results", str(tmp_path), "--rounds", "4"])
+    table = (tmp_path / "ccl_quick.md").read_text()
+    for label in ("DSGDm-N", "QGM", "CCL (+QGM)", "IID (ceiling)"):
+        assert label in table
+    assert (tmp_path / "ccl_quick.png").read_bytes()[:4] == b"\x89PNG"
+    # Resuming finds every run done and rewrites the same table without training again.
+    load("ccl_fmnist").main(["--quick", "--results", str(tmp_path), "--rounds", "4"])
+    assert (tmp_path / "ccl_quick.md").read_text() == table
