@@ -63,6 +63,7 @@ class RunConfig:
     rounds: int = 200
     eval_every: int = 20
     eval_samples: int = 0  # intermediate evaluations on this many test samples (0: all); the last uses all
+    checkpoint_every: int = 0  # save model, algorithm state, data order and RNG every N rounds (0: never)
     consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
     algorithm: str = "dsgdm-n"
     model: str = "mlp"

@@ -16,5 +16,6 @@ WIRE_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
 
 # Tags for the control rounds every run has.
 TAG_HELLO = "hello"
+TAG_WELCOME = "welcome"  # reply to a hello that arrives mid-run: carries the current round
 TAG_BYE = "bye"
 HELLO_ROUND = -1

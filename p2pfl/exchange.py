@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import torch
 
-from p2pfl.constants import DEFAULT_MAX_MESSAGE_BYTES, ROUND_WINDOW
+from p2pfl.constants import DEFAULT_MAX_MESSAGE_BYTES, HELLO_ROUND, ROUND_WINDOW, TAG_HELLO, TAG_WELCOME
 from p2pfl.errors import WireError
 from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, spec_of
 
@@ -51,6 +51,7 @@ class ExchangeStats:
     wait_seconds: float = 0.0
     dropped: Counter = field(default_factory=Counter)
     absent: Counter = field(default_factory=Counter)
+    marked_down: Counter = field(default_factory=Counter)
     send_failures: Counter = field(default_factory=Counter)
 
     def snapshot(self) -> dict:
@@ -74,6 +75,10 @@ class MailboxExchange:
         self._buffer: dict[tuple[int, str], dict[PeerId, Envelope]] = defaultdict(dict)
         self._done: set[tuple[int, str]] = set()
         self._round = -10**9
+        self.down: set[PeerId] = set()  # peers not waited for until they are heard from again
+        # Newest round each peer has sent us. Links are FIFO, so a peer already past round r will never
+        # send (r, tag) any more: a message lost while a link was down must not be waited for.
+        self.latest_seen: dict[PeerId, int] = {}
 
     # -- transport hooks -------------------------------------------------------------------
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
@@ -106,8 +111,7 @@ class MailboxExchange:
         self._done.add((round, tag))
         for peer in sorted(wanted - got.keys()) if round >= 0 else ():  # control rounds report themselves
             self.stats.absent[peer] += 1
-            log.warning("agent %s: neighbour %s silent in round %s (%s), going on without it",
-                        self.agent_id, peer, round, tag)
+            self.mark_down(peer, f"silent in round {round} ({tag})")
         self.stats.comm_seconds += time.perf_counter() - start
         return {peer: got[peer].tensors for peer in sorted(got)}
 
@@ -132,23 +136,51 @@ class MailboxExchange:
         for peer, envelope in self._buffer.pop((round, tag), {}).items():
             self._accept(envelope, specs, got)
         deadline = time.monotonic() + timeout
-        while specs.keys() - got.keys():
+
+        def waiting() -> set[PeerId]:
+            return {p for p in specs.keys() - got.keys() - self.down
+                    if round < 0 or self.latest_seen.get(p, round) <= round}
+
+        while waiting():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             waited = time.perf_counter()
             item = self._receive(remaining)
             self.stats.wait_seconds += time.perf_counter() - waited
-            if item is None:
-                break
+            if item is None:  # a timeout, or a link event that may have changed who is down
+                continue
             envelope = self._validate(*item)
             if envelope is None:
                 continue
+            self.mark_up(envelope.sender)
+            if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
+                self._welcome(envelope.sender)
+                continue
+            if envelope.tag == TAG_WELCOME:  # the answer to our own hello, from a peer already running
+                envelope.tag = TAG_HELLO
             if (envelope.round, envelope.tag) == (round, tag):
                 self._accept(envelope, specs, got)
             else:
                 self._park(envelope)
         return got
+
+    def mark_down(self, peer: PeerId, reason: str) -> None:
+        """Stop waiting for `peer` until a message from it arrives; mixing goes on over the others."""
+        if peer not in self.down:
+            self.down.add(peer)
+            self.stats.marked_down[peer] += 1
+            log.warning("agent %s: neighbour %s %s; going on without it until it is heard from again",
+                        self.agent_id, peer, reason)
+
+    def mark_up(self, peer: PeerId) -> None:
+        if peer in self.down:
+            self.down.discard(peer)
+            log.warning("agent %s: neighbour %s is back", self.agent_id, peer)
+
+    def _welcome(self, peer: PeerId) -> None:
+        """A restarted neighbour said hello mid-run: tell it the round we are at so it can rejoin there."""
+        self._send_all(HELLO_ROUND, TAG_WELCOME, {peer: {"round": torch.tensor([self._round])}})
 
     def _accept(self, envelope: Envelope, specs: dict, got: dict[PeerId, Envelope]) -> None:
         peer = envelope.sender
@@ -186,6 +218,8 @@ class MailboxExchange:
         except WireError as exc:
             self._drop(str(exc), None)
             return None
+        if envelope.round >= 0:
+            self.latest_seen[envelope.sender] = max(envelope.round, self.latest_seen.get(envelope.sender, -1))
         return envelope
 
     def _drop(self, reason: str, envelope: Envelope | None) -> None:

@@ -18,23 +18,27 @@ from p2pfl.errors import UserError
 
 
 def read_metrics(run_dir: Path, agents: int) -> list[list[dict]]:
+    """Every agent's rows (an agent that died early has fewer); no metrics at all is an error."""
     out = []
     for agent in range(agents):
         path = rundir.metrics_path(run_dir, agent)
-        if not path.exists():
-            raise UserError(f"{path} is missing: agent {agent} did not run here; collect its folder into {run_dir}")
-        out.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+        out.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists()
+                   else [])
+    if not any(out):
+        raise UserError(f"no agent metrics under {run_dir}; collect the agents' folders (agents/NNN) into it")
     return out
 
 
 def consensus_curve(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> list[tuple[int, float, float]]:
     """(round, accuracy, loss) of the exact parameter average of the agents' models at each saved round."""
-    rounds = sorted(set.intersection(*(set(rundir.saved_rounds(run_dir, a)) for a in range(config.agents))))
+    saved = {a: set(rundir.saved_rounds(run_dir, a)) for a in range(config.agents)}
+    rounds = sorted(set.union(*saved.values()))
     model = initial_model(config, dataset)
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     curve = []
-    for round_ in rounds:
-        average = np.mean([np.load(rundir.params_path(run_dir, a, round_)) for a in range(config.agents)], axis=0)
+    for round_ in rounds:  # over the agents that reached the round (all of them unless some died)
+        holders = [a for a in range(config.agents) if round_ in saved[a]]
+        average = np.mean([np.load(rundir.params_path(run_dir, a, round_)) for a in holders], axis=0)
         set_flat_params(model, torch.from_numpy(average))
         curve.append((round_, *evaluate(model, x_test, y_test)))
     return curve
@@ -42,7 +46,8 @@ def consensus_curve(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> 
 
 def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str) -> dict:
     metrics = read_metrics(run_dir, config.agents)
-    finals = [next((r for r in reversed(rows) if "test_accuracy" in r), {}) for rows in metrics]
+    finished = [a for a, rows in enumerate(metrics) if rows and rows[-1]["round"] == config.rounds - 1]
+    finals = [next((r for r in reversed(metrics[a]) if "test_accuracy" in r), {}) for a in finished]
     local = [r["test_accuracy"] for r in finals if r]
     curve = consensus_curve(config, dataset, run_dir)
     consensus = curve[-1][1:] if curve and curve[-1][0] == config.rounds - 1 else None
@@ -55,7 +60,9 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
         "local_accuracy_std": float(np.std(local)) if local else None,
         "consensus_accuracy": consensus[0] if consensus else None,
         "consensus_loss": consensus[1] if consensus else None,
-        "final_train_loss_mean": float(np.mean([rows_[-1]["loss"] for rows_ in metrics if rows_])),
+        "agents_finished": len(finished),
+        "agents_not_finished": [a for a in range(config.agents) if a not in finished],
+        "final_train_loss_mean": float(np.mean([metrics[a][-1]["loss"] for a in finished])) if finished else None,
         "bytes_sent_per_agent_per_round": float(np.mean([r["bytes_sent"] for r in rows])),
         "bytes_sent_by_tag_per_agent_per_round": per_row_mean(rows, "bytes_by_tag"),
         "bytes_sent_by_tensor_per_agent_per_round": per_row_mean(rows, "bytes_by_tensor"),
@@ -128,7 +135,11 @@ def print_summary(summary: dict) -> None:
     table.add_column("value", justify="right")
     table.add_row("mean test accuracy of the local models", pct(summary["local_accuracy_mean"]))
     table.add_row("test accuracy of the consensus model (parameter average)", pct(summary["consensus_accuracy"]))
-    table.add_row("final training loss (mean over agents)", f"{summary['final_train_loss_mean']:.4f}")
+    if summary["agents_not_finished"]:
+        table.add_row("agents that did not finish (results are over the others)",
+                      ", ".join(map(str, summary["agents_not_finished"])))
+    loss = summary["final_train_loss_mean"]
+    table.add_row("final training loss (mean over agents)", "n/a" if loss is None else f"{loss:.4f}")
     table.add_row("bytes sent per agent per round", f"{summary['bytes_sent_per_agent_per_round']:,.0f}")
     table.add_row("seconds per round", f"{summary['seconds_per_round']:.4f}")
     table.add_row("messages dropped", str(summary["messages_dropped"]))

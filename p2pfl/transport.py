@@ -6,6 +6,7 @@ import logging
 from typing import Iterable, Mapping, Sequence
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from p2pfl.errors import UserError
 from p2pfl.exchange import MailboxExchange, PeerId
@@ -26,6 +27,9 @@ class ZmqExchange(MailboxExchange):
         self.context = zmq.Context()
         self.inbox = self.context.socket(zmq.ROUTER)
         self.dealers: dict[PeerId, zmq.Socket] = {}
+        self.monitors: dict[zmq.Socket, PeerId] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.inbox, zmq.POLLIN)
         try:
             self.inbox.setsockopt(zmq.LINGER, 0)
             # No ROUTER_HANDOVER: while a neighbour is connected nobody else can take its identity. A dead
@@ -50,6 +54,10 @@ class ZmqExchange(MailboxExchange):
                 dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
                 dealer.connect(address)  # queues until the peer is up: start order does not matter
                 self.dealers[peer] = dealer
+                # Link events: a dead peer's TCP close, or a heartbeat timeout on a cut link, marks it down.
+                monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                self.monitors[monitor] = peer
+                self.poller.register(monitor, zmq.POLLIN)
         except BaseException:
             self.close()
             raise
@@ -63,12 +71,20 @@ class ZmqExchange(MailboxExchange):
             return False
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
-        if not self.inbox.poll(max(0, int(timeout * 1000))):
+        ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
+        for monitor, peer in self.monitors.items():
+            if monitor in ready:
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self.mark_down(peer, "closed its link")
+        if self.inbox not in ready:
             return None
         parts = self.inbox.recv_multipart(copy=False)
         return bytes(parts[0].buffer), [part.buffer for part in parts[1:]]
 
     def close(self) -> None:
+        for monitor in self.monitors:
+            monitor.close(linger=0)
         for dealer in self.dealers.values():
             dealer.close()
         self.inbox.close(linger=0)

@@ -30,17 +30,29 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parent_of(pid)
+    return False
+
+
 def agent_pids() -> list[int]:
-    """Live processes named like p2pfl agents (the name is set with prctl at start)."""
+    """Live agent processes started by this test session (named with prctl at start; ours by ancestry)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().startswith(PROCESS_NAME_PREFIX):
                     state = (entry / "stat").read_text().split(")")[-1].split()[0]
-                    if state != "Z":
+                    if state != "Z" and descends_from(int(entry.name), os.getpid()):
                         pids.append(int(entry.name))
-            except OSError:
+            except (OSError, ValueError):
                 continue
     return pids
 

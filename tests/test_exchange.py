@@ -96,3 +96,15 @@ def test_one_payload_is_encoded_once_for_every_neighbour(monkeypatch):
     a._send_all(0, "params", {1: payload, 2: payload})
     assert len(calls) == 1
     assert a.stats.sent_by_tag["params"] == 2 * (400 + len(encode(RUN, 0, 0, "params", payload)[0]))
+
+
+def test_a_peer_already_past_this_round_is_not_waited_for():
+    """Links are FIFO: if round 5 arrived, the lost round-4 message will never come; no timeout is paid."""
+    import time
+
+    _, a, b, _ = pair(timeout=5.0)
+    b._send_all(5, "params", {0: {"x": torch.ones(2)}})
+    started = time.monotonic()
+    assert a.exchange(4, "params", {1: {"x": torch.zeros(2)}}) == {}
+    assert time.monotonic() - started < 2.0
+    assert a.exchange(5, "params", {1: {"x": torch.zeros(2)}})[1]["x"].tolist() == [1, 1]

@@ -16,7 +16,7 @@ import torch
 from p2pfl.agents import rundir
 from p2pfl.agents.evaluation import evaluate
 from p2pfl.algorithms import build_algorithm
-from p2pfl.algorithms.base import AgentContext, flat_params
+from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.config import RunConfig
 from p2pfl.constants import HELLO_ROUND, TAG_BYE, TAG_HELLO
 from p2pfl.data import BatchStream, agent_shard
@@ -27,6 +27,7 @@ from p2pfl.models import build_model
 from p2pfl.topologies.mixing import SELF_WEIGHT
 
 log = logging.getLogger("p2pfl.agent")
+RESUME_GRACE_SECONDS = 3.0
 
 
 class Stopped(Exception):
@@ -51,7 +52,7 @@ def evaluation_due(config: RunConfig, round_: int) -> bool:
 
 class AgentLoop:
     def __init__(self, config: RunConfig, agent_id: int, graph: nx.Graph, dataset: ArrayDataset,
-                 exchange: Exchange, run_dir: Path, stop: threading.Event | None = None):
+                 exchange: Exchange, run_dir: Path, stop: threading.Event | None = None, resume: bool = False):
         self.config, self.agent_id, self.exchange = config, agent_id, exchange
         self.run_dir = Path(run_dir)
         self.stop = stop or threading.Event()
@@ -67,21 +68,71 @@ class AgentLoop:
         self.ctx = AgentContext(agent_id, weights, float(graph.nodes[agent_id][SELF_WEIGHT]), self.model, exchange,
                                 config.optim, config.rounds, config.agents, dataset.num_classes)
         self.algorithm = build_algorithm(config.algorithm, self.ctx, config.options)
+        self.start_round = 0
+        self.resumed = resume and self.load_checkpoint()
 
     def handshake(self) -> None:
         """Wait until every neighbour is up, so round 0 does not time out on slow starters."""
         peers = list(self.ctx.weights)
         started = time.perf_counter()
-        heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: {} for j in peers},
-                                       timeout=self.config.network.startup_timeout)
+        hello = {"round": torch.tensor([self.start_round])}
+        timeout = self.config.network.startup_timeout
+        if self.resumed:
+            heard = self.hello_until_answered(hello, peers, timeout)
+        else:
+            heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in peers}, timeout=timeout)
         missing = sorted(set(peers) - set(heard))
-        if missing:
+        if self.resumed and heard:
+            # Rejoin where the running neighbours are; the rounds in between are lost for this agent.
+            self.start_round = max(self.start_round, *(int(h["round"][0]) for h in heard.values()))
+            log.info("agent %s: resumed, rejoining at round %s", self.agent_id, self.start_round)
+        elif missing:
             where = ", ".join(f"{j} at {self.config.address(j)}" for j in missing)
             raise PeerUnreachable(f"agent {self.agent_id}: neighbour(s) {where} did not answer within "
                                   f"{self.config.network.startup_timeout:.0f}s; start them (p2pfl agent --id N) or "
                                   "check the addresses and firewall")
         log.info("agent %s: all %s neighbours up after %.1fs", self.agent_id, len(peers),
                  time.perf_counter() - started)
+
+    def hello_until_answered(self, hello: dict, peers: list[int], timeout: float) -> dict:
+        """A resumed agent repeats its hello: the first may sit behind stale messages in a neighbour's queue.
+
+        Stops when every neighbour answered, or a few seconds after the first answer (a neighbour may be
+        dead too), or at the startup deadline."""
+        heard: dict = {}
+        deadline = time.monotonic() + timeout
+        first_answer = None
+        while time.monotonic() < deadline and len(heard) < len(peers):
+            pending = [j for j in peers if j not in heard]
+            asked = time.monotonic()
+            heard.update(self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in pending}, timeout=1.0))
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))  # at most one hello per second
+            first_answer = first_answer or (time.monotonic() if heard else None)
+            if first_answer and time.monotonic() - first_answer > RESUME_GRACE_SECONDS:
+                break
+        return heard
+
+    def save_checkpoint(self, round_: int) -> None:
+        """Model, algorithm state (momentum, QGM buffer, CCL pending correction), data order, RNG; atomic."""
+        path = rundir.checkpoint_path(self.run_dir, self.agent_id)
+        state = {"round": round_, "params": flat_params(self.model).cpu(), "algorithm": self.algorithm.state_dict(),
+                 "stream": self.stream.state(), "torch_rng": torch.get_rng_state()}
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def load_checkpoint(self) -> bool:
+        path = rundir.checkpoint_path(self.run_dir, self.agent_id)
+        if not path.exists():
+            log.warning("agent %s: no checkpoint at %s, starting from round 0", self.agent_id, path)
+            return False
+        state = torch.load(path, weights_only=True)  # tensors and plain containers only: no code in a checkpoint
+        set_flat_params(self.model, state["params"].to(self.device))
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.stream.load_state(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start_round = state["round"] + 1
+        log.info("agent %s: loaded checkpoint of round %s", self.agent_id, state["round"])
+        return True
 
     def evaluate(self, round_: int) -> tuple[float, float]:
         """Intermediate rounds may use a fixed test subset (config.eval_samples); the last uses the whole set."""
@@ -97,8 +148,8 @@ class AgentLoop:
         self.handshake()
         stats = self.exchange.stats  # type: ignore[attr-defined]
         last = None
-        with open(rundir.metrics_path(self.run_dir, self.agent_id), "w") as sink:
-            for round_ in range(self.config.rounds):
+        with open(rundir.metrics_path(self.run_dir, self.agent_id), "a" if self.resumed else "w") as sink:
+            for round_ in range(self.start_round, self.config.rounds):
                 if self.stop.is_set():
                     raise Stopped(f"agent {self.agent_id} stopped at round {round_}")
                 before = stats.snapshot()
@@ -124,6 +175,8 @@ class AgentLoop:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 last = record
+                if self.config.checkpoint_every and (round_ + 1) % self.config.checkpoint_every == 0:
+                    self.save_checkpoint(round_)
         # Let neighbours collect our last round before we close: a short, best-effort barrier.
         self.exchange.exchange(self.config.rounds, TAG_BYE, {j: {} for j in self.ctx.weights},
                                timeout=min(5.0, self.config.network.round_timeout))

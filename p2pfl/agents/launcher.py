@@ -18,9 +18,11 @@ from p2pfl.errors import UserError
 from p2pfl.transport import check_ports_free
 
 TERMINATE_GRACE_SECONDS = 5.0
+FATAL_EXIT_CODES = (2, 3)  # a UserError (bad config, port in use, unreachable at start): the run cannot work
 
 
-def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True) -> None:
+def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True) -> list[int]:
+    """Run every agent to the end; returns the ids of agents that died mid-run (their neighbours went on)."""
     check_ports_free(config)
     context = mp.get_context("forkserver")
     # Imported once in the forkserver, inherited by every agent: torch, scikit-learn's loaders.
@@ -30,24 +32,34 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     try:
         for process in processes:
             process.start()
+        died: dict[int, int] = {}
         with RunProgress(config, run_dir, enabled=show_progress) as progress:
             while any(p.is_alive() for p in processes):
                 progress.update()
-                failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
-                if failed:
-                    raise UserError(describe_failure(run_dir, *failed[0]))
+                for agent, process in enumerate(processes):
+                    code = process.exitcode
+                    if code in FATAL_EXIT_CODES:
+                        raise UserError(describe_failure(run_dir, agent, code))
+                    if code not in (None, 0) and agent not in died:
+                        died[agent] = code
+                        progress.note(f"warning: {describe_failure(run_dir, agent, code)}; its neighbours go on "
+                                      "without it")
                 time.sleep(0.3)
             progress.update()
-        failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
-        if failed:
-            raise UserError(describe_failure(run_dir, *failed[0]))
+        for agent, process in enumerate(processes):
+            if process.exitcode not in (0, None) and agent not in died:
+                died[agent] = process.exitcode
+        if len(died) == len(processes):
+            raise UserError(describe_failure(run_dir, 0, died[0]))
+        return sorted(died)
     finally:
         stop_all(processes)
 
 
 def describe_failure(run_dir: Path, agent: int, code: int | None) -> str:
     error = rundir.error_path(run_dir, agent)
-    reason = error.read_text().strip() if error.exists() else f"exit code {code}"
+    reason = error.read_text().strip() if error.exists() else (
+        f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}")
     return f"agent {agent} failed: {reason} (log: {rundir.log_path(run_dir, agent)})"
 
 

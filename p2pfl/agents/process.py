@@ -42,7 +42,8 @@ def configure_logging(path: Path | None, agent_id: int) -> None:
     root.setLevel(logging.INFO)
 
 
-def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True) -> int:
+def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,
+              resume: bool = False) -> int:
     """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise)."""
     torch.set_num_threads(1)  # 2 cores shared by many agents: more threads only contend
     directory = rundir.agent_dir(run_dir, agent_id)
@@ -65,7 +66,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
                                config.network.round_timeout,
                                max_message_bytes=int(config.network.max_message_mb * 2**20))
-        AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop).run()
+        AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume).run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0
     except (UserError, Stopped) as exc:

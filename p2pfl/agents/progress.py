@@ -36,6 +36,13 @@ class RunProgress:
         if self.task is not None:
             self.progress.stop()
 
+    def note(self, message: str) -> None:
+        """A line above the bar (or a plain line without a terminal)."""
+        if self.task is not None:
+            self.progress.console.print(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
     def poll(self) -> None:
         for agent in range(self.config.agents):
             path = rundir.metrics_path(self.run_dir, agent)

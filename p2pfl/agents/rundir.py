@@ -33,3 +33,7 @@ def error_path(run_dir: Path, agent: int) -> Path:
 
 def log_path(run_dir: Path, agent: int) -> Path:
     return agent_dir(run_dir, agent) / "agent.log"
+
+
+def checkpoint_path(run_dir: Path, agent: int) -> Path:
+    return agent_dir(run_dir, agent) / "checkpoint.pt"

@@ -122,7 +122,10 @@ def run(config_path, out, simulate, no_progress, **overrides):
     else:
         from p2pfl.agents.launcher import launch_local
 
-        launch_local(config, config_file, run_dir, show_progress=not no_progress)
+        died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
+        if died:
+            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
+                        fg="yellow", err=True)
     print_summary(summarize(config, setup.dataset, run_dir, mode))
 
 
@@ -131,7 +134,8 @@ def run(config_path, out, simulate, no_progress, **overrides):
               help="The run config every agent of the run shares.")
 @click.option("--id", "agent_id", required=True, type=int, help="This agent's id (0..agents-1).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-RUNID).")
-def agent(config_path, agent_id, out):
+@click.option("--resume", is_flag=True, help="Load this agent's checkpoint and rejoin the running graph.")
+def agent(config_path, agent_id, out, resume):
     """Start one agent by hand (e.g. on another LAN machine); it binds its address from the config."""
     from p2pfl.agents import rundir
     from p2pfl.agents.process import run_agent
@@ -143,7 +147,7 @@ def agent(config_path, agent_id, out):
     if not (run_dir / rundir.CONFIG).exists():  # so `p2pfl report` works on a folder of hand-started agents
         config.run_id = config.resolved_run_id()
         save_config(config, run_dir / rundir.CONFIG)
-    code = run_agent(config, agent_id, run_dir, log_to_file=False)
+    code = run_agent(config, agent_id, run_dir, log_to_file=False, resume=resume)
     if code:
         error = rundir.error_path(run_dir, agent_id)
         failure = UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
