@@ -56,6 +56,13 @@ class NetworkConfig:
 
 
 @dataclass
+class SecurityConfig:
+    mode: str = "none"  # none | curve (CurveZMQ: encrypted links, only listed public keys may connect)
+    keys_dir: str | None = None  # holds this agent's agent-N.key_secret (and, optionally, the public keys)
+    public_keys: list[str] | None = None  # z85 public key of every agent, index = agent id
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -73,6 +80,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     run_id: str | None = None
 
     def address(self, agent: int) -> str:
@@ -192,6 +200,10 @@ def validate_config(config: RunConfig) -> None:
         (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
         (1 <= config.network.base_port <= 65535 - config.agents,
          f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
+        (config.security.mode in ("none", "curve"), f"unknown security.mode {config.security.mode!r}; "
+                                                     "choose none or curve"),
+        (not config.security.public_keys or len(config.security.public_keys) == config.agents,
+         f"security.public_keys lists {len(config.security.public_keys or [])} keys for {config.agents} agents"),
         (not config.network.addresses or len(config.network.addresses) == config.agents,
          f"network.addresses lists {len(config.network.addresses or [])} addresses for {config.agents} agents; "
          "give one tcp://host:port per agent"),

@@ -10,6 +10,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from p2pfl.errors import UserError
 from p2pfl.exchange import MailboxExchange, PeerId
+from p2pfl.security import CurveKeys, secure_dealer, secure_sockets
 from p2pfl.wire import Buffer
 
 log = logging.getLogger("p2pfl.transport")
@@ -22,9 +23,11 @@ SEND_HWM = 64
 
 class ZmqExchange(MailboxExchange):
     def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
-                 round_timeout: float, **kwargs):
+                 round_timeout: float, curve: CurveKeys | None = None, **kwargs):
         super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
         self.context = zmq.Context()
+        self.curve = curve
+        self.authenticator = None
         self.inbox = self.context.socket(zmq.ROUTER)
         self.dealers: dict[PeerId, zmq.Socket] = {}
         self.monitors: dict[zmq.Socket, PeerId] = {}
@@ -37,6 +40,8 @@ class ZmqExchange(MailboxExchange):
             self.inbox.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
             self.inbox.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
             self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)  # oversized frames cut the link
+            if curve is not None:
+                self.authenticator = secure_sockets(self.context, agent_id, curve, self.inbox)
             try:
                 self.inbox.bind(bind)
             except zmq.ZMQError as exc:
@@ -52,6 +57,8 @@ class ZmqExchange(MailboxExchange):
                 dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
                 dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
                 dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+                if curve is not None:
+                    secure_dealer(dealer, curve, peer)
                 dealer.connect(address)  # queues until the peer is up: start order does not matter
                 self.dealers[peer] = dealer
                 # Link events: a dead peer's TCP close, or a heartbeat timeout on a cut link, marks it down.
@@ -80,7 +87,10 @@ class ZmqExchange(MailboxExchange):
         if self.inbox not in ready:
             return None
         parts = self.inbox.recv_multipart(copy=False)
-        return bytes(parts[0].buffer), [part.buffer for part in parts[1:]]
+        # With CURVE the sender is the agent its authenticated key belongs to, not its self-chosen routing id.
+        identity = parts[1].get("User-Id").encode() if self.curve is not None and len(parts) > 1 else \
+            bytes(parts[0].buffer)
+        return identity, [part.buffer for part in parts[1:]]
 
     def close(self) -> None:
         for monitor in self.monitors:
@@ -88,6 +98,8 @@ class ZmqExchange(MailboxExchange):
         for dealer in self.dealers.values():
             dealer.close()
         self.inbox.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.context.term()
 
 

@@ -17,6 +17,7 @@ from p2pfl.agents.agent import AgentLoop, Stopped
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
+from p2pfl.security import CurveKeys
 from p2pfl.transport import ZmqExchange
 
 PR_SET_NAME = 15
@@ -63,8 +64,11 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             raise UserError(f"--id {agent_id} is out of range: this run has agents 0..{config.agents - 1}")
         setup = prepare(config)
         neighbours = {j: config.address(j) for j in setup.graph[agent_id]}
+        curve = None
+        if config.security.mode == "curve":
+            curve = CurveKeys.load(config.security.keys_dir, agent_id, config.security.public_keys, list(neighbours))
         exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
-                               config.network.round_timeout,
+                               config.network.round_timeout, curve=curve,
                                max_message_bytes=int(config.network.max_message_mb * 2**20))
         AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume).run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)

@@ -195,6 +195,30 @@ def topology_show(kind, agents, path, degree, p, seed, png):
     click.echo(f"      drawing: {target}")
 
 
+@cli.group()
+def keys() -> None:
+    """CurveZMQ key pairs for secured runs."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--agents", type=int, required=True, help="One key pair per agent.")
+def keys_generate(directory, agents):
+    """Write agent-N.key / agent-N.key_secret into DIRECTORY and print the config block to paste."""
+    import yaml
+
+    from p2pfl.security import generate_keys
+
+    if agents < 1:
+        raise UserError(f"--agents must be >= 1, got {agents}")
+    publics = generate_keys(directory, agents)
+    block = {"security": {"mode": "curve", "keys_dir": str(directory), "public_keys": publics}}
+    snippet = yaml.safe_dump(block, sort_keys=False)
+    (Path(directory) / "security.yaml").write_text(snippet)
+    click.echo(f"# {agents} key pairs in {directory}; give agent N only its agent-N.key_secret. Add to the run config:")
+    click.echo(snippet, nl=False)
+
+
 def main() -> None:
     cli(prog_name="p2pfl")
 

@@ -1,0 +1,100 @@
+"""CurveZMQ key pairs for agents: every link encrypted, only listed public keys may connect.
+
+Without it, anyone who reaches an agent's port can connect; with it, the ZAP handler refuses any
+client key that is not a neighbour's, and the authenticated key (not the self-declared routing id)
+says which agent a message comes from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from p2pfl.errors import UserError
+
+log = logging.getLogger("p2pfl.security")
+
+
+def key_stem(agent: int) -> str:
+    return f"agent-{agent}"
+
+
+def generate_keys(directory: str | Path, agents: int) -> list[str]:
+    """One key pair per agent (agent-N.key, agent-N.key_secret); returns the public keys (z85 text)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    publics = []
+    for agent in range(agents):
+        public_file, _ = zmq.auth.create_certificates(str(directory), key_stem(agent))
+        publics.append(zmq.auth.load_certificate(public_file)[0].decode())
+    return publics
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    public: bytes
+    secret: bytes
+    peers: dict[int, bytes]  # neighbour id -> its public key
+
+    @classmethod
+    def load(cls, keys_dir: str | None, agent: int, public_keys: list[str] | None, neighbours: list[int]) -> "CurveKeys":
+        if not keys_dir:
+            raise UserError("security.mode curve needs security.keys_dir: the folder from `p2pfl keys generate`")
+        secret_file = Path(keys_dir) / f"{key_stem(agent)}.key_secret"
+        if not secret_file.is_file():
+            raise UserError(f"agent {agent}: no secret key {secret_file}; copy it there from `p2pfl keys generate`")
+        public, secret = zmq.auth.load_certificate(str(secret_file))
+        peers = {}
+        for peer in neighbours:
+            if public_keys:
+                peers[peer] = public_keys[peer].encode()
+            else:
+                public_file = Path(keys_dir) / f"{key_stem(peer)}.key"
+                if not public_file.is_file():
+                    raise UserError(f"no public key for agent {peer}: list it in security.public_keys "
+                                    f"or put {public_file.name} in {keys_dir}")
+                peers[peer] = zmq.auth.load_certificate(str(public_file))[0]
+        if public_keys and public_keys[agent].encode() != public:
+            raise UserError(f"agent {agent}: its secret key does not match security.public_keys[{agent}]")
+        return cls(public, secret, peers)
+
+
+class AgentAuthenticator(ThreadAuthenticator):
+    """ZAP handler: a client key is allowed only if it is a neighbour's; its User-Id is that agent's id."""
+
+    def __init__(self, context: zmq.Context, agent: int, allowed: dict[bytes, int]):
+        super().__init__(context, log=logging.getLogger("p2pfl.security.zap"))
+        self.agent = agent
+        self.allowed = allowed  # z85 public key -> agent id
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.allowed:
+            return True
+        log.warning("agent %s refused a connection from an unknown key %s", self.agent, key.decode(errors="replace"))
+        return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return str(self.allowed[zmq.utils.z85.encode(client_public_key)])
+
+
+def secure_sockets(context: zmq.Context, agent: int, keys: CurveKeys, inbox: zmq.Socket) -> AgentAuthenticator:
+    """Start the authenticator and make `inbox` a CURVE server; dealers are set up by `secure_dealer`."""
+    allowed = {public: peer for peer, public in keys.peers.items()}
+    authenticator = AgentAuthenticator(context, agent, allowed)
+    authenticator.start()
+    authenticator.configure_curve_callback("*", credentials_provider=authenticator)
+    inbox.curve_secretkey = keys.secret
+    inbox.curve_publickey = keys.public
+    inbox.curve_server = True
+    return authenticator
+
+
+def secure_dealer(dealer: zmq.Socket, keys: CurveKeys, peer: int) -> None:
+    dealer.curve_secretkey = keys.secret
+    dealer.curve_publickey = keys.public
+    dealer.curve_serverkey = keys.peers[peer]
