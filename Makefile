@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test fmnist bench clean
+.PHONY: demo test fmnist system-deps bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,10 +21,16 @@ fmnist:
 	  else echo "fmnist: not root, skipping dataset-fashion-mnist (tests that need it will skip)"; fi; \
 	fi
 
+# For the tests of `p2pfl spawn` (a throwaway sshd on 127.0.0.1) and of real network links.
+system-deps: fmnist
+	@if [ "$$(id -u)" = 0 ] && { [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; }; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client iproute2 iptables >/dev/null; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/p2pfl run examples/ring16.yaml
 
-test: $(STAMP) fmnist
+test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP) fmnist

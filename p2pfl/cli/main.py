@@ -195,6 +195,31 @@ def topology_show(kind, agents, path, degree, p, seed, png):
     click.echo(f"      drawing: {target}")
 
 
+@cli.command()
+@click.argument("config_path", type=click.Path(dir_okay=False))
+@click.option("--hosts", "hosts_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML list of hosts: address, user, port, python, workdir, agents, ssh_options.")
+@click.option("--out", type=click.Path(file_okay=False), help="Local run folder the agents' folders are collected into.")
+@click.option("--dry-run", is_flag=True, help="Print the exact ssh commands and do nothing.")
+def spawn(config_path, hosts_path, out, dry_run):
+    """Start every agent of CONFIG_PATH on the listed LAN hosts over ssh, stream their output, collect results."""
+    from p2pfl.agents.setup import prepare
+    from p2pfl.agents.spawn import load_hosts, spawn as spawn_run
+    from p2pfl.config import load_config
+    from p2pfl.report import print_summary, summarize
+
+    config = load_config(config_path)
+    hosts = load_hosts(hosts_path)
+    name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out) if out else Path("runs") / name
+    plan = spawn_run(config, hosts, run_dir, run_dir.name, dry_run=dry_run)
+    if dry_run:
+        click.echo("\n".join(plan))
+        return
+    setup = prepare(config)
+    print_summary(summarize(config, setup.dataset, run_dir, "spawn"))
+
+
 @cli.group()
 def keys() -> None:
     """CurveZMQ key pairs for secured runs."""

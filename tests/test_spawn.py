@@ -1,0 +1,81 @@
+"""`p2pfl spawn` over a real OpenSSH server on 127.0.0.1 with throwaway keys (skipped without sshd/root)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from p2pfl.agents.spawn import Host, assign, spawn
+from p2pfl.config import save_config
+from p2pfl.errors import UserError
+from tests.conftest import ROOT, free_ports, run_cli, small_config
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def test_dry_run_prints_the_exact_commands_and_rewrites_addresses(tmp_path):
+    config = small_config(agents=3)
+    hosts = [Host("10.0.0.5", agents=2, user="alice", python="/opt/venv/bin/python"), Host("lab2", agents=1)]
+    plan = spawn(config, hosts, tmp_path / "run", "r1", dry_run=True)
+    assert config.network.addresses == [f"tcp://10.0.0.5:{config.network.base_port}",
+                                        f"tcp://10.0.0.5:{config.network.base_port + 1}",
+                                        f"tcp://lab2:{config.network.base_port + 2}"]
+    assert plan[2] == ("ssh -o BatchMode=yes -tt alice@10.0.0.5 'exec /opt/venv/bin/python -m p2pfl.cli agent "
+                       "--config p2pfl-runs/r1/config.yaml --id 0 --out p2pfl-runs/r1'")
+    assert any(line.startswith("ssh -o BatchMode=yes lab2 'tar -C p2pfl-runs/r1 -cf - agents/002'") for line in plan)
+    with pytest.raises(UserError, match="runs 2 agents but the config has 3"):
+        assign(small_config(agents=3), [Host("a", agents=2)])
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    if os.geteuid() != 0 or not Path(SSHD).exists() or not shutil.which("ssh"):
+        pytest.skip("needs root, an OpenSSH server (apt-get install openssh-server) and the ssh client")
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
+    (keys / "authorized_keys").write_text((keys / "client.pub").read_text())
+    port = free_ports(1)[0]
+    (keys / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
+        f"PidFile {keys / 'sshd.pid'}\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(keys / "sshd_config")], stderr=subprocess.PIPE)
+    options = ["-i", str(keys / "client"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR"]
+    deadline = time.monotonic() + 20
+    while subprocess.run(["ssh", "-o", "BatchMode=yes", *options, "-p", str(port), "root@127.0.0.1", "true"],
+                         capture_output=True).returncode:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            pytest.skip(f"sshd did not start: {server.stderr.read().decode()[-300:] if server.stderr else ''}")
+        time.sleep(0.3)
+    yield port, options
+    server.terminate()
+    server.wait(10)
+
+
+def test_spawn_over_ssh_runs_collects_and_summarizes(tmp_path, sshd, no_leaked_agents):
+    port, options = sshd
+    config = small_config(agents=3, rounds=10)
+    config.network.addresses = None
+    config.network.base_port = free_ports(1)[0] % 20000 + 20000
+    save_config(config, tmp_path / "run.yaml")
+    host = {"address": "127.0.0.1", "user": "root", "port": port, "python": sys.executable,
+            "workdir": str(tmp_path / "remote"), "ssh_options": options}
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump({"hosts": [{**host, "agents": 2}, {**host, "agents": 1}]}))
+    result = run_cli("spawn", str(tmp_path / "run.yaml"), "--hosts", str(tmp_path / "hosts.yaml"),
+                     "--out", str(tmp_path / "collected"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "[agent 2]" in result.stdout and "consensus model" in result.stdout
+    summary = json.loads((tmp_path / "collected" / "summary.json").read_text())
+    assert summary["agents_finished"] == 3 and summary["mode"] == "spawn"
+    assert (tmp_path / "remote" / "collected" / "agents" / "000" / "metrics.jsonl").exists()  # ran over there
