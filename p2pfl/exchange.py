@@ -138,8 +138,11 @@ class MailboxExchange:
         deadline = time.monotonic() + timeout
 
         def waiting() -> set[PeerId]:
-            return {p for p in specs.keys() - got.keys() - self.down
-                    if round < 0 or self.latest_seen.get(p, round) <= round}
+            candidates = {p for p in specs.keys() - got.keys() if round < 0 or self.latest_seen.get(p, round) <= round}
+            live = candidates - self.down
+            # Down peers are not waited for while others answer; an agent that hears nobody waits for them
+            # anyway, so a cut-off agent keeps the pace of a round timeout instead of running far ahead.
+            return live if live or got else candidates
 
         while waiting():
             remaining = deadline - time.monotonic()
