@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,7 +105,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))

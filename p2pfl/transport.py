@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message

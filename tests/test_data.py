@@ -149,6 +149,6 @@ def test_torchvision_adapter_on_a_dataset_class_with_data_and_targets(tmp_path, 
 
 
 def test_real_torchvision_if_installed(tmp_path):
-    tv = pytest.importorskip("torchvision", reason="torchvision is not installable beside torch 2.13 here")
+    pytest.importorskip("torchvision", reason="torchvision is not installable beside torch 2.13 here")
     with pytest.raises(UserError, match="not found"):
         load_dataset("torchvision", str(tmp_path), "CIFAR10")

@@ -14,7 +14,7 @@ import yaml
 from p2pfl.agents.spawn import Host, assign, spawn
 from p2pfl.config import save_config
 from p2pfl.errors import UserError
-from tests.conftest import ROOT, free_ports, run_cli, small_config
+from tests.conftest import free_ports, run_cli, small_config
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
