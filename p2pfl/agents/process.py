@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.agents.agent import AgentLoop, Stopped
+from p2pfl.agents.agent import Stopped
+from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
@@ -70,7 +71,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
                                config.network.round_timeout, curve=curve,
                                max_message_bytes=int(config.network.max_message_mb * 2**20))
-        AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume).run()
+        build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume).run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0
     except (UserError, Stopped) as exc:

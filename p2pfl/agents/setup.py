@@ -23,6 +23,10 @@ class RunSetup:
 
 
 def graph_of(config: RunConfig) -> nx.Graph:
+    from p2pfl.algorithms import ALGORITHMS
+
+    if ALGORITHMS[config.algorithm].centralized:  # the coordinator peer (agent 0) in the middle of a star
+        config.topology.kind = "star"
     t = config.topology
     return build_topology(t.kind, config.agents, seed=config.seed, degree=t.degree, p=t.p, offsets=tuple(t.offsets),
                           path=t.path)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from p2pfl.agents.agent import AgentLoop, Stopped
+from p2pfl.agents.agent import Stopped
+from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import RunSetup
 from p2pfl.exchange import InMemoryHub
 
@@ -26,17 +27,17 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
     for agent in range(config.agents):
         exchange = hub.endpoint(agent, setup.graph[agent], setup.run_id, config.network.round_timeout,
                                 max_message_bytes=int(config.network.max_message_mb * 2**20))
-        loops.append(AgentLoop(config, agent, setup.graph, setup.dataset, exchange, run_dir, stop=stop))
+        loops.append((agent, build_loop(setup, agent, exchange, run_dir, stop=stop)))
 
-    def body(loop: AgentLoop) -> None:
+    def body(agent: int, loop) -> None:
         try:
             loop.run()
         except BaseException as exc:  # recorded and re-raised in the caller's thread
-            errors[loop.agent_id] = exc
+            errors[agent] = exc
             stop.set()
 
-    threads = [threading.Thread(target=body, args=(loop,), name=f"agent-{loop.agent_id}", daemon=True)
-               for loop in loops]
+    threads = [threading.Thread(target=body, args=(agent, loop), name=f"agent-{agent}", daemon=True)
+               for agent, loop in loops]
     for thread in threads:
         thread.start()
     try:

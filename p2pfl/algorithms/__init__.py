@@ -9,14 +9,16 @@ from typing import Any, Callable, Mapping
 from p2pfl.algorithms.base import AgentContext
 from p2pfl.algorithms.ccl import CCL
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
+from p2pfl.algorithms.federated import check_federated_options
 from p2pfl.algorithms.qgm import QGM
 
 
 @dataclass(frozen=True)
 class AlgorithmEntry:
-    factory: Callable[[AgentContext, Mapping[str, Any]], Any]
-    check_options: Callable[[Mapping[str, Any]], None]
+    factory: Callable[[AgentContext, Mapping[str, Any]], Any] | None
+    check_options: Callable[[Mapping[str, Any]], Any]
     summary: str
+    centralized: bool = False  # runs as a coordinator peer (agent 0) and clients on a star
 
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
@@ -27,6 +29,10 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "ccl": AlgorithmEntry(CCL, CCL.check_options, "Cross-feature Contrastive Loss on top of QGM (Aketi & Roy 2024)"),
     "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
                             "local steps only (Nesterov momentum), no communication"),
+    "fedavg": AlgorithmEntry(None, partial(check_federated_options, method="fedavg"), "FedAvg", True),
+    "ifca": AlgorithmEntry(None, partial(check_federated_options, method="ifca"), "IFCA (Ghosh et al. 2020)", True),
+    "clove": AlgorithmEntry(None, partial(check_federated_options, method="clove"),
+                            "CLoVE: k-means on loss vectors + Hungarian matching", True),
 }
 
 

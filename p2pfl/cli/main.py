@@ -126,7 +126,14 @@ def run(config_path, out, simulate, no_progress, **overrides):
         if died:
             click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
                         fg="yellow", err=True)
-    print_summary(summarize(config, setup.dataset, run_dir, mode))
+    from p2pfl.algorithms import ALGORITHMS
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import print_federated, summarize_federated
+
+        print_federated(summarize_federated(config, run_dir))
+    else:
+        print_summary(summarize(config, setup.dataset, run_dir, mode))
 
 
 @cli.command()

@@ -1,0 +1,110 @@
+"""Aggregation and assignment rules of the centralized methods (ALGORITHMS.md B1, B2): pure math.
+
+FedAvg: size-weighted average. IFCA: each client takes the model with its lowest loss. CLoVE:
+k-means on the clients' loss vectors, clusters matched to models by the Hungarian method, a random
+first round, and a stop once every client kept its model for `patience` rounds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+
+from p2pfl.algorithms.base import reject_unknown
+from p2pfl.data.clusters import CLUSTER_KINDS
+from p2pfl.errors import UserError
+
+
+def weighted_average(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_i n_i theta_i / sum_i n_i."""
+    total = float(sum(weights))
+    return sum(w / total * v for v, w in zip(vectors, weights))
+
+
+def aggregate_per_model(models: list[torch.Tensor], updates: Mapping[int, tuple[int, torch.Tensor, float]]) -> list[torch.Tensor]:
+    """updates: client -> (model index, trained params, n_i). A model nobody trained keeps its parameters."""
+    out = []
+    for k, current in enumerate(models):
+        mine = [(params, n) for (model, params, n) in updates.values() if model == k]
+        out.append(weighted_average([p for p, _ in mine], [n for _, n in mine]) if mine else current)
+    return out
+
+
+def ifca_assign(losses: np.ndarray) -> np.ndarray:
+    """k_i = argmin_k loss_i(theta_k); rows are clients."""
+    return np.argmin(losses, axis=1)
+
+
+def random_assignment(clients: int, models: int, rng: np.random.Generator) -> np.ndarray:
+    """Random, with every model given at least one client (when there are enough clients)."""
+    base = np.arange(clients) % models
+    return rng.permutation(base)
+
+
+def match_clusters_to_models(labels: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Hungarian matching on C[c, m] = sum_{i in c} L_i[m]; returns the model of every client."""
+    clusters, models = int(labels.max()) + 1, losses.shape[1]
+    cost = np.zeros((clusters, models))
+    for c in range(clusters):
+        cost[c] = losses[labels == c].sum(axis=0)
+    rows, cols = linear_sum_assignment(cost)
+    mapping = dict(zip(rows, cols))
+    return np.array([mapping[c] for c in labels])
+
+
+def clove_assign(losses: np.ndarray, seed: int, use_sqrt: bool = False) -> np.ndarray:
+    """k-means (k-means++ init, fixed seed) on the loss vectors, then Hungarian matching to the models."""
+    features = np.sqrt(np.maximum(losses, 0)) if use_sqrt else losses
+    k = min(losses.shape[1], len(np.unique(features, axis=0)))
+    labels = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed).fit_predict(features)
+    return match_clusters_to_models(labels, losses)
+
+
+class StabilityTracker:
+    """Clustering stops once every client kept its model for `patience` consecutive rounds."""
+
+    def __init__(self, patience: int = 3):
+        self.patience = patience
+        self.kept: dict[int, int] = {}
+        self.previous: dict[int, int] = {}
+        self.frozen = False
+
+    def update(self, assignment: Mapping[int, int]) -> bool:
+        for client, model in assignment.items():
+            self.kept[client] = self.kept.get(client, 0) + 1 if self.previous.get(client) == model else 0
+            self.previous[client] = model
+        self.frozen = self.frozen or (bool(self.kept) and min(self.kept.values()) >= self.patience)
+        return self.frozen
+
+
+FEDERATED_OPTIONS: dict[str, Any] = {
+    "models": 4,  # K cluster models (1 for FedAvg)
+    "clusters": 4,  # true clusters the partition creates
+    "cluster_kind": "rotation",
+    "participation": 1.0,
+    "local_epochs": 1,
+    "client_optimizer": "adam",  # CLoVE authors: Adam, lr 1e-2
+    "client_timeout": 60.0,
+    "init": "random",  # random | identical (IFCA's collapse case)
+    "sqrt_losses": False,
+    "patience": 3,
+}
+
+
+def check_federated_options(options: Mapping[str, Any], method: str) -> dict[str, Any]:
+    merged = reject_unknown(options, FEDERATED_OPTIONS, method)
+    if merged["cluster_kind"] not in CLUSTER_KINDS:
+        raise UserError(f"options.cluster_kind must be one of {', '.join(CLUSTER_KINDS)}")
+    if not 0 < merged["participation"] <= 1:
+        raise UserError(f"options.participation must be in (0, 1], got {merged['participation']}")
+    if merged["init"] not in ("random", "identical") or merged["client_optimizer"] not in ("adam", "sgd"):
+        raise UserError("options.init must be random or identical; options.client_optimizer adam or sgd")
+    if method == "fedavg":
+        merged["models"] = 1
+    return merged
+
+

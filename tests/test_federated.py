@@ -1,0 +1,113 @@
+"""Coordinator peer and clustered FL: aggregation and assignment rules by hand, then real runs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from p2pfl.agents.federated import ClientLoop, summarize_federated
+from p2pfl.agents.setup import prepare
+from p2pfl.agents.simulate import run_simulation
+from p2pfl.algorithms.federated import (StabilityTracker, aggregate_per_model, clove_assign, ifca_assign,
+                                        match_clusters_to_models, random_assignment, weighted_average)
+from p2pfl.config import load_config, save_config
+from p2pfl.data import load_dataset
+from p2pfl.data.clusters import client_data, true_cluster
+from p2pfl.errors import UserError
+from p2pfl.exchange import InMemoryHub
+from tests.conftest import ROOT, run_cli, small_config
+
+
+def test_weighted_average_and_untouched_models_keep_their_parameters():
+    a, b = torch.tensor([0.0, 0.0]), torch.tensor([3.0, 6.0])
+    assert weighted_average([a, b], [2, 1]).tolist() == [1.0, 2.0]
+    models = [torch.zeros(2), torch.ones(2), torch.full((2,), 5.0)]
+    out = aggregate_per_model(models, {1: (0, torch.full((2,), 2.0), 1.0), 2: (0, torch.full((2,), 4.0), 3.0),
+                                       3: (1, torch.full((2,), 9.0), 5.0)})
+    assert out[0].tolist() == [3.5, 3.5] and out[1].tolist() == [9.0, 9.0] and out[2].tolist() == [5.0, 5.0]
+
+
+def test_ifca_takes_the_lowest_loss_and_hungarian_matches_clusters_to_models():
+    losses = np.array([[0.1, 2.0, 3.0], [2.5, 0.2, 3.0], [0.3, 0.1, 9.0]])
+    assert ifca_assign(losses).tolist() == [0, 1, 1]
+    labels = np.array([1, 1, 0, 0])  # cluster 1 is good on model 2, cluster 0 on model 0
+    L = np.array([[5.0, 4.0, 0.1], [5.0, 4.0, 0.2], [0.3, 2.0, 6.0], [0.2, 2.0, 6.0]])
+    assert match_clusters_to_models(labels, L).tolist() == [2, 2, 0, 0]
+
+
+def test_clove_recovers_clusters_from_loss_vectors_and_random_start_uses_every_model():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.2, 2.0, 2.0], [2.0, 0.2, 2.0], [2.0, 2.0, 0.2]])
+    truth = np.repeat([0, 1, 2], 4)
+    losses = centers[truth] + rng.normal(0, 0.05, (12, 3))
+    assert clove_assign(losses, seed=0).tolist() == truth.tolist()
+    assert sorted(set(random_assignment(7, 3, rng).tolist())) == [0, 1, 2]
+
+
+def test_stability_stops_clustering_after_three_unchanged_rounds():
+    tracker = StabilityTracker(3)
+    assert [tracker.update({1: 0, 2: 1}) for _ in range(3)] == [False, False, False]
+    assert tracker.update({1: 0, 2: 1}) is True
+
+
+def test_rotation_partition_records_true_clusters():
+    data = load_dataset("digits")
+    assert [true_cluster(c, 20, 4) for c in (0, 4, 5, 19)] == [0, 0, 1, 3]
+    x0, *_ = client_data(data, 0, 20, 4, "rotation", 0)
+    x5, _, xt5, _, cluster = client_data(data, 5, 20, 4, "rotation", 0)
+    assert cluster == 1 and np.allclose(np.rot90(xt5, k=-1, axes=(-2, -1)), data.x_test)
+    _, y, _, _, c = client_data(data, 19, 20, 4, "label-groups", 0)
+    assert c == 3 and set(np.unique(y)) <= {8, 9}
+
+
+def clustered(algorithm, init, rounds=5, **options):
+    config = load_config(ROOT / "examples" / "clove_rotated.yaml")
+    config.algorithm, config.rounds = algorithm, rounds
+    config.options.update(init=init, **options)
+    return config
+
+
+def run_sim(config, tmp_path):
+    run_simulation(prepare(config), tmp_path)
+    return summarize_federated(config, tmp_path)
+
+
+def test_clove_reaches_ari_one_within_five_rounds_from_identical_models_where_ifca_collapses(tmp_path):
+    clove = run_sim(clustered("clove", "identical"), tmp_path / "clove")
+    ifca = run_sim(clustered("ifca", "identical"), tmp_path / "ifca")
+    assert clove["first_round_with_ari_1"] is not None and clove["first_round_with_ari_1"] <= 5
+    assert clove["final_ari"] == 1.0
+    assert ifca["round0_collapse_share"] == 1.0 and max(ifca["ari_per_round"]) == 0.0
+    assert clove["final_accuracy"] > ifca["final_accuracy"]
+
+
+def test_label_swap_clusters_are_recovered(tmp_path):
+    summary = run_sim(clustered("clove", "random", rounds=6, cluster_kind="label-swap"), tmp_path)
+    assert summary["final_ari"] == 1.0
+
+
+def test_a_silent_coordinator_stops_a_client_with_a_clear_error(tmp_path):
+    config = clustered("clove", "random")
+    config.options["client_timeout"] = 0.3
+    setup = prepare(config)
+    hub = InMemoryHub()
+    client = ClientLoop(config, 3, setup.dataset, hub.endpoint(3, [0], setup.run_id, 1.0), tmp_path)
+    with pytest.raises(UserError, match="coordinator was silent"):
+        client.run()
+
+
+def test_processes_give_the_same_assignments_as_simulate(tmp_path, no_leaked_agents):
+    config = clustered("clove", "random", rounds=3, clusters=2, models=2)
+    config.agents = 7
+    config.network.addresses = small_config(agents=7).network.addresses
+    save_config(config, tmp_path / "run.yaml")
+    result = run_cli("run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "proc"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "ARI" in result.stdout
+    run_simulation(prepare(config), tmp_path / "sim")
+
+    def assignments(folder):
+        return [json.loads(line).get("assignment") for line in (folder / "agents" / "000" / "metrics.jsonl").open()]
+
+    assert assignments(tmp_path / "proc") == assignments(tmp_path / "sim")
