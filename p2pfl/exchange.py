@@ -173,13 +173,16 @@ class MailboxExchange:
         if peer not in self.down:
             self.down.add(peer)
             self.stats.marked_down[peer] += 1
-            log.warning("agent %s: neighbour %s %s; going on without it until it is heard from again",
-                        self.agent_id, peer, reason)
+            # The first time is news; a peer out of step flips every round, which would flood the log.
+            level = logging.WARNING if self.stats.marked_down[peer] == 1 else logging.DEBUG
+            log.log(level, "agent %s: neighbour %s %s; going on without it until it is heard from again",
+                    self.agent_id, peer, reason)
 
     def mark_up(self, peer: PeerId) -> None:
         if peer in self.down:
             self.down.discard(peer)
-            log.warning("agent %s: neighbour %s is back", self.agent_id, peer)
+            level = logging.WARNING if self.stats.marked_down[peer] == 1 else logging.DEBUG
+            log.log(level, "agent %s: neighbour %s is back", self.agent_id, peer)
 
     def _welcome(self, peer: PeerId) -> None:
         """A restarted neighbour said hello mid-run: tell it the round we are at so it can rejoin there."""
