@@ -68,18 +68,7 @@ def test_binding_a_taken_port_is_a_user_error():
     ZmqExchange(2, f"tcp://127.0.0.1:{port}", {}, "run", 1.0).close()  # released on close
 
 
-def test_a_second_connection_cannot_hijack_a_connected_neighbours_identity(two_agents):
-    a, b, addr = two_agents
-    b._send_all(-1, "hello", {0: {}})
-    assert a.exchange(-1, "hello", {1: {}}, timeout=3) == {1: {}}  # b is connected and known
-    impostor = zmq.Context.instance().socket(zmq.DEALER)
-    impostor.setsockopt(zmq.IDENTITY, b"1")
-    impostor.setsockopt(zmq.LINGER, 0)
-    impostor.connect(addr[0])
-    try:
-        impostor.send_multipart([bytes(f) for f in encode("run", 1, 0, "params", {"x": torch.full((3,), -1.0)})])
-        b._send_all(0, "params", {0: {"x": torch.full((3,), 7.0)}})
-        got = a.exchange(0, "params", {1: {"x": torch.zeros(3)}}, timeout=3)
-    finally:
-        impostor.close()
-    assert got[1]["x"].tolist() == [7, 7, 7]
+
+# Without CURVE a routing id is only a claim: ROUTER_HANDOVER (needed so a neighbour reconnecting after
+# a cut link gets its id back) lets a second connection take it over. Sender authentication is the job
+# of security.mode curve: tests/test_security.py shows an authenticated neighbour cannot pose as another.
