@@ -111,3 +111,23 @@ def test_processes_give_the_same_assignments_as_simulate(tmp_path, no_leaked_age
         return [json.loads(line).get("assignment") for line in (folder / "agents" / "000" / "metrics.jsonl").open()]
 
     assert assignments(tmp_path / "proc") == assignments(tmp_path / "sim")
+
+
+def test_unknown_k_is_chosen_by_silhouette_with_the_margin():
+    from p2pfl.algorithms.federated import choose_k
+
+    rng = np.random.default_rng(1)
+    centers = np.array([[0.0, 5.0, 5.0, 5.0], [5.0, 0.0, 5.0, 5.0], [5.0, 5.0, 0.0, 5.0]])
+    truth = np.repeat([0, 1, 2], 5)
+    points = centers[truth] + rng.normal(0, 0.1, (15, 4))
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, choose_k(points, k_max=6)) == 1.0
+    two = np.vstack([points[:5], points[5:10]])  # only two real groups: a larger K must not win
+    assert len(set(choose_k(two, k_max=6).tolist())) == 2
+
+
+def test_clove_with_an_upper_bound_on_k_recovers_two_clusters(tmp_path):
+    config = clustered("clove", "random", rounds=4, clusters=2, models=4, unknown_k=True)
+    summary = run_sim(config, tmp_path)
+    assert summary["final_ari"] == 1.0

@@ -71,7 +71,7 @@ class CoordinatorLoop:
         if round_ == 0:
             chosen = random_assignment(len(clients), K, self.rng)
         else:
-            chosen = clove_assign(matrix, self.config.seed, self.options["sqrt_losses"])
+            chosen = clove_assign(matrix, self.config.seed, self.options["sqrt_losses"], self.options["unknown_k"])
         return dict(zip(clients, chosen.tolist()))
 
     def phase(self, round_: int, tag: str, outbox: dict, expect: Mapping[str, TensorSpec]) -> dict[int, dict]:

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.metrics import silhouette_score
 
 from p2pfl.algorithms.base import reject_unknown
 from p2pfl.data.clusters import CLUSTER_KINDS
@@ -56,9 +57,24 @@ def match_clusters_to_models(labels: np.ndarray, losses: np.ndarray) -> np.ndarr
     return np.array([mapping[c] for c in labels])
 
 
-def clove_assign(losses: np.ndarray, seed: int, use_sqrt: bool = False) -> np.ndarray:
-    """k-means (k-means++ init, fixed seed) on the loss vectors, then Hungarian matching to the models."""
+def choose_k(features: np.ndarray, k_max: int, margin: float = 1.1) -> np.ndarray:
+    """Unknown K: Ward clustering for K in [2, min(n, k_max)], scored by silhouette; a larger K wins
+    only if its score beats the best so far by `margin` (ALGORITHMS.md B2.6). Returns the labels."""
+    best_labels, best_score = np.zeros(len(features), dtype=int), -np.inf
+    for k in range(2, min(len(features) - 1, k_max) + 1):
+        labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(features)
+        score = silhouette_score(features, labels)
+        if best_score == -np.inf or score > best_score * margin:
+            best_labels, best_score = labels, score
+    return best_labels
+
+
+def clove_assign(losses: np.ndarray, seed: int, use_sqrt: bool = False, unknown_k: bool = False) -> np.ndarray:
+    """k-means (k-means++ init, fixed seed) on the loss vectors, then Hungarian matching to the models;
+    with `unknown_k` the number of clusters is chosen by silhouette (at most the number of models)."""
     features = np.sqrt(np.maximum(losses, 0)) if use_sqrt else losses
+    if unknown_k:
+        return match_clusters_to_models(choose_k(features, losses.shape[1]), losses)
     k = min(losses.shape[1], len(np.unique(features, axis=0)))
     labels = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed).fit_predict(features)
     return match_clusters_to_models(labels, losses)
@@ -91,6 +107,7 @@ FEDERATED_OPTIONS: dict[str, Any] = {
     "client_timeout": 60.0,
     "init": "random",  # random | identical (IFCA's collapse case)
     "sqrt_losses": False,
+    "unknown_k": False,  # CLoVE: `models` is an upper bound, K chosen by Ward + silhouette
     "patience": 3,
 }
 
