@@ -151,22 +151,29 @@ class MailboxExchange:
             waited = time.perf_counter()
             item = self._receive(remaining)
             self.stats.wait_seconds += time.perf_counter() - waited
-            if item is None:  # a timeout, or a link event that may have changed who is down
-                continue
-            envelope = self._validate(*item)
-            if envelope is None:
-                continue
-            self.mark_up(envelope.sender)
-            if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
-                self._welcome(envelope.sender)
-                continue
-            if envelope.tag == TAG_WELCOME:  # the answer to our own hello, from a peer already running
-                envelope.tag = TAG_HELLO
-            if (envelope.round, envelope.tag) == (round, tag):
-                self._accept(envelope, specs, got)
-            else:
-                self._park(envelope)
+            if item is not None:  # None: a timeout, or a link event that may have changed who is down
+                self._handle(item, round, tag, specs, got)
+        # A peer may have sent its message and closed its link at once (its last round): the close can be
+        # seen first, so take whatever already arrived before giving up on anyone.
+        while specs.keys() - got.keys() and (item := self._receive(0)) is not None:
+            self._handle(item, round, tag, specs, got)
         return got
+
+    def _handle(self, item: tuple[bytes, Sequence[Buffer]], round: int, tag: str, specs: dict,
+                got: dict[PeerId, Envelope]) -> None:
+        envelope = self._validate(*item)
+        if envelope is None:
+            return
+        self.mark_up(envelope.sender)
+        if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
+            self._welcome(envelope.sender)
+            return
+        if envelope.tag == TAG_WELCOME:  # the answer to our own hello, from a peer already running
+            envelope.tag = TAG_HELLO
+        if (envelope.round, envelope.tag) == (round, tag):
+            self._accept(envelope, specs, got)
+        else:
+            self._park(envelope)
 
     def mark_down(self, peer: PeerId, reason: str) -> None:
         """Stop waiting for `peer` until a message from it arrives; mixing goes on over the others."""
