@@ -42,12 +42,16 @@ class DSGD:
         self.momentum = self.beta * self.momentum + g
         return g + self.beta * self.momentum if self.nesterov else self.momentum
 
+    def local_step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """x_{t+1/2} = x - lr u, with the loss and the learning rate of this round."""
+        lr = learning_rate(self.ctx.optim, round_, self.ctx.total_rounds, self.ctx.agents)
+        params = flat_params(self.ctx.model)
+        g, loss = local_gradient(self.ctx, x, y, params)
+        return params - lr * self.direction(g), loss, lr
+
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
-        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
-        params = flat_params(ctx.model)
-        g, loss = local_gradient(ctx, x, y, params)
-        half = params - lr * self.direction(g)
+        half, loss, lr = self.local_step(round_, x, y)
         payload = {"params": half}
         received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
         mixed = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
@@ -65,9 +69,6 @@ class LocalOnly(DSGD):
     """The same local steps with no communication: the floor of accuracy, the ceiling of speed."""
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        ctx = self.ctx
-        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
-        params = flat_params(ctx.model)
-        g, loss = local_gradient(ctx, x, y, params)
-        set_flat_params(ctx.model, params - lr * self.direction(g))
+        half, loss, lr = self.local_step(round_, x, y)
+        set_flat_params(self.ctx.model, half)
         return {"loss": loss, "lr": lr, "neighbours_heard": 0}

@@ -32,8 +32,6 @@ def cli() -> None:
 
 
 def apply_overrides(config, **overrides):
-    from p2pfl.algorithms import ALGORITHMS  # noqa: F401  (validates names early through validate_config)
-
     simple = {"agents": "agents", "rounds": "rounds", "seed": "seed", "algorithm": "algorithm", "model": "model",
               "device": "device", "eval_every": "eval_every", "name": "name"}
     for key, attr in simple.items():
