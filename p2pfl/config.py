@@ -212,4 +212,7 @@ def validate_config(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if config.model == "autoencoder" and config.algorithm not in ("fedavg", "ifca", "clove", "local-only"):
+        raise UserError(f"model autoencoder (unsupervised) runs with fedavg, ifca, clove or local-only, "
+                        f"not {config.algorithm}; choose a classifier model")
     ALGORITHMS[config.algorithm].check_options(config.options)

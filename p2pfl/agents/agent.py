@@ -15,6 +15,7 @@ import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.evaluation import evaluate
+from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.algorithms import build_algorithm
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.config import RunConfig
@@ -27,7 +28,6 @@ from p2pfl.models import build_model
 from p2pfl.topologies.mixing import SELF_WEIGHT
 
 log = logging.getLogger("p2pfl.agent")
-RESUME_GRACE_SECONDS = 3.0
 
 
 class Stopped(Exception):
@@ -78,7 +78,7 @@ class AgentLoop:
         hello = {"round": torch.tensor([self.start_round])}
         timeout = self.config.network.startup_timeout
         if self.resumed:
-            heard = self.hello_until_answered(hello, peers, timeout)
+            heard = hello_until_answered(self.exchange, hello, peers, timeout)
         else:
             heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in peers}, timeout=timeout)
         missing = sorted(set(peers) - set(heard))
@@ -93,24 +93,6 @@ class AgentLoop:
                                   "check the addresses and firewall")
         log.info("agent %s: all %s neighbours up after %.1fs", self.agent_id, len(peers),
                  time.perf_counter() - started)
-
-    def hello_until_answered(self, hello: dict, peers: list[int], timeout: float) -> dict:
-        """A resumed agent repeats its hello: the first may sit behind stale messages in a neighbour's queue.
-
-        Stops when every neighbour answered, or a few seconds after the first answer (a neighbour may be
-        dead too), or at the startup deadline."""
-        heard: dict = {}
-        deadline = time.monotonic() + timeout
-        first_answer = None
-        while time.monotonic() < deadline and len(heard) < len(peers):
-            pending = [j for j in peers if j not in heard]
-            asked = time.monotonic()
-            heard.update(self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in pending}, timeout=1.0))
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))  # at most one hello per second
-            first_answer = first_answer or (time.monotonic() if heard else None)
-            if first_answer and time.monotonic() - first_answer > RESUME_GRACE_SECONDS:
-                break
-        return heard
 
     def save_checkpoint(self, round_: int) -> None:
         """Model, algorithm state (momentum, QGM buffer, CCL pending correction), data order, RNG; atomic."""

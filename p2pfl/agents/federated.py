@@ -1,127 +1,122 @@
-"""Coordinator peer and client role for the centralized methods, over the same exchange and wire.
+"""Coordinator peer and client role of the centralized methods, over the same exchange and wire.
 
-Agent 0 coordinates on a star; the others are clients that keep their data. Each round has two
-request/reply phases: "evaluate" (the K models go out, each client returns its training loss and
-test accuracy under each) and "train" (each client gets its assigned model, trains E local epochs,
-returns it with n_i). A client left out of a round gets an empty request. A silent client is
-absent for the round; a silent coordinator stops the clients with a clear error.
+Agent 0 coordinates on a star; the others are clients that keep their data. A round is the fixed
+sequence of phases the method names; in each, the coordinator sends every client a request (empty
+for one sitting the round out) and collects the participants' replies until a timeout. A silent
+client is absent for the phase; a silent coordinator stops the clients with a clear error. With
+`checkpoint_every` the coordinator saves its state; restarted with `--resume` it asks the running
+clients where they are and carries on after that round (clients follow a coordinator that is ahead).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import adjusted_rand_score
 
 from p2pfl.agents import rundir
-from p2pfl.agents.agent import Stopped, initial_model
-from p2pfl.agents.evaluation import evaluate
-from p2pfl.algorithms.base import flat_params, set_flat_params
-from p2pfl.algorithms.federated import (StabilityTracker, aggregate_per_model, check_federated_options,
-                                        clove_assign, ifca_assign, random_assignment)
+from p2pfl.agents.agent import Stopped
+from p2pfl.agents.handshake import hello_until_answered
+from p2pfl.agents.methods import METHODS
+from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, cluster_of_every_client
+from p2pfl.agents.methods.multitask import task_of_client
+from p2pfl.algorithms.federated import check_federated_options
 from p2pfl.config import RunConfig
-from p2pfl.data.clusters import client_data
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
 from p2pfl.exchange import Exchange
-from p2pfl.wire import TensorSpec, spec_of
+from p2pfl.wire import spec_of
 
 log = logging.getLogger("p2pfl.federated")
 COORDINATOR = 0
-def initial_models(config: RunConfig, dataset: ArrayDataset, count: int, identical: bool) -> list[torch.Tensor]:
-    models = []
-    for k in range(count):
-        shifted = dataclasses.replace(config, seed=config.seed + (0 if identical else 7919 * k))
-        models.append(flat_params(initial_model(shifted, dataset)).clone())
-    return models
+
+
+def true_groups(config: RunConfig, dataset: ArrayDataset, options: dict) -> dict[int, int]:
+    """The cluster (or, for multi-task, the task) of every client, to score assignments by ARI."""
+    if config.algorithm == "mtl":
+        return {c: task_of_client(c, config.agents - 1, len(options["tasks"])) for c in range(1, config.agents)}
+    return cluster_of_every_client(config, dataset, options)
 
 
 class CoordinatorLoop:
     def __init__(self, config: RunConfig, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, resume: bool = False):
         self.config, self.exchange, self.run_dir = config, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
         self.clients = list(range(1, config.agents))
-        self.truth = {c: client_data(dataset, c - 1, len(self.clients), self.options["clusters"],
-                                     self.options["cluster_kind"], config.seed)[4] for c in self.clients}
-        self.models = initial_models(config, dataset, self.options["models"], self.options["init"] == "identical")
-        self.rng = np.random.default_rng(config.seed)
-        self.stability = StabilityTracker(self.options["patience"])
-        self.assignment: dict[int, int] = {}
+        context = CoordinatorContext(config, dataset, self.options, self.clients,
+                                     true_groups(config, dataset, self.options))
+        self.method = METHODS[config.algorithm][0](context)
+        self.rng = np.random.default_rng(config.seed)  # who participates in each round
         self.stop = stop or threading.Event()
+        self.start_round = 0
+        self.resumed = resume and self.load_checkpoint()
 
-    def assign(self, round_: int, losses: dict[int, np.ndarray]) -> dict[int, int]:
-        clients = sorted(losses)
-        method, K = self.config.algorithm, len(self.models)
-        if method == "fedavg" or K == 1:
-            return {c: 0 for c in clients}
-        matrix = np.stack([losses[c] for c in clients])
-        if method == "ifca":
-            return dict(zip(clients, ifca_assign(matrix).tolist()))
-        if self.stability.frozen and all(c in self.assignment for c in clients):
-            return {c: self.assignment[c] for c in clients}
-        if round_ == 0:
-            chosen = random_assignment(len(clients), K, self.rng)
-        else:
-            chosen = clove_assign(matrix, self.config.seed, self.options["sqrt_losses"], self.options["unknown_k"])
-        return dict(zip(clients, chosen.tolist()))
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self, round_: int) -> None:
+        path = rundir.checkpoint_path(self.run_dir, COORDINATOR)
+        torch.save({"round": round_, "method": self.method.state_dict(), "rng": self.rng.bit_generator.state},
+                   path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # atomic: a crash mid-save leaves the previous checkpoint
 
-    def phase(self, round_: int, tag: str, outbox: dict, expect: Mapping[str, TensorSpec]) -> dict[int, dict]:
+    def load_checkpoint(self) -> bool:
+        path = rundir.checkpoint_path(self.run_dir, COORDINATOR)
+        if not path.exists():
+            log.warning("coordinator: no checkpoint at %s, starting from round 0", path)
+            return False
+        state = torch.load(path, weights_only=True)  # tensors and plain containers only: no code in a checkpoint
+        self.method.load_state_dict(state["method"])
+        self.rng.bit_generator.state = state["rng"]
+        self.start_round = state["round"] + 1
+        log.info("coordinator: loaded checkpoint of round %s", state["round"])
+        return True
+
+    def rejoin(self) -> None:
+        """Ask the running clients which round they are in and go on after it: they skip to us."""
+        heard = hello_until_answered(self.exchange, {"round": torch.tensor([self.start_round])}, self.clients,
+                                     self.config.network.startup_timeout)
+        if heard:
+            self.start_round = max(self.start_round, 1 + max(int(h["round"][0]) for h in heard.values()))
+        log.info("coordinator: resumed, %s clients answered, continuing at round %s", len(heard), self.start_round)
+
+    # -- rounds ----------------------------------------------------------------------------
+    def phase(self, round_: int, tag: str, requests: dict[int, dict]) -> dict[int, dict]:
         """Send every client its request (empty for those sitting out) and collect the participants' replies."""
-        participants = [c for c, payload in outbox.items() if payload]
-        self.exchange.exchange(round_, tag, outbox, expect_from=[])
-        return self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=participants, expect=expect,
+        self.exchange.exchange(round_, tag, {c: requests.get(c, {}) for c in self.clients}, expect_from=[])
+        asked = sorted(c for c, payload in requests.items() if payload)
+        return self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
+                                      expect_each={c: self.method.reply_spec(tag, c) for c in asked},
                                       timeout=self.options["client_timeout"])
 
-    def evaluate_models(self, round_: int, participants: list[int]) -> dict[int, dict]:
-        stacked = {"models": torch.stack(self.models)}
-        K = len(self.models)
-        spec = {"losses": TensorSpec("float32", (K,)), "accuracy": TensorSpec("float32", (K,))}
-        return self.phase(round_, "evaluate", {c: stacked if c in participants else {} for c in self.clients}, spec)
+    def participants(self, round_: int) -> list[int]:
+        if round_ == self.method.total_rounds:
+            return self.clients  # the final evaluation asks everyone
+        count = max(1, round(self.options["participation"] * len(self.clients)))
+        return sorted(self.rng.choice(self.clients, count, replace=False).tolist())
 
     def run(self) -> list[dict]:
-        directory = rundir.agent_dir(self.run_dir, COORDINATOR)
-        directory.mkdir(parents=True, exist_ok=True)
+        rundir.agent_dir(self.run_dir, COORDINATOR).mkdir(parents=True, exist_ok=True)
+        if self.resumed:
+            self.rejoin()
         records = []
-        size = len(self.models[0])
-        with open(rundir.metrics_path(self.run_dir, COORDINATOR), "w") as sink:
-            for round_ in range(self.config.rounds + 1):  # the last pass only evaluates the final models
+        with open(rundir.metrics_path(self.run_dir, COORDINATOR), "a" if self.resumed else "w") as sink:
+            for round_ in range(self.start_round, self.method.total_rounds + 1):
                 if self.stop.is_set():
                     raise Stopped("coordinator stopped")
                 started = time.perf_counter()
-                final = round_ == self.config.rounds
-                count = max(1, round(self.options["participation"] * len(self.clients)))
-                participants = self.clients if final else sorted(self.rng.choice(self.clients, count, replace=False).tolist())
-                evaluated = self.evaluate_models(round_, participants)
-                losses = {c: r["losses"].numpy() for c, r in evaluated.items()}
-                assignment = self.assign(round_, losses) if losses else {}
-                record: dict[str, Any] = {"round": round_, "participants": participants,
-                                          "absent": sorted(set(participants) - set(evaluated))}
-                if assignment:
-                    clients = sorted(assignment)
-                    record["ari"] = float(adjusted_rand_score([self.truth[c] for c in clients],
-                                                              [assignment[c] for c in clients]))
-                    record["accuracy"] = float(np.mean([evaluated[c]["accuracy"][assignment[c]].item() for c in clients]))
-                    record["assignment"] = {str(c): assignment[c] for c in clients}
-                    record["collapse_share"] = float(np.bincount(list(assignment.values())).max() / len(assignment))
-                if not final and assignment:
-                    self.assignment.update(assignment)
-                    record["frozen"] = self.stability.update(assignment) if self.config.algorithm == "clove" else False
-                    outbox = {c: ({"model": self.models[assignment[c]]} if c in assignment else {}) for c in self.clients}
-                    replies = self.phase(round_, "train", outbox, {"model": TensorSpec("float32", (size,)),
-                                                                   "n": TensorSpec("float32", (1,))})
-                    updates = {c: (assignment[c], r["model"], float(r["n"][0])) for c, r in replies.items()}
-                    self.models = aggregate_per_model(self.models, updates)
-                    record["absent"] = sorted(set(record["absent"]) | (set(assignment) - set(replies)))
+                participants = self.participants(round_)
+                record: dict[str, Any] = {"round": round_, "participants": participants, "absent": []}
+                for tag in self.method.phases(round_):
+                    requests = self.method.request(tag, round_, participants)
+                    replies = self.phase(round_, tag, requests)
+                    record["absent"] = sorted(set(record["absent"]) | (set(requests) - set(replies)))
+                    self.method.absorb(tag, round_, replies, record)
                 record["seconds"] = time.perf_counter() - started
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
@@ -129,7 +124,16 @@ class CoordinatorLoop:
                 if record["absent"]:
                     log.warning("round %s: clients %s did not answer in time; going on without them", round_,
                                 record["absent"])
+                every = self.config.checkpoint_every
+                if every and (round_ + 1) % every == 0 and round_ < self.method.total_rounds:
+                    self.save_checkpoint(round_)
         return records
+
+
+class CoordinatorAhead(Exception):
+    def __init__(self, round_: int):
+        super().__init__(round_)
+        self.round = round_
 
 
 class ClientLoop:
@@ -137,77 +141,66 @@ class ClientLoop:
                  stop: threading.Event | None = None):
         self.config, self.agent_id, self.exchange, self.run_dir = config, agent_id, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
-        x, y, x_test, y_test, self.cluster = client_data(dataset, agent_id - 1, config.agents - 1,
-                                                         self.options["clusters"], self.options["cluster_kind"],
-                                                         config.seed)
-        self.x, self.y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-        self.x_test, self.y_test = torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test)
-        self.model = initial_model(config, dataset)
-        self.size = len(flat_params(self.model))
-        self.generator = torch.Generator().manual_seed(config.seed * 100_003 + agent_id)
+        self.context: ClientContext = client_context(config, dataset, self.options, agent_id)
+        self.method = METHODS[config.algorithm][1](self.context)
         self.stop = stop or threading.Event()
 
-    def request(self, round_: int, tag: str, expect: Mapping[str, TensorSpec]) -> dict | None:
+    def coordinator_round(self) -> int:
+        return getattr(self.exchange, "latest_seen", {}).get(COORDINATOR, -1)
+
+    def request(self, round_: int, tag: str) -> dict | None:
         got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], timeout=self.options["client_timeout"])
         if COORDINATOR not in got:
+            if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
+                raise CoordinatorAhead(self.coordinator_round())
             raise UserError(f"client {self.agent_id}: the coordinator was silent for {self.options['client_timeout']:.0f}s "
                             f"in round {round_}; it is gone or unreachable, this client stops")
         payload = got[COORDINATOR]
-        if payload and spec_of(payload) != dict(expect):  # empty = sit this phase out
+        if payload and spec_of(payload) != self.method.request_spec(tag):  # empty = sit this phase out
             raise UserError(f"client {self.agent_id}: malformed {tag} request from the coordinator")
         return payload or None
 
-    def losses_and_accuracy(self, models: torch.Tensor) -> dict[str, torch.Tensor]:
-        losses, accuracy = [], []
-        for params in models:
-            set_flat_params(self.model, params)
-            accuracy.append(evaluate(self.model, self.x_test, self.y_test)[0])
-            losses.append(evaluate(self.model, self.x, self.y)[1])
-        return {"losses": torch.tensor(losses, dtype=torch.float32), "accuracy": torch.tensor(accuracy, dtype=torch.float32)}
-
-    def train(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
-        set_flat_params(self.model, params.clone())
-        optim = self.config.optim
-        optimizer = (torch.optim.Adam(self.model.parameters(), lr=optim.lr) if self.options["client_optimizer"] == "adam"
-                     else torch.optim.SGD(self.model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                          weight_decay=optim.weight_decay))
-        for _ in range(self.options["local_epochs"]):
-            order = torch.randperm(len(self.y), generator=self.generator)
-            for start in range(0, len(order), optim.batch_size):
-                batch = order[start:start + optim.batch_size]
-                optimizer.zero_grad()
-                F.cross_entropy(self.model(self.x[batch]), self.y[batch]).backward()
-                optimizer.step()
-        return {"model": flat_params(self.model).clone(), "n": torch.tensor([float(len(self.y))])}
-
     def run(self) -> None:
-        K = self.options["models"]
-        for round_ in range(self.config.rounds + 1):
+        round_ = 0
+        while round_ <= self.method.total_rounds:
             if self.stop.is_set():
                 raise Stopped(f"client {self.agent_id} stopped")
-            request = self.request(round_, "evaluate", {"models": TensorSpec("float32", (K, self.size))})
-            if request:
-                self.exchange.exchange(round_, "evaluate-reply", {COORDINATOR: self.losses_and_accuracy(request["models"])},
-                                       expect_from=[])
-            if round_ == self.config.rounds:
-                break
-            request = self.request(round_, "train", {"model": TensorSpec("float32", (self.size,))})
-            if request:
-                self.exchange.exchange(round_, "train-reply", {COORDINATOR: self.train(request["model"])}, expect_from=[])
+            try:
+                for tag in self.method.phases(round_):
+                    payload = self.request(round_, tag)
+                    if payload:
+                        reply = self.method.handle(tag, round_, payload)
+                        self.exchange.exchange(round_, f"{tag}-reply", {COORDINATOR: reply}, expect_from=[])
+                round_ += 1
+            except CoordinatorAhead as ahead:
+                log.warning("client %s: the coordinator is at round %s; skipping there from round %s", self.agent_id,
+                            ahead.round, round_)
+                round_ = ahead.round
         rundir.agent_dir(self.run_dir, self.agent_id).mkdir(parents=True, exist_ok=True)
 
 
 def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
-    rows = [json.loads(l) for l in rundir.metrics_path(run_dir, COORDINATOR).read_text().splitlines()]
-    scored = [r for r in rows if "ari" in r]
-    first_perfect = next((r["round"] for r in scored if r["ari"] >= 1.0 - 1e-9), None)
+    rows = [json.loads(line) for line in rundir.metrics_path(run_dir, COORDINATOR).read_text().splitlines()]
+    scored = [r for r in rows if "accuracy" in r]
+    with_ari = [r for r in rows if "ari" in r]
+    first_perfect = next((r["round"] for r in with_ari if r["ari"] >= 1.0 - 1e-9), None)
+    options = check_federated_options(config.options, config.algorithm)
     summary = {"name": config.name, "algorithm": config.algorithm, "clients": config.agents - 1,
-               "rounds": config.rounds, "options": check_federated_options(config.options, config.algorithm),
-               "ari_per_round": [r["ari"] for r in scored], "accuracy_per_round": [r["accuracy"] for r in scored],
+               "rounds": config.rounds, "options": options,
+               "metric": "reconstruction MSE" if config.model == "autoencoder" else "accuracy",
+               "rounds_logged": [r["round"] for r in scored],
+               "ari_per_round": [r.get("ari") for r in scored], "accuracy_per_round": [r["accuracy"] for r in scored],
                "final_accuracy": scored[-1]["accuracy"] if scored else None,
-               "final_ari": scored[-1]["ari"] if scored else None, "first_round_with_ari_1": first_perfect,
-               "round0_collapse_share": scored[0]["collapse_share"] if scored else None,
+               "final_ari": with_ari[-1]["ari"] if with_ari else None, "first_round_with_ari_1": first_perfect,
+               "round0_collapse_share": next((r["collapse_share"] for r in rows if "collapse_share" in r), None),
+               "absent": sorted({c for r in rows for c in r.get("absent", [])}),
                "run_dir": str(run_dir)}
+    for key in ("hopkins", "pretrain_loss", "personal_layers", "clusters"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            summary[f"{key}_per_round"] = values
+    if scored and "accuracy_by_task" in scored[-1]:
+        summary["final_accuracy_by_task"] = scored[-1]["accuracy_by_task"]
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -216,12 +209,25 @@ def print_federated(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, "
-                        f"{summary['options']['models']} models, {summary['options']['cluster_kind']} clusters")
+    o = summary["options"]
+    what = f"{len(o['tasks'])} tasks" if summary["algorithm"] == "mtl" else \
+        f"{o['models']} models, {o['cluster_kind']} clusters"
+    table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
     table.add_column("round")
     table.add_column("ARI", justify="right")
-    table.add_column("accuracy (each client, its model, its cluster's test data)", justify="right")
-    for i, (ari, acc) in enumerate(zip(summary["ari_per_round"], summary["accuracy_per_round"])):
-        table.add_row(str(i) if i < summary["rounds"] else "final", f"{ari:.3f}", f"{100 * acc:.2f}%")
+    metric = summary["metric"]
+    table.add_column(f"{metric} (each client, its model, its own test data)", justify="right")
+    extra = [k for k in ("hopkins_per_round",) if k in summary]
+    last = summary["rounds_logged"][-1] if summary["rounds_logged"] else None
+    for round_, ari, value in zip(summary["rounds_logged"], summary["ari_per_round"], summary["accuracy_per_round"]):
+        shown = f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
+        table.add_row("final" if round_ == last else str(round_), "-" if ari is None else f"{ari:.3f}", shown)
     Console(width=120).print(table)
+    for key in extra:
+        print(f"{key.replace('_per_round', '')} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
+    if "final_accuracy_by_task" in summary:
+        print("final accuracy by task: " + ", ".join(f"{t} {100 * a:.2f}%"
+                                                     for t, a in summary["final_accuracy_by_task"].items()))
+    if summary["absent"]:
+        print(f"clients absent in some round: {summary['absent']}")
     print(f"run folder: {summary['run_dir']}")

@@ -18,5 +18,5 @@ def build_loop(setup: RunSetup, agent_id: int, exchange: Exchange, run_dir: Path
     if not ALGORITHMS[config.algorithm].centralized:
         return AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume)
     if agent_id == COORDINATOR:
-        return CoordinatorLoop(config, setup.dataset, exchange, run_dir, stop=stop)
+        return CoordinatorLoop(config, setup.dataset, exchange, run_dir, stop=stop, resume=resume)
     return ClientLoop(config, agent_id, setup.dataset, exchange, run_dir, stop=stop)

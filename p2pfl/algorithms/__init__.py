@@ -33,6 +33,14 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "ifca": AlgorithmEntry(None, partial(check_federated_options, method="ifca"), "IFCA (Ghosh et al. 2020)", True),
     "clove": AlgorithmEntry(None, partial(check_federated_options, method="clove"),
                             "CLoVE: k-means on loss vectors + Hungarian matching", True),
+    "cpcfl": AlgorithmEntry(None, partial(check_federated_options, method="cpcfl"),
+                            "CP-CFL: contrastive encoder pre-training, then IFCA", True),
+    "fedtsdp": AlgorithmEntry(None, partial(check_federated_options, method="fedtsdp"),
+                              "FedTSDP: Hopkins-triggered two-stage clustering, adaptive personal layers", True),
+    "mtl": AlgorithmEntry(None, partial(check_federated_options, method="mtl"),
+                          "multi-task FL: shared encoder, per-task decoders with a proximal term (M-Fed)", True),
+    "local-only": AlgorithmEntry(None, partial(check_federated_options, method="local-only"),
+                                 "clients train alone on their own data (floor of the coordinator methods)", True),
 }
 
 

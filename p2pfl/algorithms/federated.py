@@ -7,7 +7,7 @@ first round, and a stop once every client kept its model for `patience` rounds.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,13 +26,20 @@ def weighted_average(vectors: Sequence[torch.Tensor], weights: Sequence[float]) 
     return sum(w / total * v for v, w in zip(vectors, weights))
 
 
+def group_average(vectors: Mapping[int, torch.Tensor], groups: Mapping[int, Hashable],
+                  sizes: Mapping[int, float]) -> dict[Hashable, torch.Tensor]:
+    """Size-weighted average of the clients' vectors within each group (a cluster, a task, everyone)."""
+    members: dict[Hashable, list[int]] = {}
+    for client in sorted(vectors):
+        members.setdefault(groups[client], []).append(client)
+    return {g: weighted_average([vectors[c] for c in cs], [sizes[c] for c in cs]) for g, cs in members.items()}
+
+
 def aggregate_per_model(models: list[torch.Tensor], updates: Mapping[int, tuple[int, torch.Tensor, float]]) -> list[torch.Tensor]:
     """updates: client -> (model index, trained params, n_i). A model nobody trained keeps its parameters."""
-    out = []
-    for k, current in enumerate(models):
-        mine = [(params, n) for (model, params, n) in updates.values() if model == k]
-        out.append(weighted_average([p for p, _ in mine], [n for _, n in mine]) if mine else current)
-    return out
+    averaged = group_average({c: u[1] for c, u in updates.items()}, {c: u[0] for c, u in updates.items()},
+                             {c: u[2] for c, u in updates.items()})
+    return [averaged.get(k, current) for k, current in enumerate(models)]
 
 
 def ifca_assign(losses: np.ndarray) -> np.ndarray:
@@ -106,22 +113,50 @@ FEDERATED_OPTIONS: dict[str, Any] = {
     "client_optimizer": "adam",  # CLoVE authors: Adam, lr 1e-2
     "client_timeout": 60.0,
     "init": "random",  # random | identical (IFCA's collapse case)
-    "sqrt_losses": False,
-    "unknown_k": False,  # CLoVE: `models` is an upper bound, K chosen by Ward + silhouette
-    "patience": 3,
+}
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "fedavg": {},
+    "ifca": {},
+    "local-only": {},
+    "clove": {"sqrt_losses": False, "unknown_k": False, "patience": 3},  # unknown_k: `models` is an upper bound
+    "cpcfl": {"pretrain_mode": "federated",  # federated (FedAvg of encoder + head) | coordinator (its unlabeled set)
+              "pretrain_rounds": 5, "pretrain_epochs": 1, "temperature": 0.5, "projection_dim": 32,
+              "augment_shift": 1, "augment_noise": 0.1, "augment_erase": 0.5, "coordinator_samples": 400},
+    "fedtsdp": {"warmup_rounds": 2, "public_samples": 100, "hopkins_threshold": 0.75, "hopkins_repeats": 20,
+                "hopkins_dims": 2, "js_threshold": 0.35, "cos_threshold": 0.35, "min_split_size": 4, "p_max": 2},
+    "mtl": {"tasks": ["digit", "parity-size"], "decoders": ["linear", "mlp"], "samples_per_client": [0, 0],
+            "mu": 0.1, "sharing": "mfed"},
 }
 
 
 def check_federated_options(options: Mapping[str, Any], method: str) -> dict[str, Any]:
-    merged = reject_unknown(options, FEDERATED_OPTIONS, method)
+    from p2pfl.algorithms.multitask import SHARING
+    from p2pfl.data.tasks import DECODERS, TASKS
+
+    merged = reject_unknown(options, {**FEDERATED_OPTIONS, **METHOD_OPTIONS[method]}, method)
     if merged["cluster_kind"] not in CLUSTER_KINDS:
         raise UserError(f"options.cluster_kind must be one of {', '.join(CLUSTER_KINDS)}")
     if not 0 < merged["participation"] <= 1:
         raise UserError(f"options.participation must be in (0, 1], got {merged['participation']}")
     if merged["init"] not in ("random", "identical") or merged["client_optimizer"] not in ("adam", "sgd"):
         raise UserError("options.init must be random or identical; options.client_optimizer adam or sgd")
+    if merged["local_epochs"] < 1 or merged["models"] < 1 or merged["clusters"] < 1:
+        raise UserError("options.local_epochs, options.models and options.clusters must be >= 1")
     if method == "fedavg":
         merged["models"] = 1
+    if method == "cpcfl" and merged["pretrain_mode"] not in ("federated", "coordinator"):
+        raise UserError(f"options.pretrain_mode must be federated or coordinator, got {merged['pretrain_mode']!r}")
+    if method == "fedtsdp" and (merged["p_max"] < 1 or not 0 < merged["hopkins_threshold"] <= 1):
+        raise UserError("options.p_max must be >= 1 and options.hopkins_threshold in (0, 1]")
+    if method == "mtl":
+        tasks = merged["tasks"]
+        if not tasks or any(t not in TASKS for t in tasks):
+            raise UserError(f"options.tasks must list tasks among {', '.join(TASKS)}, got {tasks!r}")
+        if len(merged["decoders"]) != len(tasks) or any(d not in DECODERS for d in merged["decoders"]):
+            raise UserError(f"options.decoders must give one of {', '.join(DECODERS)} per task ({len(tasks)})")
+        if len(merged["samples_per_client"]) != len(tasks):
+            raise UserError("options.samples_per_client must give one number per task (0: the whole shard)")
+        if merged["sharing"] not in SHARING:
+            raise UserError(f"options.sharing must be one of {', '.join(SHARING)}, got {merged['sharing']!r}")
+        merged["clusters"] = len(tasks)
     return merged
-
-

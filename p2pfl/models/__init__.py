@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from p2pfl.errors import UserError
+from p2pfl.models.autoencoder import AutoEncoder
 from p2pfl.models.base import FeatureClassifier
 from p2pfl.models.cnn import SmallCNN
 from p2pfl.models.lenet import LeNet5
@@ -16,6 +17,7 @@ MODELS: dict[str, Callable[[tuple[int, ...], int], FeatureClassifier]] = {
     "cnn": SmallCNN,
     "lenet5": LeNet5,
     "resnet20": ResNet20,
+    "autoencoder": AutoEncoder,  # unsupervised: CLoVE and the other coordinator methods only
 }
 
 

@@ -10,6 +10,7 @@ class FeatureClassifier(nn.Module):
     """forward(x) = head(features(x)); `feature_dim` is d, the width of phi(x)."""
 
     feature_dim: int
+    unsupervised = False  # True: forward(x) reconstructs x and the loss is MSE (no labels used)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,143 @@
+"""What a centralized method plugs into the coordinator and client loops (DESIGN.md, coordinator peer).
+
+A round is a fixed sequence of phases that both sides derive from the config alone (`phases`); in
+each phase the coordinator sends every participant a request and collects the replies. The
+coordinator side decides what to ask whom and what to do with the answers; the client side answers
+one request. The math lives in p2pfl/algorithms/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from p2pfl.algorithms.base import flat_params
+from p2pfl.config import OptimConfig, RunConfig
+from p2pfl.data.clusters import client_data
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.wire import TensorSpec
+
+Payload = dict[str, torch.Tensor]
+Spec = dict[str, TensorSpec]
+
+
+@dataclass
+class CoordinatorContext:
+    config: RunConfig
+    dataset: ArrayDataset
+    options: dict[str, Any]
+    clients: list[int]
+    truth: dict[int, int]  # true cluster (or task) of every client, to score the assignment
+
+
+@dataclass
+class ClientContext:
+    config: RunConfig
+    dataset: ArrayDataset
+    options: dict[str, Any]
+    agent_id: int
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    cluster: int
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+def cluster_of_every_client(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any]) -> dict[int, int]:
+    clients = config.agents - 1
+    return {c: client_data(dataset, c - 1, clients, options["clusters"], options["cluster_kind"], config.seed)[4]
+            for c in range(1, config.agents)}
+
+
+def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, Any], agent_id: int) -> ClientContext:
+    x, y, x_test, y_test, cluster = client_data(dataset, agent_id - 1, config.agents - 1, options["clusters"],
+                                                options["cluster_kind"], config.seed)
+    return ClientContext(config, dataset, options, agent_id, torch.from_numpy(np.ascontiguousarray(x)),
+                         torch.from_numpy(y), torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test),
+                         cluster, torch.Generator().manual_seed(config.seed * 100_003 + agent_id))
+
+
+class CoordinatorMethod(Protocol):
+    total_rounds: int  # rounds with training; one more round only evaluates
+    metric: str  # what the clients' "accuracy" reply measures
+
+    def phases(self, round_: int) -> tuple[str, ...]: ...
+    def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]: ...
+    def reply_spec(self, tag: str, client: int) -> Spec: ...
+    def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class ClientMethod(Protocol):
+    total_rounds: int
+
+    def phases(self, round_: int) -> tuple[str, ...]: ...
+    def request_spec(self, tag: str) -> Spec: ...
+    def handle(self, tag: str, round_: int, payload: Payload) -> Payload: ...
+
+
+def spec(**shapes: tuple[int, ...]) -> Spec:
+    return {name: TensorSpec("float32", tuple(shape)) for name, shape in shapes.items()}
+
+
+def make_optimizer(params, optim: OptimConfig, kind: str) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=optim.lr)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+
+
+def objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classifiers, reconstruction MSE for an autoencoder (it never sees y)."""
+    out = model(x)
+    return F.mse_loss(out, x) if getattr(model, "unsupervised", False) else F.cross_entropy(out, y)
+
+
+def train_epochs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
+                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = objective) -> float:
+    """E local epochs of shuffled mini-batches; returns the mean loss of the last epoch."""
+    model.train()
+    last = []
+    for _ in range(epochs):
+        last = []
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            optimizer.zero_grad()
+            value = loss(model, x[batch], y[batch])
+            value.backward()
+            optimizer.step()
+            last.append(float(value))
+    return float(np.mean(last)) if last else 0.0
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    model.eval()
+    total = sum(float(objective(model, x[s:s + batch_size], y[s:s + batch_size])) * len(x[s:s + batch_size])
+                for s in range(0, len(x), batch_size))
+    return total / len(x)
+
+
+@torch.no_grad()
+def test_metric(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of a classifier; reconstruction MSE of an autoencoder."""
+    model.eval()
+    out = model(x)
+    if getattr(model, "unsupervised", False):
+        return float(F.mse_loss(out, x))
+    return float((out.argmax(1) == y).float().mean())
+
+
+def params_of(model: torch.nn.Module) -> torch.Tensor:
+    return flat_params(model).clone()
+
+
+def n_of(x: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([float(len(x))])

@@ -1,0 +1,143 @@
+"""FedTSDP (ALGORITHMS.md B4): FedAvg warm-up, then each round the clients' outputs on a public
+unlabeled batch tell the coordinator whether there is cluster structure (Hopkins) and which clients
+belong together (JS divergence, then cosine similarity of updates); the top p layers stay personal,
+p growing with the measured skew.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from p2pfl.agents.agent import initial_model
+from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, n_of,
+                                       params_of, spec, test_metric, train_epochs)
+from p2pfl.algorithms.base import set_flat_params
+from p2pfl.algorithms.fedtsdp import hopkins, personalization_layers, reduce_dims, two_stage_clusters
+from p2pfl.algorithms.federated import group_average
+
+
+def personal_mask(model: torch.nn.Module, p: int) -> torch.Tensor:
+    """True on the flat parameters of the top `p` layers (modules holding parameters, output side first)."""
+    layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    personal = {id(t) for m in layers[len(layers) - p:] for t in m.parameters(recurse=False)}
+    return torch.cat([torch.full((t.numel(),), id(t) in personal) for t in model.parameters()])
+
+
+def public_batch(ctx_dataset, samples: int, seed: int) -> torch.Tensor:
+    """Unlabeled public images every client scores; the coordinator sends them, labels never leave."""
+    order = np.random.default_rng(seed + 101).permutation(len(ctx_dataset.x_test))[:samples]
+    return torch.from_numpy(np.ascontiguousarray(ctx_dataset.x_test[order]))
+
+
+class FedTSDPSchedule:
+    def __init__(self, rounds: int):
+        self.total_rounds = rounds
+
+    def phases(self, round_: int) -> tuple[str, ...]:
+        return ("evaluate",) if round_ == self.total_rounds else ("train",)
+
+
+class FedTSDPCoordinator(FedTSDPSchedule):
+    metric = "accuracy"
+
+    def __init__(self, ctx: CoordinatorContext):
+        super().__init__(ctx.config.rounds)
+        self.ctx, self.options = ctx, ctx.options
+        self.cluster_models = {0: params_of(initial_model(ctx.config, ctx.dataset))}
+        self.cluster_of = {c: 0 for c in ctx.clients}
+        self.personal = 1  # warm-up: the personalization split at its minimum
+        self.clustered = False
+        self.public = public_batch(ctx.dataset, self.options["public_samples"], ctx.config.seed)
+        self.rng = np.random.default_rng(ctx.config.seed + 5)
+        self.sent: dict[int, torch.Tensor] = {}
+
+    def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]:
+        personal = torch.tensor([float(self.personal)])
+        self.sent = {c: self.cluster_models[self.cluster_of[c]] for c in participants}
+        if tag == "evaluate":
+            return {c: {"model": m, "personal": personal} for c, m in self.sent.items()}
+        return {c: {"model": m, "personal": personal, "public": self.public} for c, m in self.sent.items()}
+
+    def reply_spec(self, tag: str, client: int) -> Spec:
+        if tag == "evaluate":
+            return spec(accuracy=(1,))
+        size = len(next(iter(self.cluster_models.values())))
+        return spec(model=(size,), n=(1,), signature=(len(self.public), self.ctx.dataset.num_classes), accuracy=(1,))
+
+    def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        if replies:
+            record["accuracy"] = float(np.mean([float(r["accuracy"][0]) for r in replies.values()]))
+            clients = sorted(replies)
+            record["ari"] = float(adjusted_rand_score([self.ctx.truth[c] for c in clients],
+                                                      [self.cluster_of[c] for c in clients]))
+        record.update(personal_layers=self.personal, clusters=len(set(self.cluster_of.values())))
+        if tag != "train" or not replies:
+            return
+        clients = sorted(replies)
+        models = {c: replies[c]["model"] for c in clients}
+        sizes = {c: float(replies[c]["n"][0]) for c in clients}
+        self.cluster_models.update(group_average(models, self.cluster_of, sizes))
+        if round_ < self.options["warmup_rounds"] - 1 or len(clients) < 3:
+            return
+        signatures = np.stack([replies[c]["signature"].numpy() for c in clients])
+        points = reduce_dims(signatures.reshape(len(clients), -1), self.options["hopkins_dims"])
+        h = hopkins(points, self.rng, repeats=self.options["hopkins_repeats"])
+        record["hopkins"] = h
+        if self.clustered:
+            return
+        self.personal = personalization_layers(h, self.options["p_max"])
+        if h >= self.options["hopkins_threshold"]:
+            updates = np.stack([(models[c] - self.sent[c]).numpy() for c in clients])
+            labels = two_stage_clusters(signatures, updates, self.options["js_threshold"],
+                                        self.options["cos_threshold"], self.options["min_split_size"])
+            self.cluster_of.update({c: int(label) for c, label in zip(clients, labels)})
+            self.cluster_models = {int(k): v for k, v in group_average(models, self.cluster_of, sizes).items()}
+            self.clustered = True
+            record["clustered_now"] = True
+
+    def state_dict(self) -> dict:
+        return {"cluster_models": self.cluster_models, "cluster_of": self.cluster_of, "personal": self.personal,
+                "clustered": self.clustered, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cluster_models, self.cluster_of = dict(state["cluster_models"]), dict(state["cluster_of"])
+        self.personal, self.clustered = state["personal"], state["clustered"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+class FedTSDPClient(FedTSDPSchedule):
+    def __init__(self, ctx: ClientContext):
+        super().__init__(ctx.config.rounds)
+        self.ctx = ctx
+        self.model = initial_model(ctx.config, ctx.dataset)
+        self.size = len(params_of(self.model))
+        self.own: torch.Tensor | None = None  # this client's parameters after its last local training
+
+    def request_spec(self, tag: str) -> Spec:
+        if tag == "evaluate":
+            return spec(model=(self.size,), personal=(1,))
+        return spec(model=(self.size,), personal=(1,),
+                    public=(self.ctx.options["public_samples"], *self.ctx.dataset.input_shape))
+
+    def merge(self, payload: Payload) -> None:
+        """The shared layers from the coordinator, the top p layers kept from this client's own model."""
+        merged = payload["model"].clone()
+        if self.own is not None:
+            mask = personal_mask(self.model, int(payload["personal"][0]))
+            merged[mask] = self.own[mask]
+        set_flat_params(self.model, merged)
+
+    def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
+        c = self.ctx
+        self.merge(payload)
+        accuracy = torch.tensor([test_metric(self.model, c.x_test, c.y_test)])
+        if tag == "evaluate":
+            return {"accuracy": accuracy}
+        optimizer = make_optimizer(self.model.parameters(), c.config.optim, c.options["client_optimizer"])
+        train_epochs(self.model, c.x, c.y, c.options["local_epochs"], c.config.optim.batch_size, optimizer, c.generator)
+        self.own = params_of(self.model)
+        with torch.no_grad():
+            signature = torch.softmax(self.model(payload["public"]), dim=1)
+        return {"model": self.own, "n": n_of(c.x), "signature": signature, "accuracy": accuracy}

@@ -1,0 +1,149 @@
+"""Multi-task FL with heterogeneous encoder-decoder models (M-Fed, ALGORITHMS.md B5).
+
+Clients are split into one block per task; every task has its own target and decoder architecture.
+Each round a client receives the encoder and its task's global decoder, sets E_i <- E, keeps its
+own decoder pulled toward the global one by (mu/2)||D_i - D_tau||^2, trains, and sends both back.
+`sharing: per-task` (FedAvg within each task) and `local` are the baselines, run by the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, n_of,
+                                       spec, train_epochs)
+from p2pfl.algorithms.federated import group_average
+from p2pfl.algorithms.multitask import proximal_term, sharing_groups
+from p2pfl.config import RunConfig
+from p2pfl.data.clusters import true_cluster
+from p2pfl.data.dataset import ArrayDataset
+from p2pfl.data.partition import iid_partition
+from p2pfl.data.tasks import TASKS, task_targets
+from p2pfl.models.encoder_decoder import EncoderDecoder
+
+
+def task_of_client(client: int, clients: int, tasks: int) -> int:
+    return true_cluster(client - 1, clients, tasks)
+
+
+def task_model(config: RunConfig, dataset: ArrayDataset, options: dict, task: int) -> EncoderDecoder:
+    """Same seed for every task: the encoder (built first) starts identical everywhere."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        name = options["tasks"][task]
+        return EncoderDecoder(dataset.input_shape, options["decoders"][task], TASKS[name][1])
+
+
+def vector(module: torch.nn.Module) -> torch.Tensor:
+    return parameters_to_vector(module.parameters()).detach().clone()
+
+
+def task_data(config: RunConfig, dataset: ArrayDataset, options: dict, client: int):
+    """An IID shard relabelled for the client's task, cut to `samples_per_client` for low-data tasks."""
+    clients = config.agents - 1
+    task = task_of_client(client, clients, len(options["tasks"]))
+    shard = iid_partition(dataset.y_train, clients, config.seed)[client - 1]
+    keep = options["samples_per_client"][task]
+    if keep:
+        shard = np.random.default_rng(config.seed + client).permutation(shard)[:keep]
+    name = options["tasks"][task]
+    return (dataset.x_train[shard], task_targets(name, dataset.y_train[shard]), dataset.x_test,
+            task_targets(name, dataset.y_test), task)
+
+
+class MultiTaskSchedule:
+    def __init__(self, rounds: int):
+        self.total_rounds = rounds
+
+    def phases(self, round_: int) -> tuple[str, ...]:
+        return ("evaluate",) if round_ == self.total_rounds else ("train",)
+
+
+class MultiTaskCoordinator(MultiTaskSchedule):
+    metric = "accuracy"
+
+    def __init__(self, ctx: CoordinatorContext):
+        super().__init__(ctx.config.rounds)
+        self.ctx, o = ctx, ctx.options
+        self.task_of = {c: task_of_client(c, len(ctx.clients), len(o["tasks"])) for c in ctx.clients}
+        models = [task_model(ctx.config, ctx.dataset, o, t) for t in range(len(o["tasks"]))]
+        self.encoder = {c: vector(models[t].encoder) for c, t in self.task_of.items()}
+        self.decoder = {c: vector(models[t].decoder) for c, t in self.task_of.items()}
+
+    def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]:
+        return {c: {"encoder": self.encoder[c], "decoder": self.decoder[c]} for c in participants}
+
+    def reply_spec(self, tag: str, client: int) -> Spec:
+        if tag == "evaluate":
+            return spec(accuracy=(1,))
+        return spec(encoder=(len(self.encoder[client]),), decoder=(len(self.decoder[client]),), n=(1,), accuracy=(1,))
+
+    def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        if not replies:
+            return
+        accuracy = {c: float(r["accuracy"][0]) for c, r in replies.items()}
+        record["accuracy"] = float(np.mean(list(accuracy.values())))
+        record["accuracy_by_task"] = {name: float(np.mean([a for c, a in accuracy.items() if self.task_of[c] == t]))
+                                      for t, name in enumerate(self.ctx.options["tasks"])
+                                      if any(self.task_of[c] == t for c in accuracy)}
+        if tag != "train":
+            return
+        encoder_group, decoder_group = sharing_groups(self.task_of, self.ctx.options["sharing"])
+        sizes = {c: float(r["n"][0]) for c, r in replies.items()}
+        encoders = group_average({c: r["encoder"] for c, r in replies.items()}, encoder_group, sizes)
+        decoders = group_average({c: r["decoder"] for c, r in replies.items()}, decoder_group, sizes)
+        for c in self.task_of:  # a client that sat out still gets its groups' new averages next time
+            self.encoder[c] = encoders.get(encoder_group[c], self.encoder[c])
+            self.decoder[c] = decoders.get(decoder_group[c], self.decoder[c])
+
+    def state_dict(self) -> dict:
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder, self.decoder = dict(state["encoder"]), dict(state["decoder"])
+
+
+class MultiTaskClient(MultiTaskSchedule):
+    def __init__(self, ctx: ClientContext):
+        super().__init__(ctx.config.rounds)
+        self.ctx, o = ctx, ctx.options
+        x, y, x_test, y_test, self.task = task_data(ctx.config, ctx.dataset, o, ctx.agent_id)
+        ctx.x, ctx.y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+        ctx.x_test, ctx.y_test = torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test)
+        self.model = task_model(ctx.config, ctx.dataset, o, self.task)
+        self.trained = False
+
+    def request_spec(self, tag: str) -> Spec:
+        return spec(encoder=(len(vector(self.model.encoder)),), decoder=(len(vector(self.model.decoder)),))
+
+    def merge(self, payload: Payload) -> None:
+        """E_i <- E; under M-Fed the client keeps its own decoder (after its first round), else takes D_tau."""
+        vector_to_parameters(payload["encoder"].clone(), self.model.encoder.parameters())
+        if self.ctx.options["sharing"] != "mfed" or not self.trained:
+            vector_to_parameters(payload["decoder"].clone(), self.model.decoder.parameters())
+
+    @torch.no_grad()
+    def accuracy(self) -> torch.Tensor:
+        self.model.eval()
+        return torch.tensor([float((self.model(self.ctx.x_test).argmax(1) == self.ctx.y_test).float().mean())])
+
+    def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
+        c, o = self.ctx, self.ctx.options
+        self.merge(payload)
+        accuracy = self.accuracy()
+        if tag == "evaluate":
+            return {"accuracy": accuracy}
+        mu = o["mu"] if o["sharing"] == "mfed" else 0.0
+        target = payload["decoder"]
+
+        def loss(model: EncoderDecoder, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(model(xb), yb) + proximal_term(model.decoder.parameters(), target, mu)
+
+        optimizer = make_optimizer(self.model.parameters(), c.config.optim, o["client_optimizer"])
+        train_epochs(self.model, c.x, c.y, o["local_epochs"], c.config.optim.batch_size, optimizer, c.generator, loss)
+        self.trained = True
+        return {"encoder": vector(self.model.encoder), "decoder": vector(self.model.decoder), "n": n_of(c.x),
+                "accuracy": accuracy}

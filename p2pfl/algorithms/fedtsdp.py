@@ -1,0 +1,108 @@
+"""FedTSDP's decisions (ALGORITHMS.md B4): is there cluster structure (Hopkins), which clients group
+together (Jensen-Shannon divergence of outputs, then cosine similarity of updates), and how many top
+layers stay personal.
+
+Hopkins convention fixed here: H = sum u^d / (sum u^d + sum w^d), u = distance from a uniform point
+in the data's bounding box to its nearest data point, w = distance from a sampled data point to its
+nearest other data point, d = the dimension. H -> 1: clustered; H ~ 0.5: uniform; H -> 0: regular.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.decomposition import PCA
+
+
+def hopkins_once(points: np.ndarray, sampled: np.ndarray, uniform: np.ndarray) -> float:
+    """One draw: `sampled` are row indices of `points`, `uniform` are points in the bounding box."""
+    tree = cKDTree(points)
+    w = tree.query(points[sampled], k=2)[0][:, 1]
+    u = tree.query(uniform, k=1)[0]
+    d = points.shape[1]
+    # Scale by the largest distance first: u^d and w^d under- or overflow for d of a few dozen.
+    scale = max(float(u.max()), float(w.max())) or 1.0
+    ud, wd = np.sum((u / scale) ** d), np.sum((w / scale) ** d)
+    return float(ud / (ud + wd)) if ud + wd > 0 else 0.5
+
+
+def hopkins(points: np.ndarray, rng: np.random.Generator, sample_fraction: float = 0.5, repeats: int = 20) -> float:
+    """Amended sampling: the mean over `repeats` draws of m = fraction * n points and m uniform points."""
+    n = len(points)
+    m = max(1, int(round(sample_fraction * n)))
+    low, high = points.min(axis=0), points.max(axis=0)
+    draws = [hopkins_once(points, rng.choice(n, m, replace=False), rng.uniform(low, high, (m, points.shape[1])))
+             for _ in range(repeats)]
+    return float(np.mean(draws))
+
+
+def reduce_dims(points: np.ndarray, dims: int) -> np.ndarray:
+    """The Hopkins test needs low dimensions (a bounding box of 1,000 dimensions is empty); project by PCA."""
+    dims = min(dims, len(points) - 1, points.shape[1])
+    return PCA(n_components=dims, random_state=0).fit_transform(points) if dims < points.shape[1] else points
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """JS(p||q) in bits over the last axis, in [0, 1]."""
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sum(np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / np.where(b > 0, b, 1)), 0.0), axis=-1)
+
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def pairwise_js(outputs: np.ndarray) -> np.ndarray:
+    """outputs: (clients, samples, classes) softmax outputs on the public batch -> mean JS per pair."""
+    n = len(outputs)
+    distance = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            distance[i, j] = distance[j, i] = float(js_divergence(outputs[i], outputs[j]).mean())
+    return distance
+
+
+def stage1_groups(distance: np.ndarray, threshold: float) -> np.ndarray:
+    """Average-linkage agglomerative clustering of a distance matrix cut at `threshold` (K not fixed)."""
+    if len(distance) < 2:
+        return np.zeros(len(distance), dtype=int)
+    return AgglomerativeClustering(n_clusters=None, distance_threshold=threshold, metric="precomputed",
+                                   linkage="average").fit_predict(distance)
+
+
+def cosine_matrix(updates: np.ndarray) -> np.ndarray:
+    unit = updates / np.maximum(np.linalg.norm(updates, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
+def stage2_split(updates: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+    """Sattler-style bipartition of one group when its mean pairwise cosine similarity is below
+    `threshold`; labels 0/1 (all 0 when the group stays whole)."""
+    n = len(updates)
+    if n < min_size:
+        return np.zeros(n, dtype=int)
+    similarity = cosine_matrix(updates)
+    if similarity[~np.eye(n, dtype=bool)].mean() >= threshold:
+        return np.zeros(n, dtype=int)
+    return AgglomerativeClustering(n_clusters=2, metric="precomputed", linkage="complete").fit_predict(1 - similarity)
+
+
+def two_stage_clusters(outputs: np.ndarray, updates: np.ndarray, js_threshold: float, cos_threshold: float,
+                       min_split_size: int) -> np.ndarray:
+    """Stage 1 by output divergence, stage 2 by update direction inside each stage-1 group."""
+    groups = stage1_groups(pairwise_js(outputs), js_threshold)
+    labels = np.zeros(len(groups), dtype=int)
+    next_label = 0
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        split = stage2_split(updates[members], cos_threshold, min_split_size)
+        for s in np.unique(split):
+            labels[members[split == s]] = next_label
+            next_label += 1
+    return labels
+
+
+def personalization_layers(h: float, p_max: int) -> int:
+    """p = clip(round(p_max * (H - 0.5) / 0.5), 1, p_max): more skew keeps more top layers local."""
+    return int(np.clip(round(p_max * (h - 0.5) / 0.5), 1, p_max))
