@@ -131,3 +131,45 @@ def test_clove_with_an_upper_bound_on_k_recovers_two_clusters(tmp_path):
     config = clustered("clove", "random", rounds=4, clusters=2, models=4, unknown_k=True)
     summary = run_sim(config, tmp_path)
     assert summary["final_ari"] == 1.0
+
+
+def test_a_killed_coordinator_restarted_with_resume_continues_and_the_clients_follow(tmp_path, no_leaked_agents):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from p2pfl.agents import rundir
+    from tests.test_processes import pid_of, rounds_done, wait_for_round
+
+    config = clustered("clove", "random", rounds=60, clusters=3, models=3, local_epochs=2, client_timeout=90.0)
+    config.agents, config.checkpoint_every = 4, 1
+    config.network.addresses = small_config(agents=4).network.addresses
+    save_config(config, tmp_path / "run.yaml")
+    run_dir = tmp_path / "run"
+    launcher = subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "run", str(tmp_path / "run.yaml"), "--out",
+                                 str(run_dir), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    restarted = None
+    try:
+        wait_for_round(run_dir, 0, 5, launcher)
+        os.kill(pid_of(0), signal.SIGKILL)
+        killed_after = rounds_done(run_dir, 0)
+        restarted = subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "agent", "--config",
+                                      str(run_dir / rundir.CONFIG), "--id", "0", "--out", str(run_dir), "--resume"],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = restarted.communicate(timeout=240)
+        assert restarted.returncode == 0, err
+        launcher.communicate(timeout=240)
+    finally:
+        launcher.kill()
+        if restarted:
+            restarted.kill()
+    assert "loaded checkpoint of round" in err and "continuing at round" in err
+    rows = [json.loads(line) for line in rundir.metrics_path(run_dir, 0).read_text().splitlines()]
+    rounds = [r["round"] for r in rows]
+    assert rounds[-1] == 60 and len(rounds) > killed_after  # it went on to the final evaluation
+    assert rounds == sorted(rounds)  # the rounds went on after the checkpoint, never back
+    assert rows[-1]["absent"] == [] and rows[-1]["ari"] == 1.0  # every client followed and answered
+    assert not any(rundir.error_path(run_dir, c).exists() for c in (1, 2, 3))  # no client gave up
+    assert all("skipping there" in rundir.log_path(run_dir, c).read_text() for c in (1, 2, 3))

@@ -1,0 +1,189 @@
+"""CP-CFL, FedTSDP, multi-task and CLoVE's unsupervised variant: their math by hand, then in-process runs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from p2pfl.agents.federated import summarize_federated
+from p2pfl.agents.methods.fedtsdp import personal_mask
+from p2pfl.agents.setup import prepare
+from p2pfl.agents.simulate import run_simulation
+from p2pfl.algorithms.contrastive import augment, nt_xent
+from p2pfl.algorithms.fedtsdp import (hopkins, hopkins_once, js_divergence, pairwise_js, personalization_layers,
+                                      stage1_groups, stage2_split, two_stage_clusters)
+from p2pfl.algorithms.federated import group_average
+from p2pfl.algorithms.multitask import proximal_term, sharing_groups
+from p2pfl.config import load_config, validate_config
+from p2pfl.errors import UserError
+from p2pfl.models.mlp import MLP
+from tests.conftest import ROOT
+
+
+# -- NT-Xent and augmentations -------------------------------------------------------------
+def test_nt_xent_by_hand():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # each view: its positive at cos 1, the two others at cos 0; tau = 0.5
+    expected = -math.log(math.exp(2) / (math.exp(2) + 2))
+    assert float(nt_xent(z, z.clone(), 0.5)) == pytest.approx(expected)
+    # one pair: the positive is the only other view, so the loss is exactly 0
+    assert float(nt_xent(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -1.0]]))) == pytest.approx(0.0)
+    # the loss falls as the positives align
+    a, b = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.randn(8, 4)
+    assert float(nt_xent(a, a + 0.01 * b)) < float(nt_xent(a, b))
+
+
+def test_augment_shifts_without_rotating_and_erases_rectangles():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
+    shifted = augment(x, g, max_shift=1, noise=0.0, erase_probability=0.0)
+    for i in range(2):
+        padded = torch.nn.functional.pad(x[i], (1, 1, 1, 1))
+        assert any(torch.equal(shifted[i], padded[:, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
+    erased = augment(x, g, max_shift=0, noise=0.0, erase_probability=1.0)
+    assert all(int((erased[i] == 0).sum()) >= 4 for i in range(2)) and (x != 0).all()
+    noisy = augment(x, g, max_shift=0, noise=0.1, erase_probability=0.0)
+    assert 0 < float((noisy - x).std()) < 0.2
+
+
+# -- FedTSDP -------------------------------------------------------------------------------
+def test_hopkins_one_draw_by_hand():
+    points = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+    # w: nearest other point of points 0 and 2 is 1 away; u: (5,0) and (5,1) are 5 away from any point
+    h = hopkins_once(points, np.array([0, 2]), np.array([[5.0, 0.0], [5.0, 1.0]]))
+    assert h == pytest.approx((25 + 25) / (25 + 25 + 1 + 1))
+
+
+def test_hopkins_is_near_half_on_uniform_data_and_high_on_clusters():
+    rng = np.random.default_rng(0)
+    uniform = [hopkins(rng.uniform(0, 1, (60, 2)), rng) for _ in range(10)]
+    assert 0.4 < np.mean(uniform) < 0.6
+    blobs = np.concatenate([rng.normal(c, 0.02, (15, 2)) for c in ([0, 0], [1, 0], [0, 1], [1, 1])])
+    assert hopkins(blobs, rng) > 0.9
+
+
+def test_jensen_shannon_by_hand():
+    assert float(js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0]))) == pytest.approx(1.0)
+    assert float(js_divergence(np.array([0.3, 0.7]), np.array([0.3, 0.7]))) == pytest.approx(0.0)
+    # m = (0.75, 0.25): KL(p||m) = 0.5 log2(2/3) + 0.5 log2 2, KL(q||m) = log2(4/3)
+    expected = (0.5 * math.log2(2 / 3) + 0.5 + math.log2(4 / 3)) / 2
+    assert float(js_divergence(np.array([0.5, 0.5]), np.array([1.0, 0.0]))) == pytest.approx(expected)
+    outputs = np.array([[[1.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]])
+    assert pairwise_js(outputs).tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+
+
+def test_two_stages_group_by_outputs_then_split_by_update_direction():
+    distance = np.array([[0, .1, .9, .9], [.1, 0, .9, .9], [.9, .9, 0, .1], [.9, .9, .1, 0]])
+    groups = stage1_groups(distance, 0.5)
+    assert groups[0] == groups[1] != groups[2] == groups[3]
+    opposite = np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]])
+    split = stage2_split(opposite, threshold=0.35, min_size=4)
+    assert split[0] == split[1] != split[2] == split[3]
+    assert stage2_split(np.abs(opposite), 0.35, 4).tolist() == [0, 0, 0, 0]  # aligned: stays whole
+    assert stage2_split(opposite[:3], 0.35, 4).tolist() == [0, 0, 0]  # too small to split
+    outputs = np.array([[[1.0, 0.0]]] * 4 + [[[0.0, 1.0]]] * 4)
+    updates = np.concatenate([np.abs(opposite), opposite])
+    assert len(set(two_stage_clusters(outputs, updates, 0.5, 0.35, 4).tolist())) == 3
+
+
+def test_personalization_layers_grow_with_skew_and_mask_the_top_layers():
+    assert [personalization_layers(h, 4) for h in (0.3, 0.5, 0.75, 1.0)] == [1, 1, 2, 4]
+    model = MLP((1, 8, 8), 10)  # layers 64->128, 128->64, 64->10
+    assert int(personal_mask(model, 1).sum()) == 64 * 10 + 10
+    assert int(personal_mask(model, 2).sum()) == 64 * 10 + 10 + 128 * 64 + 64
+    assert bool(personal_mask(model, 1)[-1]) and not bool(personal_mask(model, 1)[0])
+
+
+# -- multi-task ----------------------------------------------------------------------------
+def test_proximal_term_and_its_gradient_by_hand():
+    decoder = [torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([3.0], requires_grad=True)]
+    value = proximal_term(decoder, torch.tensor([0.0, 0.0, 1.0]), mu=0.1)
+    assert float(value.detach()) == pytest.approx(0.05 * (1 + 4 + 4))
+    value.backward()
+    assert decoder[0].grad.tolist() == pytest.approx([0.1, 0.2]) and decoder[1].grad.tolist() == pytest.approx([0.2])
+
+
+def test_encoder_is_averaged_over_all_tasks_and_decoders_within_each_task():
+    tasks = {1: 0, 2: 0, 3: 1}
+    vectors = {1: torch.tensor([0.0]), 2: torch.tensor([3.0]), 3: torch.tensor([6.0])}
+    sizes = {1: 1.0, 2: 2.0, 3: 3.0}
+    encoder_group, decoder_group = sharing_groups(tasks, "mfed")
+    assert group_average(vectors, encoder_group, sizes)["all"].tolist() == [4.0]  # (0 + 6 + 18) / 6
+    per_task = group_average(vectors, decoder_group, sizes)
+    assert per_task[0].tolist() == [2.0] and per_task[1].tolist() == [6.0]
+    encoder_group, _ = sharing_groups(tasks, "per-task")
+    assert group_average(vectors, encoder_group, sizes)[0].tolist() == [2.0]
+    assert sharing_groups(tasks, "local")[0] == {1: 1, 2: 2, 3: 3}
+
+
+# -- runs ----------------------------------------------------------------------------------
+def config_for(algorithm, rounds=5, model=None, **options):
+    config = load_config(ROOT / "examples" / "clove_rotated.yaml")
+    config.algorithm, config.rounds = algorithm, rounds
+    if model:
+        config.model = model
+    config.options.update(options)
+    return config
+
+
+def run_sim(config, tmp_path):
+    run_simulation(prepare(config), tmp_path)
+    return summarize_federated(config, tmp_path)
+
+
+def test_cpcfl_from_identical_models_finds_the_clusters_where_ifca_collapses(tmp_path):
+    cpcfl = run_sim(config_for("cpcfl", init="identical", pretrain_rounds=3), tmp_path / "cpcfl")
+    ifca = run_sim(config_for("ifca", init="identical"), tmp_path / "ifca")
+    assert len(cpcfl["pretrain_loss_per_round"]) == 3
+    assert cpcfl["pretrain_loss_per_round"][-1] < cpcfl["pretrain_loss_per_round"][0]
+    assert ifca["round0_collapse_share"] == 1.0 and cpcfl["round0_collapse_share"] < 1.0
+    assert cpcfl["final_ari"] == 1.0 and cpcfl["final_accuracy"] > ifca["final_accuracy"]
+
+
+def test_cpcfl_pretraining_on_the_coordinator_needs_no_pretrain_rounds(tmp_path):
+    summary = run_sim(config_for("cpcfl", rounds=4, pretrain_mode="coordinator", pretrain_rounds=2), tmp_path)
+    assert "pretrain_loss_per_round" not in summary and len(summary["accuracy_per_round"]) == 5
+    assert summary["final_ari"] == 1.0
+
+
+def test_fedtsdp_clusters_only_when_hopkins_finds_structure(tmp_path):
+    clustered = run_sim(config_for("fedtsdp", rounds=5, cluster_kind="label-swap"), tmp_path / "swap")
+    iid = run_sim(config_for("fedtsdp", rounds=5, clusters=1), tmp_path / "iid")
+    assert min(clustered["hopkins_per_round"]) > 0.75 and clustered["final_ari"] == 1.0
+    assert clustered["clusters_per_round"][-1] == 4 and clustered["personal_layers_per_round"][-1] == 2
+    assert max(iid["hopkins_per_round"]) < 0.75 and iid["clusters_per_round"][-1] == 1
+    assert iid["personal_layers_per_round"][-1] == 1
+
+
+def test_multitask_shared_encoder_helps_low_data_clients(tmp_path):
+    def run(sharing):
+        config = config_for("mtl", rounds=8, sharing=sharing, samples_per_client=[0, 8])
+        config.agents = 11
+        return run_sim(config, tmp_path / sharing)["final_accuracy_by_task"]
+
+    mfed, per_task, local = run("mfed"), run("per-task"), run("local")
+    assert mfed["parity-size"] > local["parity-size"]
+    assert mfed["parity-size"] > per_task["parity-size"]
+
+
+def test_unsupervised_clove_recovers_one_class_clusters_from_autoencoder_losses(tmp_path):
+    config = config_for("clove", rounds=3, model="autoencoder", cluster_kind="label-groups", clusters=10, models=10)
+    summary = run_sim(config, tmp_path)
+    assert summary["metric"] == "reconstruction MSE" and summary["final_ari"] == 1.0
+    assert summary["accuracy_per_round"][-1] < summary["accuracy_per_round"][0]  # reconstruction error falls
+
+
+def test_bad_options_are_clear_errors():
+    for algorithm, options, message in [("mtl", {"tasks": ["digit", "nope"]}, "options.tasks"),
+                                        ("mtl", {"decoders": ["linear"]}, "options.decoders"),
+                                        ("cpcfl", {"pretrain_mode": "cloud"}, "pretrain_mode"),
+                                        ("fedtsdp", {"p_max": 0}, "p_max"),
+                                        ("fedtsdp", {"sqrt_losses": True}, "unknown option")]:
+        config = config_for(algorithm)
+        config.options.update(options)
+        with pytest.raises(UserError, match=message):
+            validate_config(config)
+    config = config_for("dsgdm-n", model="autoencoder")
+    with pytest.raises(UserError, match="autoencoder"):
+        validate_config(config)
