@@ -247,10 +247,17 @@ class InMemoryHub:
     """Mailboxes of all agents of one process: the `--simulate` network."""
 
     def __init__(self) -> None:
-        self.mailboxes: dict[PeerId, queue.Queue] = defaultdict(queue.Queue)
+        self.mailboxes: dict[PeerId, queue.Queue] = {}
+
+    def mailbox(self, agent_id: PeerId) -> queue.Queue:
+        """Created once, atomically: with a lazy defaultdict two threads could each create one, and a
+        message put into the losing queue was never read (the receiver blocked on the other one)."""
+        box = self.mailboxes.get(agent_id)
+        return box if box is not None else self.mailboxes.setdefault(agent_id, queue.Queue())
 
     def endpoint(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
                  **kwargs) -> "InMemoryExchange":
+        self.mailbox(agent_id)
         return InMemoryExchange(self, agent_id, peers, run_id, round_timeout, **kwargs)
 
 
@@ -264,11 +271,11 @@ class InMemoryExchange(MailboxExchange):
         self.identity = str(agent_id).encode()
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
-        self.hub.mailboxes[peer].put((self.identity, [bytes(f) for f in frames]))
+        self.hub.mailbox(peer).put((self.identity, [bytes(f) for f in frames]))
         return True
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
         try:
-            return self.hub.mailboxes[self.agent_id].get(timeout=timeout)
+            return self.hub.mailbox(self.agent_id).get(timeout=timeout)
         except queue.Empty:
             return None

@@ -108,3 +108,27 @@ def test_a_peer_already_past_this_round_is_not_waited_for():
     assert a.exchange(4, "params", {1: {"x": torch.zeros(2)}}) == {}
     assert time.monotonic() - started < 2.0
     assert a.exchange(5, "params", {1: {"x": torch.zeros(2)}})[1]["x"].tolist() == [1, 1]
+
+
+def test_concurrent_first_use_of_a_mailbox_yields_one_queue(monkeypatch):
+    """Regression: a lazily created mailbox raced; a coordinator once blocked on a queue nobody wrote to."""
+    import queue
+    import threading
+    import time
+
+    from p2pfl import exchange as module
+
+    class SlowQueue(queue.Queue):
+        def __init__(self):
+            time.sleep(0.01)  # invites the thread switch that caused the race
+            super().__init__()
+
+    monkeypatch.setattr(module.queue, "Queue", SlowQueue)
+    hub = InMemoryHub()
+    boxes = []
+    threads = [threading.Thread(target=lambda: boxes.append(hub.mailbox(3))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(b) for b in boxes}) == 1

@@ -4,7 +4,7 @@ import torch
 from p2pfl.errors import UserError
 from p2pfl.models import MODELS, build_model
 
-SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28), "resnet20": (3, 32, 32)}
+SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28), "resnet20": (3, 32, 32), "autoencoder": (1, 8, 8)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -34,3 +34,8 @@ def test_resnet20_uses_groupnorm_with_two_groups_and_has_about_270k_parameters()
     assert norms and all(m.num_groups == 2 for m in norms)
     assert 260_000 < sum(p.numel() for p in model.parameters()) < 280_000
     assert model.feature_dim == 64
+
+
+def test_autoencoder_reconstructs_in_the_input_shape():
+    model = build_model("autoencoder", (1, 8, 8), 10)
+    assert model.unsupervised and model(torch.randn(3, 1, 8, 8)).shape == (3, 1, 8, 8)

@@ -217,7 +217,7 @@ def print_federated(summary: dict) -> None:
     table.add_column("ARI", justify="right")
     metric = summary["metric"]
     table.add_column(f"{metric} (each client, its model, its own test data)", justify="right")
-    extra = [k for k in ("hopkins_per_round",) if k in summary]
+    extra = [k for k in ("hopkins_per_round", "pretrain_loss_per_round") if k in summary]
     last = summary["rounds_logged"][-1] if summary["rounds_logged"] else None
     for round_, ari, value in zip(summary["rounds_logged"], summary["ari_per_round"], summary["accuracy_per_round"]):
         shown = f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"

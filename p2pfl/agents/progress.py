@@ -16,10 +16,17 @@ class RunProgress:
     """A bar at the slowest agent's round; plain lines every 10% when stdout is not a terminal."""
 
     def __init__(self, config: RunConfig, run_dir: Path, enabled: bool = True):
+        from p2pfl.algorithms import ALGORITHMS
+
         self.config, self.run_dir, self.enabled = config, Path(run_dir), enabled
+        self.centralized = ALGORITHMS[config.algorithm].centralized
+        # A coordinator method's rounds are the coordinator's rows (clients keep no metrics of their own).
+        self.watched = [0] if self.centralized else list(range(config.agents))
+        self.total = coordinator_rows(config) if self.centralized else config.rounds
         self.offsets = [0] * config.agents
         self.rounds = [0] * config.agents
         self.last_loss: dict[int, float] = {}
+        self.last_row: dict = {}
         self.tty = sys.stdout.isatty()
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False)
@@ -29,7 +36,7 @@ class RunProgress:
     def __enter__(self) -> "RunProgress":
         if self.enabled and self.tty:
             self.progress.start()
-            self.task = self.progress.add_task(f"{self.config.name}: rounds", total=self.config.rounds, status="")
+            self.task = self.progress.add_task(f"{self.config.name}: rounds", total=self.total, status="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -44,7 +51,7 @@ class RunProgress:
             print(message, file=sys.stderr, flush=True)
 
     def poll(self) -> None:
-        for agent in range(self.config.agents):
+        for agent in self.watched:
             path = rundir.metrics_path(self.run_dir, agent)
             if not path.exists():
                 continue
@@ -56,19 +63,37 @@ class RunProgress:
             lines = complete.splitlines()
             self.rounds[agent] += len(lines)
             if lines:
-                self.last_loss[agent] = json.loads(lines[-1]).get("loss", float("nan"))
+                self.last_row = json.loads(lines[-1])
+                self.last_loss[agent] = self.last_row.get("loss", float("nan"))
+
+    def status(self) -> str:
+        if self.centralized:
+            row = self.last_row
+            parts = [f"ARI {row['ari']:.2f}" if "ari" in row else "", f"accuracy {row['accuracy']:.3f}"
+                     if "accuracy" in row else "", f"pre-training loss {row['pretrain_loss']:.3f}"
+                     if "pretrain_loss" in row else ""]
+            return ", ".join(p for p in parts if p)
+        loss = sum(self.last_loss.values()) / len(self.last_loss) if self.last_loss else float("nan")
+        return f"mean loss {loss:.3f}"
 
     def update(self) -> None:
         if not self.enabled:
             return
         self.poll()
-        done = min(self.rounds)
-        loss = sum(self.last_loss.values()) / len(self.last_loss) if self.last_loss else float("nan")
-        status = f"loss {loss:.3f}"
+        done = min(self.rounds[a] for a in self.watched)
+        status = self.status()
         if self.task is not None:
             self.progress.update(self.task, completed=done, status=status)
             return
-        decile = done * 10 // self.config.rounds
+        decile = done * 10 // self.total
         if decile > self.printed_decile:
             self.printed_decile = decile
-            print(f"{self.config.name}: round {done}/{self.config.rounds}, mean loss {loss:.3f}", flush=True)
+            print(f"{self.config.name}: round {done}/{self.total}, {status}", flush=True)
+
+
+def coordinator_rows(config: RunConfig) -> int:
+    """Rows the coordinator of a centralized method writes: its training rounds and the final evaluation."""
+    from p2pfl.agents.methods.clustered import pretrain_rounds
+    from p2pfl.algorithms.federated import check_federated_options
+
+    return config.rounds + pretrain_rounds(config, check_federated_options(config.options, config.algorithm)) + 1

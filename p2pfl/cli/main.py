@@ -94,8 +94,12 @@ def run(config_path, out, simulate, no_progress, **overrides):
     save_config(config, config_file)
     draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
     mode = "simulate" if simulate else "processes"
+    from p2pfl.algorithms import ALGORITHMS
+
+    split = (f"{config.options.get('cluster_kind', 'rotation')} clusters" if ALGORITHMS[config.algorithm].centralized
+             else f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid")
     click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
-               f"{config.data.name} alpha={config.data.alpha}, {config.rounds} rounds -> {run_dir}")
+               f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
     if simulate:
         from p2pfl.agents.progress import RunProgress
         from p2pfl.agents.simulate import run_simulation
@@ -124,7 +128,6 @@ def run(config_path, out, simulate, no_progress, **overrides):
         if died:
             click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
                         fg="yellow", err=True)
-    from p2pfl.algorithms import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import print_federated, summarize_federated

@@ -25,5 +25,6 @@ class AutoEncoder(FeatureClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).reshape(x.shape)
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        """The reconstruction, in the input's shape."""
+        return self.classifier(f).reshape(-1, *self.input_shape)

@@ -64,7 +64,6 @@ def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, 
 
 class CoordinatorMethod(Protocol):
     total_rounds: int  # rounds with training; one more round only evaluates
-    metric: str  # what the clients' "accuracy" reply measures
 
     def phases(self, round_: int) -> tuple[str, ...]: ...
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]: ...
@@ -80,6 +79,16 @@ class ClientMethod(Protocol):
     def phases(self, round_: int) -> tuple[str, ...]: ...
     def request_spec(self, tag: str) -> Spec: ...
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload: ...
+
+
+class TrainEachRound:
+    """The schedule of most methods: one "train" phase a round, then one final "evaluate"."""
+
+    def __init__(self, rounds: int):
+        self.total_rounds = rounds
+
+    def phases(self, round_: int) -> tuple[str, ...]:
+        return ("evaluate",) if round_ == self.total_rounds else ("train",)
 
 
 def spec(**shapes: tuple[int, ...]) -> Spec:
@@ -113,7 +122,7 @@ def train_epochs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch
             value = loss(model, x[batch], y[batch])
             value.backward()
             optimizer.step()
-            last.append(float(value))
+            last.append(float(value.detach()))
     return float(np.mean(last)) if last else 0.0
 
 

@@ -67,11 +67,16 @@ def clustered_phases(round_: int, pretrain_rounds: int, total_rounds: int) -> tu
     return ("pretrain",) if round_ < pretrain_rounds else ("evaluate", "train")
 
 
+def pretrain_rounds(config: RunConfig, options: dict) -> int:
+    """Rounds of federated contrastive pre-training before the clustered rounds (CP-CFL only)."""
+    federated = config.algorithm == "cpcfl" and options["pretrain_mode"] == "federated"
+    return options["pretrain_rounds"] if federated else 0
+
+
 class ClusteredSchedule:
     def __init__(self, config: RunConfig, options: dict):
         self.method = config.algorithm
-        federated_pretraining = self.method == "cpcfl" and options["pretrain_mode"] == "federated"
-        self.pretrain_rounds = options["pretrain_rounds"] if federated_pretraining else 0
+        self.pretrain_rounds = pretrain_rounds(config, options)
         self.total_rounds = config.rounds + self.pretrain_rounds
 
     def phases(self, round_: int) -> tuple[str, ...]:
@@ -84,8 +89,6 @@ class ClusteredCoordinator(ClusteredSchedule):
         self.ctx, config, options = ctx, ctx.config, ctx.options
         identical = options["init"] == "identical"
         self.models = [params_of(seeded_model(config, ctx.dataset, k, identical)) for k in range(options["models"])]
-        self.metric = "reconstruction MSE" if getattr(initial_model(config, ctx.dataset), "unsupervised", False) \
-            else "accuracy"
         self.rng = np.random.default_rng(config.seed)
         self.stability = StabilityTracker(options.get("patience", 3))
         self.assignment: dict[int, int] = {}  # last known model of every client

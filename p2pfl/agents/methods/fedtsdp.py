@@ -11,8 +11,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from p2pfl.agents.agent import initial_model
-from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, n_of,
-                                       params_of, spec, test_metric, train_epochs)
+from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
+                                       make_optimizer, n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params
 from p2pfl.algorithms.fedtsdp import hopkins, personalization_layers, reduce_dims, two_stage_clusters
 from p2pfl.algorithms.federated import group_average
@@ -31,17 +31,7 @@ def public_batch(ctx_dataset, samples: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(ctx_dataset.x_test[order]))
 
 
-class FedTSDPSchedule:
-    def __init__(self, rounds: int):
-        self.total_rounds = rounds
-
-    def phases(self, round_: int) -> tuple[str, ...]:
-        return ("evaluate",) if round_ == self.total_rounds else ("train",)
-
-
-class FedTSDPCoordinator(FedTSDPSchedule):
-    metric = "accuracy"
-
+class FedTSDPCoordinator(TrainEachRound):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx.config.rounds)
         self.ctx, self.options = ctx, ctx.options
@@ -107,7 +97,7 @@ class FedTSDPCoordinator(FedTSDPSchedule):
         self.rng.bit_generator.state = state["rng"]
 
 
-class FedTSDPClient(FedTSDPSchedule):
+class FedTSDPClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx = ctx

@@ -7,23 +7,13 @@ import numpy as np
 import torch
 
 from p2pfl.agents.agent import initial_model
-from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, spec,
-                                       test_metric, train_epochs)
+from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
+                                       make_optimizer, spec, test_metric, train_epochs)
 
 
-class LocalOnlySchedule:
-    def __init__(self, rounds: int):
-        self.total_rounds = rounds
-
-    def phases(self, round_: int) -> tuple[str, ...]:
-        return ("evaluate",) if round_ == self.total_rounds else ("train",)
-
-
-class LocalOnlyCoordinator(LocalOnlySchedule):
+class LocalOnlyCoordinator(TrainEachRound):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx.config.rounds)
-        self.metric = "reconstruction MSE" if getattr(initial_model(ctx.config, ctx.dataset), "unsupervised", False) \
-            else "accuracy"
 
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]:
         go = {"go": torch.ones(1)}
@@ -43,7 +33,7 @@ class LocalOnlyCoordinator(LocalOnlySchedule):
         pass
 
 
-class LocalOnlyClient(LocalOnlySchedule):
+class LocalOnlyClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx = ctx

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, n_of,
-                                       spec, train_epochs)
+from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
+                                       make_optimizer, n_of, spec, train_epochs)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.algorithms.multitask import proximal_term, sharing_groups
 from p2pfl.config import RunConfig
@@ -54,17 +54,7 @@ def task_data(config: RunConfig, dataset: ArrayDataset, options: dict, client: i
             task_targets(name, dataset.y_test), task)
 
 
-class MultiTaskSchedule:
-    def __init__(self, rounds: int):
-        self.total_rounds = rounds
-
-    def phases(self, round_: int) -> tuple[str, ...]:
-        return ("evaluate",) if round_ == self.total_rounds else ("train",)
-
-
-class MultiTaskCoordinator(MultiTaskSchedule):
-    metric = "accuracy"
-
+class MultiTaskCoordinator(TrainEachRound):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
@@ -106,7 +96,7 @@ class MultiTaskCoordinator(MultiTaskSchedule):
         self.encoder, self.decoder = dict(state["encoder"]), dict(state["decoder"])
 
 
-class MultiTaskClient(MultiTaskSchedule):
+class MultiTaskClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
