@@ -150,14 +150,14 @@ def multitask_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["digits"], choices=["digits", "fashion-mnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds for digits")
     parser.add_argument("--fmnist-seeds", nargs="+", type=int, default=[0], help="seeds for Fashion-MNIST")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--results", default=str(RESULTS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     seeds = {"digits": args.seeds, "fashion-mnist": args.fmnist_seeds}
     started = time.perf_counter()
     runs: list[dict] = []

@@ -22,3 +22,15 @@ def test_ccl_benchmark_quick_mode_writes_table_and_plot(tmp_path):
     # Resuming finds every run done and rewrites the same table without training again.
     load("ccl_fmnist").main(["--quick", "--results", str(tmp_path), "--rounds", "4"])
     assert (tmp_path / "ccl_quick.md").read_text() == table
+
+
+def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
+    load("clustered").main(["--seeds", "0", "--rounds", "2", "--results", str(tmp_path)])
+    table = (tmp_path / "clustered.md").read_text()
+    for label in ("| FedAvg |", "| IFCA |", "| CLoVE |", "| CP-CFL |", "| FedTSDP |", "| local only |",
+                  "CLoVE (autoencoders)", "IID (1 cluster)", "M-Fed", "FedAvg within each task"):
+        assert label in table, label
+    import json
+
+    runs = json.loads((tmp_path / "clustered_runs.json").read_text())
+    assert len(runs) == 28 and all(r["final_accuracy"] is not None for r in runs)

@@ -187,3 +187,27 @@ def test_bad_options_are_clear_errors():
     config = config_for("dsgdm-n", model="autoencoder")
     with pytest.raises(UserError, match="autoencoder"):
         validate_config(config)
+
+
+def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
+    from p2pfl.agents.methods.base import CoordinatorContext
+    from p2pfl.agents.methods.clustered import ClusteredCoordinator
+    from p2pfl.algorithms.federated import check_federated_options
+    from p2pfl.data import load_dataset
+
+    config = config_for("clove", models=3, clusters=3, patience=1)
+    config.agents = 8
+    options = check_federated_options(config.options, "clove")
+    coordinator = ClusteredCoordinator(CoordinatorContext(config, load_dataset("digits"), options,
+                                                          list(range(1, 8)), {c: 0 for c in range(1, 8)}))
+    centers = np.array([[0.1, 2.0, 2.0], [2.0, 0.1, 2.0], [2.0, 2.0, 0.1]])
+    known = {c: centers[(c - 1) % 3] + 0.01 * c for c in range(1, 7)}
+    coordinator.assign(0, known)  # random first round
+    for round_ in (1, 2, 3):
+        chosen = coordinator.assign(round_, known)
+        coordinator.assignment.update(chosen)
+        coordinator.stability.update(chosen)
+    assert coordinator.stability.frozen
+    newcomer = coordinator.assign(4, {**known, 7: centers[2] + 0.05})
+    assert {c: newcomer[c] for c in known} == chosen  # the frozen clients keep their models
+    assert newcomer[7] == chosen[3]  # client 3 holds cluster 2's data, like the newcomer

@@ -173,3 +173,31 @@ def test_a_killed_coordinator_restarted_with_resume_continues_and_the_clients_fo
     assert rows[-1]["absent"] == [] and rows[-1]["ari"] == 1.0  # every client followed and answered
     assert not any(rundir.error_path(run_dir, c).exists() for c in (1, 2, 3))  # no client gave up
     assert all("skipping there" in rundir.log_path(run_dir, c).read_text() for c in (1, 2, 3))
+
+
+@pytest.mark.parametrize("example", ["cpcfl_rotated.yaml", "fedtsdp_label_swap.yaml", "mtl_digits.yaml"])
+def test_each_method_runs_as_processes_and_matches_simulate(tmp_path, no_leaked_agents, example):
+    config = load_config(ROOT / "examples" / example)
+    config.agents, config.rounds = 9, 3
+    config.options.update(clusters=2, local_epochs=1)
+    if config.algorithm == "cpcfl":
+        config.options.update(models=2, pretrain_rounds=2)
+    if config.algorithm == "mtl":
+        config.options.pop("clusters")
+    config.network.addresses = small_config(agents=9).network.addresses
+    save_config(config, tmp_path / "run.yaml")
+    result = run_cli("run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "proc"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "final" in result.stdout and "run folder" in result.stdout
+    run_simulation(prepare(config), tmp_path / "sim")
+
+    def rows(folder):
+        lines = (folder / "agents" / "000" / "metrics.jsonl").read_text().splitlines()
+        keep = ("round", "ari", "assignment", "clusters", "personal_layers")
+        return [{k: v for k, v in json.loads(line).items() if k in keep} for line in lines]
+
+    def accuracies(folder):
+        return [json.loads(line).get("accuracy") for line in (folder / "agents" / "000" / "metrics.jsonl").open()]
+
+    assert rows(tmp_path / "proc") == rows(tmp_path / "sim")
+    assert accuracies(tmp_path / "proc") == pytest.approx(accuracies(tmp_path / "sim"), abs=1e-6)

@@ -61,6 +61,10 @@ def pretrain_epochs(net: ContrastiveNet, x: torch.Tensor, options: dict, config:
     return train_epochs(net, x, torch.zeros(len(x)), epochs, max(2, config.optim.batch_size), optimizer, generator, loss)
 
 
+def nearest_centroid(loss_vector: np.ndarray, centroids: dict[int, np.ndarray]) -> int:
+    return min(centroids, key=lambda m: float(np.linalg.norm(loss_vector - centroids[m])))
+
+
 def clustered_phases(round_: int, pretrain_rounds: int, total_rounds: int) -> tuple[str, ...]:
     if round_ == total_rounds:
         return ("evaluate",)  # the final models, scored once more
@@ -93,6 +97,7 @@ class ClusteredCoordinator(ClusteredSchedule):
         self.stability = StabilityTracker(options.get("patience", 3))
         self.assignment: dict[int, int] = {}  # last known model of every client
         self.training: dict[int, int] = {}  # this round's assignment
+        self.centroids: dict[int, np.ndarray] = {}  # CLoVE: mean loss vector of each model's clients
         if self.method == "cpcfl":
             self.encoder = params_of(contrastive_net(config, ctx.dataset, options["projection_dim"]))
             if options["pretrain_mode"] == "coordinator":
@@ -142,13 +147,15 @@ class ClusteredCoordinator(ClusteredSchedule):
         matrix = np.stack([losses[c] for c in clients])
         if self.method in ("ifca", "cpcfl"):
             return dict(zip(clients, ifca_assign(matrix).tolist()))
-        if self.stability.frozen and all(c in self.assignment for c in clients):
-            return {c: self.assignment[c] for c in clients}
+        if self.stability.frozen:  # known clients keep their model; a new one joins the nearest centroid
+            return {c: self.assignment[c] if c in self.assignment else nearest_centroid(losses[c], self.centroids)
+                    for c in clients}
         if round_ == self.pretrain_rounds:
             chosen = random_assignment(len(clients), K, self.rng)
         else:
             o = self.ctx.options
             chosen = clove_assign(matrix, self.ctx.config.seed, o["sqrt_losses"], o["unknown_k"])
+        self.centroids = {int(m): matrix[chosen == m].mean(axis=0) for m in np.unique(chosen)}
         return dict(zip(clients, chosen.tolist()))
 
     # -- the strategy --------------------------------------------------------------------
@@ -197,7 +204,8 @@ class ClusteredCoordinator(ClusteredSchedule):
 
     def state_dict(self) -> dict:
         state = {"models": self.models, "rng": self.rng.bit_generator.state, "assignment": self.assignment,
-                 "stability": vars(self.stability).copy()}
+                 "stability": vars(self.stability).copy(),
+                 "centroids": {m: torch.from_numpy(c) for m, c in self.centroids.items()}}
         if self.method == "cpcfl":
             state["encoder"] = self.encoder
         return state
@@ -207,6 +215,7 @@ class ClusteredCoordinator(ClusteredSchedule):
         self.rng.bit_generator.state = state["rng"]
         self.assignment = dict(state["assignment"])
         vars(self.stability).update(state["stability"])
+        self.centroids = {m: c.numpy() for m, c in state["centroids"].items()}
         if "encoder" in state:
             self.encoder = state["encoder"]
 
