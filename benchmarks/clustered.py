@@ -139,9 +139,10 @@ def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int,
 def multitask_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
     lines = ["| clients | sharing | digit, 10 clients x ~72 samples (%) | parity-size, 10 clients x 8 samples (%) |",
              "| --- | --- | --- | --- |"]
-    for sharing, label in (("mfed", "M-Fed: encoder over all, decoders per task, proximal mu = 0.1"),
-                           ("per-task", "FedAvg within each task"), ("local", "local only")):
-        summaries = [run("mtl_digits.yaml", "digits", seed, rounds, sharing=sharing) for seed in seeds]
+    variants = [("mfed", mu, f"M-Fed: encoder over all, decoders per task, mu = {mu}") for mu in (0.01, 0.1, 1.0)]
+    variants += [("per-task", 0.0, "FedAvg within each task"), ("local", 0.0, "local only")]
+    for sharing, mu, label in variants:
+        summaries = [run("mtl_digits.yaml", "digits", seed, rounds, sharing=sharing, mu=mu) for seed in seeds]
         runs.extend(summaries)
         by_task = {t: [s["final_accuracy_by_task"][t] for s in summaries] for t in ("digit", "parity-size")}
         line = f"| 20 | {label} | {mean_std(by_task['digit'])} | {mean_std(by_task['parity-size'])} |"

@@ -33,4 +33,4 @@ def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
     import json
 
     runs = json.loads((tmp_path / "clustered_runs.json").read_text())
-    assert len(runs) == 28 and all(r["final_accuracy"] is not None for r in runs)
+    assert len(runs) == 30 and all(r["final_accuracy"] is not None for r in runs)

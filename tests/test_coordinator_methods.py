@@ -78,13 +78,17 @@ def test_two_stages_group_by_outputs_then_split_by_update_direction():
     groups = stage1_groups(distance, 0.5)
     assert groups[0] == groups[1] != groups[2] == groups[3]
     opposite = np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]])
-    split = stage2_split(opposite, threshold=0.35, min_size=4)
+    split = stage2_split(opposite, ratio=0.5, min_size=4)
     assert split[0] == split[1] != split[2] == split[3]
-    assert stage2_split(np.abs(opposite), 0.35, 4).tolist() == [0, 0, 0, 0]  # aligned: stays whole
-    assert stage2_split(opposite[:3], 0.35, 4).tolist() == [0, 0, 0]  # too small to split
+    assert stage2_split(np.abs(opposite), 0.5, 4).tolist() == [0, 0, 0, 0]  # aligned: stays whole
+    assert stage2_split(opposite[:3], 0.5, 4).tolist() == [0, 0, 0]  # too small to split
+    # Two directions 60 degrees apart: within-half cosine 1, cross-half 0.5; kept only when 0.5 < ratio * 1.
+    sixty = np.array([[1.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2], [0.5, np.sqrt(3) / 2]])
+    assert stage2_split(sixty, 0.4, 4).tolist() == [0, 0, 0, 0]
+    assert len(set(stage2_split(sixty, 0.6, 4).tolist())) == 2
     outputs = np.array([[[1.0, 0.0]]] * 4 + [[[0.0, 1.0]]] * 4)
     updates = np.concatenate([np.abs(opposite), opposite])
-    assert len(set(two_stage_clusters(outputs, updates, 0.5, 0.35, 4).tolist())) == 3
+    assert len(set(two_stage_clusters(outputs, updates, 0.5, 0.5, 4).tolist())) == 3
 
 
 def test_personalization_layers_grow_with_skew_and_mask_the_top_layers():

@@ -201,3 +201,6 @@ def test_each_method_runs_as_processes_and_matches_simulate(tmp_path, no_leaked_
 
     assert rows(tmp_path / "proc") == rows(tmp_path / "sim")
     assert accuracies(tmp_path / "proc") == pytest.approx(accuracies(tmp_path / "sim"), abs=1e-6)
+    report = run_cli("report", str(tmp_path / "proc"))
+    assert report.returncode == 0, report.stderr
+    assert result.stdout.splitlines()[-3:] == report.stdout.splitlines()[-3:]  # the same summary, from the folder

@@ -217,14 +217,15 @@ def print_federated(summary: dict) -> None:
     table.add_column("ARI", justify="right")
     metric = summary["metric"]
     table.add_column(f"{metric} (each client, its model, its own test data)", justify="right")
-    extra = [k for k in ("hopkins_per_round", "pretrain_loss_per_round") if k in summary]
+    extra = {"hopkins_per_round": "Hopkins statistic", "pretrain_loss_per_round": "pre-training loss (NT-Xent)"}
     last = summary["rounds_logged"][-1] if summary["rounds_logged"] else None
     for round_, ari, value in zip(summary["rounds_logged"], summary["ari_per_round"], summary["accuracy_per_round"]):
         shown = f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
         table.add_row("final" if round_ == last else str(round_), "-" if ari is None else f"{ari:.3f}", shown)
     Console(width=120).print(table)
-    for key in extra:
-        print(f"{key.replace('_per_round', '')} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
+    for key, label in extra.items():
+        if key in summary:
+            print(f"{label} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
     if "final_accuracy_by_task" in summary:
         print("final accuracy by task: " + ", ".join(f"{t} {100 * a:.2f}%"
                                                      for t, a in summary["final_accuracy_by_task"].items()))

@@ -173,7 +173,16 @@ def report(run_dir):
     from p2pfl.config import load_config
     from p2pfl.report import print_summary, summarize
 
+    from p2pfl.algorithms import ALGORITHMS
+
     config = load_config(Path(run_dir) / rundir.CONFIG)
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
+
+        if not rundir.metrics_path(Path(run_dir), COORDINATOR).exists():
+            raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
+        print_federated(summarize_federated(config, Path(run_dir)))
+        return
     print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
 
 

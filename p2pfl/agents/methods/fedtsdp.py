@@ -39,6 +39,7 @@ class FedTSDPCoordinator(TrainEachRound):
         self.cluster_of = {c: 0 for c in ctx.clients}
         self.personal = 1  # warm-up: the personalization split at its minimum
         self.clustered = False
+        self.above = 0  # consecutive rounds with H >= the threshold
         self.public = public_batch(ctx.dataset, self.options["public_samples"], ctx.config.seed)
         self.rng = np.random.default_rng(ctx.config.seed + 5)
         self.sent: dict[int, torch.Tensor] = {}
@@ -78,10 +79,11 @@ class FedTSDPCoordinator(TrainEachRound):
         if self.clustered:
             return
         self.personal = personalization_layers(h, self.options["p_max"])
-        if h >= self.options["hopkins_threshold"]:
+        self.above = self.above + 1 if h >= self.options["hopkins_threshold"] else 0
+        if self.above >= self.options["hopkins_patience"]:  # one noisy reading of 20 points is not structure
             updates = np.stack([(models[c] - self.sent[c]).numpy() for c in clients])
             labels = two_stage_clusters(signatures, updates, self.options["js_threshold"],
-                                        self.options["cos_threshold"], self.options["min_split_size"])
+                                        self.options["cos_ratio"], self.options["min_split_size"])
             self.cluster_of.update({c: int(label) for c, label in zip(clients, labels)})
             self.cluster_models = {int(k): v for k, v in group_average(models, self.cluster_of, sizes).items()}
             self.clustered = True
@@ -89,11 +91,11 @@ class FedTSDPCoordinator(TrainEachRound):
 
     def state_dict(self) -> dict:
         return {"cluster_models": self.cluster_models, "cluster_of": self.cluster_of, "personal": self.personal,
-                "clustered": self.clustered, "rng": self.rng.bit_generator.state}
+                "clustered": self.clustered, "above": self.above, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.cluster_models, self.cluster_of = dict(state["cluster_models"]), dict(state["cluster_of"])
-        self.personal, self.clustered = state["personal"], state["clustered"]
+        self.personal, self.clustered, self.above = state["personal"], state["clustered"], state["above"]
         self.rng.bit_generator.state = state["rng"]
 
 
