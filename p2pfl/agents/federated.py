@@ -179,6 +179,11 @@ class ClientLoop:
         rundir.agent_dir(self.run_dir, self.agent_id).mkdir(parents=True, exist_ok=True)
 
 
+def metric_name(config: RunConfig) -> str:
+    """What the clients' "accuracy" reply measures: autoencoders report their reconstruction error."""
+    return "reconstruction MSE" if config.model == "autoencoder" else "accuracy"
+
+
 def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
     rows = [json.loads(line) for line in rundir.metrics_path(run_dir, COORDINATOR).read_text().splitlines()]
     scored = [r for r in rows if "accuracy" in r]
@@ -187,7 +192,7 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
     options = check_federated_options(config.options, config.algorithm)
     summary = {"name": config.name, "algorithm": config.algorithm, "clients": config.agents - 1,
                "rounds": config.rounds, "options": options,
-               "metric": "reconstruction MSE" if config.model == "autoencoder" else "accuracy",
+               "metric": metric_name(config),
                "rounds_logged": [r["round"] for r in scored],
                "ari_per_round": [r.get("ari") for r in scored], "accuracy_per_round": [r["accuracy"] for r in scored],
                "final_accuracy": scored[-1]["accuracy"] if scored else None,
