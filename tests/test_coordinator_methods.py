@@ -215,3 +215,48 @@ def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
     newcomer = coordinator.assign(4, {**known, 7: centers[2] + 0.05})
     assert {c: newcomer[c] for c in known} == chosen  # the frozen clients keep their models
     assert newcomer[7] == chosen[3]  # client 3 holds cluster 2's data, like the newcomer
+
+
+@pytest.mark.parametrize("example", ["clove_rotated.yaml", "cpcfl_rotated.yaml", "fedtsdp_label_swap.yaml",
+                                     "mtl_digits.yaml"])
+def test_partial_participation_asks_half_the_clients_each_round_and_everyone_at_the_end(tmp_path, example):
+    import json
+
+    config = load_config(ROOT / "examples" / example)
+    config.rounds = 3
+    config.options.update(participation=0.5, local_epochs=1)
+    if config.algorithm == "cpcfl":
+        config.options["pretrain_rounds"] = 1
+    run_simulation(prepare(config), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "agents" / "000" / "metrics.jsonl").open()]
+    assert [len(r["participants"]) for r in rows] == [10] * (len(rows) - 1) + [20]
+    assert len({tuple(r["participants"]) for r in rows[:-1]}) > 1  # a fresh sample every round
+    assert all(r["absent"] == [] for r in rows)
+    for r in rows:
+        if "assignment" in r:  # only those asked are assigned
+            assert sorted(map(int, r["assignment"])) == r["participants"]
+
+
+def test_a_silent_client_is_absent_for_the_round_and_the_run_goes_on(tmp_path):
+    import threading
+
+    from p2pfl.agents.federated import ClientLoop, CoordinatorLoop
+    from p2pfl.exchange import InMemoryHub
+
+    config = config_for("clove", rounds=3, client_timeout=1.0)
+    config.agents = 9
+    setup = prepare(config)
+    hub = InMemoryHub()
+    endpoints = {a: hub.endpoint(a, setup.graph[a], setup.run_id, 5.0) for a in range(9)}
+    silent = 4  # its endpoint exists (messages reach its mailbox) but nobody answers: a hung peer
+    clients = [ClientLoop(config, a, setup.dataset, endpoints[a], tmp_path) for a in range(1, 9) if a != silent]
+    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
+    for t in threads:
+        t.start()
+    rows = CoordinatorLoop(config, setup.dataset, endpoints[0], tmp_path).run()
+    for t in threads:
+        t.join(30)
+    assert all(r["absent"] == [silent] for r in rows)
+    assert all(str(silent) not in r["assignment"] and len(r["assignment"]) == 7 for r in rows)
+    summary = summarize_federated(config, tmp_path)
+    assert summary["absent"] == [silent] and summary["final_accuracy"] > 0.5
