@@ -169,7 +169,8 @@ class ClientLoop:
                 for tag in self.method.phases(round_):
                     payload = self.request(round_, tag)
                     if payload:
-                        reply = self.method.handle(tag, round_, payload)
+                        request = {k: v.to(self.context.device) for k, v in payload.items()}
+                        reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}
                         self.exchange.exchange(round_, f"{tag}-reply", {COORDINATOR: reply}, expect_from=[])
                 round_ += 1
             except CoordinatorAhead as ahead:

@@ -29,7 +29,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1, noi
         shifts = torch.randint(0, 2 * max_shift + 1, (len(out), 2), generator=generator)
         out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
     if noise > 0:
-        out = out + noise * torch.randn(out.shape, generator=generator)
+        out = out + noise * torch.randn(out.shape, generator=generator).to(out.device)
     if out.dim() == 4 and erase_probability > 0:
         _, _, h, w = out.shape
         for i in torch.nonzero(torch.rand(len(out), generator=generator) < erase_probability).flatten().tolist():

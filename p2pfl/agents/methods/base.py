@@ -46,6 +46,7 @@ class ClientContext:
     y_test: torch.Tensor
     cluster: int
     generator: torch.Generator = field(default_factory=torch.Generator)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 def cluster_of_every_client(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any]) -> dict[int, int]:
@@ -57,9 +58,14 @@ def cluster_of_every_client(config: RunConfig, dataset: ArrayDataset, options: M
 def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, Any], agent_id: int) -> ClientContext:
     x, y, x_test, y_test, cluster = client_data(dataset, agent_id - 1, config.agents - 1, options["clusters"],
                                                 options["cluster_kind"], config.seed)
-    return ClientContext(config, dataset, options, agent_id, torch.from_numpy(np.ascontiguousarray(x)),
-                         torch.from_numpy(y), torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test),
-                         cluster, torch.Generator().manual_seed(config.seed * 100_003 + agent_id))
+    device = torch.device(config.device)
+    return ClientContext(config, dataset, options, agent_id, *on_device(device, x, y, x_test, y_test), cluster,
+                         torch.Generator().manual_seed(config.seed * 100_003 + agent_id), device)
+
+
+def on_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
+    """A client's data lives where its model computes (config.device); the wire stays on the CPU."""
+    return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
 
 
 class CoordinatorMethod(Protocol):

@@ -224,10 +224,10 @@ class ClusteredClient(ClusteredSchedule):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config, ctx.options)
         self.ctx = ctx
-        self.model = initial_model(ctx.config, ctx.dataset)
+        self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.size = len(params_of(self.model))
         if self.method == "cpcfl":
-            self.net = contrastive_net(ctx.config, ctx.dataset, ctx.options["projection_dim"])
+            self.net = contrastive_net(ctx.config, ctx.dataset, ctx.options["projection_dim"]).to(ctx.device)
 
     def request_spec(self, tag: str) -> Spec:
         if tag == "pretrain":

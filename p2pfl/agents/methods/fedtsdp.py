@@ -103,7 +103,7 @@ class FedTSDPClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx = ctx
-        self.model = initial_model(ctx.config, ctx.dataset)
+        self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.size = len(params_of(self.model))
         self.own: torch.Tensor | None = None  # this client's parameters after its last local training
 
@@ -117,7 +117,7 @@ class FedTSDPClient(TrainEachRound):
         """The shared layers from the coordinator, the top p layers kept from this client's own model."""
         merged = payload["model"].clone()
         if self.own is not None:
-            mask = personal_mask(self.model, int(payload["personal"][0]))
+            mask = personal_mask(self.model, int(payload["personal"][0])).to(merged.device)
             merged[mask] = self.own[mask]
         set_flat_params(self.model, merged)
 

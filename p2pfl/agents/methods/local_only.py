@@ -37,7 +37,7 @@ class LocalOnlyClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx = ctx
-        self.model = initial_model(ctx.config, ctx.dataset)
+        self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.optimizer = make_optimizer(self.model.parameters(), ctx.config.optim, ctx.options["client_optimizer"])
 
     def request_spec(self, tag: str) -> Spec:

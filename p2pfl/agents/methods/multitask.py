@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
-                                       make_optimizer, n_of, spec, train_epochs)
+                                       make_optimizer, n_of, on_device, spec, train_epochs)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.algorithms.multitask import proximal_term, sharing_groups
 from p2pfl.config import RunConfig
@@ -101,9 +101,8 @@ class MultiTaskClient(TrainEachRound):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
         x, y, x_test, y_test, self.task = task_data(ctx.config, ctx.dataset, o, ctx.agent_id)
-        ctx.x, ctx.y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-        ctx.x_test, ctx.y_test = torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test)
-        self.model = task_model(ctx.config, ctx.dataset, o, self.task)
+        ctx.x, ctx.y, ctx.x_test, ctx.y_test = on_device(ctx.device, x, y, x_test, y_test)
+        self.model = task_model(ctx.config, ctx.dataset, o, self.task).to(ctx.device)
         self.trained = False
 
     def request_spec(self, tag: str) -> Spec:
