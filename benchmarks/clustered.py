@@ -116,8 +116,9 @@ def unsupervised_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
 
 def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list) -> list[str]:
     lines = ["| data | split | Hopkins per round after warm-up (seed 0) | mean Hopkins (all seeds) | "
-             "clustering triggered (seeds) | clusters found | final ARI | personal layers |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "clustering triggered (seeds) | clusters found | final ARI | personal layers | "
+             "JS divergence within / across true clusters (seed 0) | update cosine within / across (seed 0) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     splits = [("IID (1 cluster)", {"clusters": 1}), ("rotation", {"cluster_kind": "rotation"}),
               ("label-swap", {"cluster_kind": "label-swap"}), ("label-groups", {"cluster_kind": "label-groups"})]
     for dataset in datasets:
@@ -125,12 +126,15 @@ def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int,
             summaries = [run("fedtsdp_label_swap.yaml", dataset, seed, rounds, **options) for seed in seeds[dataset]]
             runs.extend(summaries)
             h0 = " ".join(f"{h:.2f}" for h in summaries[0]["hopkins_per_round"])
-            triggered = sum(s["clusters_per_round"][-1] > 1 for s in summaries)
+            triggered = sum("js_within" in s for s in summaries)
+            s0 = summaries[0]
+            separation = [f"{s0[a]:.2f} / {s0[b]:.2f}" if a in s0 else "-"
+                          for a, b in (("js_within", "js_across"), ("cos_within", "cos_across"))]
             line = (f"| {dataset} | {name} | {h0} | "
                     f"{np.mean([h for s in summaries for h in s['hopkins_per_round']]):.2f} | "
                     f"{triggered}/{len(summaries)} | {', '.join(str(s['clusters_per_round'][-1]) for s in summaries)} | "
                     f"{final_aris(summaries)} | "
-                    f"{summaries[0]['personal_layers_per_round'][-1]} |")
+                    f"{s0['personal_layers_per_round'][-1]} | {separation[0]} | {separation[1]} |")
             print(line, flush=True)
             lines.append(line)
     return lines
@@ -151,6 +155,23 @@ def multitask_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
     return lines
 
 
+def cpcfl_variants_table(rounds: int, runs: list) -> list[str]:
+    """CP-CFL on rotated Fashion-MNIST with longer pre-training, larger shifts, or on the coordinator."""
+    lines = ["| variant | ARI per round (first clustered round .. final) | share of the most chosen model | "
+             "final accuracy (%) |", "| --- | --- | --- | --- |"]
+    variants = [("defaults (5 federated pre-training rounds, 1-px shifts)", {}),
+                ("10 pre-training rounds", {"pretrain_rounds": 10}), ("2-px shifts", {"augment_shift": 2}),
+                ("pre-training on the coordinator's unlabeled sample", {"pretrain_mode": "coordinator"})]
+    for label, options in variants:
+        s = run("cpcfl_rotated.yaml", "fashion-mnist", 0, rounds, **options)
+        runs.append(s)
+        aris = " ".join(f"{a:.2f}" for a in s["ari_per_round"])
+        line = f"| {label} | {aris} | {s['round0_collapse_share']:.2f} | {100 * s['final_accuracy']:.2f} |"
+        print(line, flush=True)
+        lines.append(line)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["digits"], choices=["digits", "fashion-mnist"])
@@ -158,8 +179,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fmnist-seeds", nargs="+", type=int, default=[0], help="seeds for Fashion-MNIST")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--cpcfl-variants", action="store_true",
+                        help="only: CP-CFL variants on rotated Fashion-MNIST (writes cpcfl_variants.md)")
     args = parser.parse_args(argv)
     seeds = {"digits": args.seeds, "fashion-mnist": args.fmnist_seeds}
+    if args.cpcfl_variants:
+        runs: list[dict] = []
+        lines = [f"Command: `python benchmarks/clustered.py --cpcfl-variants --rounds {args.rounds}`", ""]
+        lines += cpcfl_variants_table(args.rounds, runs)
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+        (Path(args.results) / "cpcfl_variants.md").write_text("\n".join(lines) + "\n")
+        return
     started = time.perf_counter()
     runs: list[dict] = []
     sections = [f"Command: `python benchmarks/clustered.py --datasets {' '.join(args.datasets)} --seeds "

@@ -212,7 +212,8 @@ def validate_config(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    if config.model == "autoencoder" and config.algorithm not in ("fedavg", "ifca", "clove", "local-only"):
-        raise UserError(f"model autoencoder (unsupervised) runs with fedavg, ifca, clove or local-only, "
-                        f"not {config.algorithm}; choose a classifier model")
+    if getattr(MODELS[config.model], "unsupervised", False) and not ALGORITHMS[config.algorithm].unsupervised:
+        fitting = ", ".join(name for name, entry in ALGORITHMS.items() if entry.unsupervised)
+        raise UserError(f"model {config.model} is unsupervised; it runs with {fitting}, not {config.algorithm}; "
+                        "choose a classifier model")
     ALGORITHMS[config.algorithm].check_options(config.options)

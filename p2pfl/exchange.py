@@ -30,8 +30,7 @@ class Exchange(Protocol):
 
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None,
-                 expect: Mapping[str, TensorSpec] | None = None,
-                 expect_each: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
+                 expect: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
                  timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
         """Send each peer its tensors for (round, tag); return what each live peer sent for it."""
         ...
@@ -95,8 +94,7 @@ class MailboxExchange:
     # -- the exchange ----------------------------------------------------------------------
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None,
-                 expect: Mapping[str, TensorSpec] | None = None,
-                 expect_each: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
+                 expect: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
                  timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
         start = time.perf_counter()
         if round > self._round:
@@ -107,8 +105,9 @@ class MailboxExchange:
         unknown = wanted - self.peers
         if unknown:
             raise ValueError(f"agent {self.agent_id} has no link to {sorted(unknown)}")
-        specs = {peer: (expect_each[peer] if expect_each is not None else expect if expect is not None
-                        else spec_of(outbox[peer]) if peer in outbox else None) for peer in wanted}
+        # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
+        specs = {peer: (expect[peer] if expect is not None else spec_of(outbox[peer]) if peer in outbox else None)
+                 for peer in wanted}
         got = self._collect(round, tag, specs, self.round_timeout if timeout is None else timeout)
         self._done.add((round, tag))
         for peer in sorted(wanted - got.keys()) if round >= 0 else ():  # control rounds report themselves

@@ -88,7 +88,14 @@ def test_two_stages_group_by_outputs_then_split_by_update_direction():
     assert len(set(stage2_split(sixty, 0.6, 4).tolist())) == 2
     outputs = np.array([[[1.0, 0.0]]] * 4 + [[[0.0, 1.0]]] * 4)
     updates = np.concatenate([np.abs(opposite), opposite])
-    assert len(set(two_stage_clusters(outputs, updates, 0.5, 0.5, 4).tolist())) == 3
+    assert len(set(two_stage_clusters(pairwise_js(outputs), updates, 0.5, 0.5, 4).tolist())) == 3
+
+
+def test_within_and_across_cluster_means_by_hand():
+    from p2pfl.algorithms.fedtsdp import within_and_across
+
+    matrix = np.array([[0.0, 0.1, 0.8], [0.1, 0.0, 0.6], [0.8, 0.6, 0.0]])
+    assert within_and_across(matrix, np.array([0, 0, 1])) == pytest.approx((0.1, 0.7))
 
 
 def test_personalization_layers_grow_with_skew_and_mask_the_top_layers():

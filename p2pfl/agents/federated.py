@@ -24,8 +24,7 @@ from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.agents.methods import METHODS
-from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, cluster_of_every_client
-from p2pfl.agents.methods.multitask import task_of_client
+from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
 from p2pfl.algorithms.federated import check_federated_options
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
@@ -37,22 +36,15 @@ log = logging.getLogger("p2pfl.federated")
 COORDINATOR = 0
 
 
-def true_groups(config: RunConfig, dataset: ArrayDataset, options: dict) -> dict[int, int]:
-    """The cluster (or, for multi-task, the task) of every client, to score assignments by ARI."""
-    if config.algorithm == "mtl":
-        return {c: task_of_client(c, config.agents - 1, len(options["tasks"])) for c in range(1, config.agents)}
-    return cluster_of_every_client(config, dataset, options)
-
-
 class CoordinatorLoop:
     def __init__(self, config: RunConfig, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
                  stop: threading.Event | None = None, resume: bool = False):
         self.config, self.exchange, self.run_dir = config, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
         self.clients = list(range(1, config.agents))
-        context = CoordinatorContext(config, dataset, self.options, self.clients,
-                                     true_groups(config, dataset, self.options))
-        self.method = METHODS[config.algorithm][0](context)
+        truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
+        self.method = METHODS[config.algorithm].coordinator(CoordinatorContext(config, dataset, self.options,
+                                                                               self.clients, truth))
         self.rng = np.random.default_rng(config.seed)  # who participates in each round
         self.stop = stop or threading.Event()
         self.start_round = 0
@@ -91,7 +83,7 @@ class CoordinatorLoop:
         self.exchange.exchange(round_, tag, {c: requests.get(c, {}) for c in self.clients}, expect_from=[])
         asked = sorted(c for c, payload in requests.items() if payload)
         return self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
-                                      expect_each={c: self.method.reply_spec(tag, c) for c in asked},
+                                      expect={c: self.method.reply_spec(tag, c) for c in asked},
                                       timeout=self.options["client_timeout"])
 
     def participants(self, round_: int) -> list[int]:
@@ -141,8 +133,9 @@ class ClientLoop:
                  stop: threading.Event | None = None):
         self.config, self.agent_id, self.exchange, self.run_dir = config, agent_id, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
-        self.context: ClientContext = client_context(config, dataset, self.options, agent_id)
-        self.method = METHODS[config.algorithm][1](self.context)
+        method = METHODS[config.algorithm]
+        self.context: ClientContext = client_context(config, dataset, self.options, agent_id, method.local_data)
+        self.method = method.client(self.context)
         self.stop = stop or threading.Event()
 
     def coordinator_round(self) -> int:
@@ -180,6 +173,13 @@ class ClientLoop:
         rundir.agent_dir(self.run_dir, self.agent_id).mkdir(parents=True, exist_ok=True)
 
 
+def describe_split(algorithm: str, options: dict) -> str:
+    """How a coordinator run's clients differ: tasks for the multi-task method, else the clusters."""
+    if algorithm == "mtl":
+        return f"{len(options['tasks'])} tasks ({', '.join(options['tasks'])})"
+    return f"{options['cluster_kind']} clusters"
+
+
 def metric_name(config: RunConfig) -> str:
     """What the clients' "accuracy" reply measures: autoencoders report their reconstruction error."""
     return "reconstruction MSE" if config.model == "autoencoder" else "accuracy"
@@ -205,6 +205,10 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
         values = [r[key] for r in rows if key in r]
         if values:
             summary[f"{key}_per_round"] = values
+    for key in ("js_within", "js_across", "cos_within", "cos_across"):  # FedTSDP, at the round it clustered
+        value = next((r[key] for r in rows if key in r), None)
+        if value is not None:
+            summary[key] = value
     if scored and "accuracy_by_task" in scored[-1]:
         summary["final_accuracy_by_task"] = scored[-1]["accuracy_by_task"]
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -216,8 +220,8 @@ def print_federated(summary: dict) -> None:
     from rich.table import Table
 
     o = summary["options"]
-    what = f"{len(o['tasks'])} tasks" if summary["algorithm"] == "mtl" else \
-        f"{o['models']} models, {o['cluster_kind']} clusters"
+    models = "" if summary["algorithm"] == "mtl" else f"{o['models']} models, "
+    what = models + describe_split(summary["algorithm"], o)
     table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
     table.add_column("round")
     table.add_column("ARI", justify="right")

@@ -19,6 +19,7 @@ class AlgorithmEntry:
     check_options: Callable[[Mapping[str, Any]], Any]
     summary: str
     centralized: bool = False  # runs as a coordinator peer (agent 0) and clients on a star
+    unsupervised: bool = False  # also trains label-free models (an autoencoder scored by reconstruction)
 
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
@@ -29,10 +30,13 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "ccl": AlgorithmEntry(CCL, CCL.check_options, "Cross-feature Contrastive Loss on top of QGM (Aketi & Roy 2024)"),
     "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
                             "local steps only (Nesterov momentum), no communication"),
-    "fedavg": AlgorithmEntry(None, partial(check_federated_options, method="fedavg"), "FedAvg", True),
-    "ifca": AlgorithmEntry(None, partial(check_federated_options, method="ifca"), "IFCA (Ghosh et al. 2020)", True),
+    "fedavg": AlgorithmEntry(None, partial(check_federated_options, method="fedavg"), "FedAvg",
+                             centralized=True, unsupervised=True),
+    "ifca": AlgorithmEntry(None, partial(check_federated_options, method="ifca"), "IFCA (Ghosh et al. 2020)",
+                           centralized=True, unsupervised=True),
     "clove": AlgorithmEntry(None, partial(check_federated_options, method="clove"),
-                            "CLoVE: k-means on loss vectors + Hungarian matching", True),
+                            "CLoVE: k-means on loss vectors + Hungarian matching",
+                            centralized=True, unsupervised=True),
     "cpcfl": AlgorithmEntry(None, partial(check_federated_options, method="cpcfl"),
                             "CP-CFL: contrastive encoder pre-training, then IFCA", True),
     "fedtsdp": AlgorithmEntry(None, partial(check_federated_options, method="fedtsdp"),
@@ -40,7 +44,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "mtl": AlgorithmEntry(None, partial(check_federated_options, method="mtl"),
                           "multi-task FL: shared encoder, per-task decoders with a proximal term (M-Fed)", True),
     "local-only": AlgorithmEntry(None, partial(check_federated_options, method="local-only"),
-                                 "clients train alone on their own data (floor of the coordinator methods)", True),
+                                 "clients train alone on their own data (floor of the coordinator methods)",
+                                 centralized=True, unsupervised=True),
 }
 
 

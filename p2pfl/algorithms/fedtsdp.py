@@ -91,10 +91,10 @@ def stage2_split(updates: np.ndarray, ratio: float, min_size: int) -> np.ndarray
     return halves if within > 0 and across < ratio * within else whole
 
 
-def two_stage_clusters(outputs: np.ndarray, updates: np.ndarray, js_threshold: float, cos_ratio: float,
+def two_stage_clusters(divergence: np.ndarray, updates: np.ndarray, js_threshold: float, cos_ratio: float,
                        min_split_size: int) -> np.ndarray:
-    """Stage 1 by output divergence, stage 2 by update direction inside each stage-1 group."""
-    groups = stage1_groups(pairwise_js(outputs), js_threshold)
+    """Stage 1 by output divergence (`pairwise_js`), stage 2 by update direction inside each stage-1 group."""
+    groups = stage1_groups(divergence, js_threshold)
     labels = np.zeros(len(groups), dtype=int)
     next_label = 0
     for g in np.unique(groups):
@@ -104,6 +104,15 @@ def two_stage_clusters(outputs: np.ndarray, updates: np.ndarray, js_threshold: f
             labels[members[split == s]] = next_label
             next_label += 1
     return labels
+
+
+def within_and_across(matrix: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean of a pairwise matrix over pairs in the same group and over pairs in different groups."""
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~np.eye(len(labels), dtype=bool)
+    within = matrix[same & off_diagonal]
+    across = matrix[~same]
+    return (float(within.mean()) if within.size else float("nan"), float(across.mean()) if across.size else float("nan"))
 
 
 def personalization_layers(h: float, p_max: int) -> int:

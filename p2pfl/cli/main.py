@@ -96,8 +96,12 @@ def run(config_path, out, simulate, no_progress, **overrides):
     mode = "simulate" if simulate else "processes"
     from p2pfl.algorithms import ALGORITHMS
 
-    split = (f"{config.options.get('cluster_kind', 'rotation')} clusters" if ALGORITHMS[config.algorithm].centralized
-             else f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid")
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import describe_split
+
+        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
+    else:
+        split = f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid"
     click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
                f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
     if simulate:

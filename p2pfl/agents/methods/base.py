@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from p2pfl.agents.evaluation import evaluate
 from p2pfl.algorithms.base import flat_params
 from p2pfl.config import OptimConfig, RunConfig
-from p2pfl.data.clusters import client_data
+from p2pfl.data.clusters import client_data, true_cluster
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.wire import TensorSpec
 
@@ -44,22 +45,29 @@ class ClientContext:
     y: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    cluster: int
     generator: torch.Generator = field(default_factory=torch.Generator)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
-def cluster_of_every_client(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any]) -> dict[int, int]:
-    clients = config.agents - 1
-    return {c: client_data(dataset, c - 1, clients, options["clusters"], options["cluster_kind"], config.seed)[4]
-            for c in range(1, config.agents)}
+def true_cluster_of(config: RunConfig, options: Mapping[str, Any], client: int) -> int:
+    """Client (agent) ids start at 1; for the multi-task method the clusters are its tasks."""
+    return true_cluster(client - 1, config.agents - 1, options["clusters"])
 
 
-def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, Any], agent_id: int) -> ClientContext:
-    x, y, x_test, y_test, cluster = client_data(dataset, agent_id - 1, config.agents - 1, options["clusters"],
-                                                options["cluster_kind"], config.seed)
+LocalData = Callable[[RunConfig, ArrayDataset, Mapping[str, Any], int], tuple[np.ndarray, ...]]
+
+
+def cluster_data(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any], client: int):
+    """(x, y, x_test, y_test) of a client of the clustered partitions (rotation, label swap, label groups)."""
+    return client_data(dataset, client - 1, config.agents - 1, options["clusters"], options["cluster_kind"],
+                       config.seed)[:4]
+
+
+def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, Any], agent_id: int,
+                   local_data: LocalData) -> ClientContext:
     device = torch.device(config.device)
-    return ClientContext(config, dataset, options, agent_id, *on_device(device, x, y, x_test, y_test), cluster,
+    return ClientContext(config, dataset, options, agent_id,
+                         *on_device(device, *local_data(config, dataset, options, agent_id)),
                          torch.Generator().manual_seed(config.seed * 100_003 + agent_id), device)
 
 
@@ -133,21 +141,20 @@ def train_epochs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def reconstruction_error(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> float:
     model.eval()
-    total = sum(float(objective(model, x[s:s + batch_size], y[s:s + batch_size])) * len(x[s:s + batch_size])
-                for s in range(0, len(x), batch_size))
-    return total / len(x)
+    return sum(float(F.mse_loss(model(x[s:s + batch_size]), x[s:s + batch_size], reduction="sum"))
+               for s in range(0, len(x), batch_size)) / x.numel()
 
 
-@torch.no_grad()
+def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Cross-entropy of a classifier; reconstruction MSE of an autoencoder."""
+    return reconstruction_error(model, x) if getattr(model, "unsupervised", False) else evaluate(model, x, y)[1]
+
+
 def test_metric(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy of a classifier; reconstruction MSE of an autoencoder."""
-    model.eval()
-    out = model(x)
-    if getattr(model, "unsupervised", False):
-        return float(F.mse_loss(out, x))
-    return float((out.argmax(1) == y).float().mean())
+    return reconstruction_error(model, x) if getattr(model, "unsupervised", False) else evaluate(model, x, y)[0]
 
 
 def params_of(model: torch.nn.Module) -> torch.Tensor:

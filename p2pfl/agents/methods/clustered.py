@@ -22,7 +22,7 @@ from p2pfl.algorithms.contrastive import augment, nt_xent
 from p2pfl.algorithms.federated import (StabilityTracker, aggregate_per_model, clove_assign, ifca_assign,
                                         random_assignment, weighted_average)
 from p2pfl.config import RunConfig
-from p2pfl.data.clusters import client_data
+from p2pfl.data.clusters import transform
 from p2pfl.data.dataset import ArrayDataset
 
 
@@ -65,12 +65,6 @@ def nearest_centroid(loss_vector: np.ndarray, centroids: dict[int, np.ndarray]) 
     return min(centroids, key=lambda m: float(np.linalg.norm(loss_vector - centroids[m])))
 
 
-def clustered_phases(round_: int, pretrain_rounds: int, total_rounds: int) -> tuple[str, ...]:
-    if round_ == total_rounds:
-        return ("evaluate",)  # the final models, scored once more
-    return ("pretrain",) if round_ < pretrain_rounds else ("evaluate", "train")
-
-
 def pretrain_rounds(config: RunConfig, options: dict) -> int:
     """Rounds of federated contrastive pre-training before the clustered rounds (CP-CFL only)."""
     federated = config.algorithm == "cpcfl" and options["pretrain_mode"] == "federated"
@@ -84,7 +78,9 @@ class ClusteredSchedule:
         self.total_rounds = config.rounds + self.pretrain_rounds
 
     def phases(self, round_: int) -> tuple[str, ...]:
-        return clustered_phases(round_, self.pretrain_rounds, self.total_rounds)
+        if round_ == self.total_rounds:
+            return ("evaluate",)  # the final models, scored once more
+        return ("pretrain",) if round_ < self.pretrain_rounds else ("evaluate", "train")
 
 
 class ClusteredCoordinator(ClusteredSchedule):
@@ -112,10 +108,8 @@ class ClusteredCoordinator(ClusteredSchedule):
         parts = []
         for cluster in range(clusters):
             picked = rng.choice(len(dataset.y_train), options["coordinator_samples"] // clusters, replace=False)
-            sub = dataclasses.replace(dataset, x_train=dataset.x_train[picked], y_train=dataset.y_train[picked])
-            kind = options["cluster_kind"] if options["cluster_kind"] != "label-groups" else "label-swap"
-            # one client per cluster, so client `cluster` of `clusters` carries that cluster's transformation
-            parts.append(client_data(sub, cluster, clusters, clusters, kind, config.seed)[0])
+            parts.append(transform(options["cluster_kind"], cluster, dataset.x_train[picked], dataset.y_train[picked],
+                                   dataset.num_classes, clusters)[0])
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
 
     def pretrain_on_coordinator(self) -> None:
@@ -226,15 +220,13 @@ class ClusteredClient(ClusteredSchedule):
         self.ctx = ctx
         self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.size = len(params_of(self.model))
+        self.specs = {"evaluate": spec(models=(ctx.options["models"], self.size)), "train": spec(model=(self.size,))}
         if self.method == "cpcfl":
             self.net = contrastive_net(ctx.config, ctx.dataset, ctx.options["projection_dim"]).to(ctx.device)
+            self.specs["pretrain"] = spec(encoder=(len(params_of(self.net)),))
 
     def request_spec(self, tag: str) -> Spec:
-        if tag == "pretrain":
-            return spec(encoder=(len(params_of(self.net)),))
-        if tag == "evaluate":
-            return spec(models=(self.ctx.options["models"], self.size))
-        return spec(model=(self.size,))
+        return self.specs[tag]
 
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
         c = self.ctx

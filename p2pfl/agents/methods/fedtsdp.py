@@ -14,7 +14,8 @@ from p2pfl.agents.agent import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
                                        make_optimizer, n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params
-from p2pfl.algorithms.fedtsdp import hopkins, personalization_layers, reduce_dims, two_stage_clusters
+from p2pfl.algorithms.fedtsdp import (cosine_matrix, hopkins, pairwise_js, personalization_layers, reduce_dims,
+                                      two_stage_clusters, within_and_across)
 from p2pfl.algorithms.federated import group_average
 
 
@@ -82,8 +83,13 @@ class FedTSDPCoordinator(TrainEachRound):
         self.above = self.above + 1 if h >= self.options["hopkins_threshold"] else 0
         if self.above >= self.options["hopkins_patience"]:  # one noisy reading of 20 points is not structure
             updates = np.stack([(models[c] - self.sent[c]).numpy() for c in clients])
-            labels = two_stage_clusters(signatures, updates, self.options["js_threshold"],
+            divergence = pairwise_js(signatures)
+            labels = two_stage_clusters(divergence, updates, self.options["js_threshold"],
                                         self.options["cos_ratio"], self.options["min_split_size"])
+            # How far apart the true clusters were in what the two stages looked at (like ARI, a report only).
+            truth = np.array([self.ctx.truth[c] for c in clients])
+            record["js_within"], record["js_across"] = within_and_across(divergence, truth)
+            record["cos_within"], record["cos_across"] = within_and_across(cosine_matrix(updates), truth)
             self.cluster_of.update({c: int(label) for c, label in zip(clients, labels)})
             self.cluster_models = {int(k): v for k, v in group_average(models, self.cluster_of, sizes).items()}
             self.clustered = True
@@ -106,6 +112,7 @@ class FedTSDPClient(TrainEachRound):
         self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.size = len(params_of(self.model))
         self.own: torch.Tensor | None = None  # this client's parameters after its last local training
+        self.masks: dict[int, torch.Tensor] = {}  # personal-layer mask per p: p changes rarely, the mask never
 
     def request_spec(self, tag: str) -> Spec:
         if tag == "evaluate":
@@ -117,7 +124,10 @@ class FedTSDPClient(TrainEachRound):
         """The shared layers from the coordinator, the top p layers kept from this client's own model."""
         merged = payload["model"].clone()
         if self.own is not None:
-            mask = personal_mask(self.model, int(payload["personal"][0])).to(merged.device)
+            p = int(payload["personal"][0])
+            if p not in self.masks:
+                self.masks[p] = personal_mask(self.model, p).to(merged.device)
+            mask = self.masks[p]
             merged[mask] = self.own[mask]
         set_flat_params(self.model, merged)
 

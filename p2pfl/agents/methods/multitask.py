@@ -8,25 +8,22 @@ own decoder pulled toward the global one by (mu/2)||D_i - D_tau||^2, trains, and
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
-                                       make_optimizer, n_of, on_device, spec, train_epochs)
+                                       make_optimizer, n_of, spec, test_metric, train_epochs, true_cluster_of)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.algorithms.multitask import proximal_term, sharing_groups
 from p2pfl.config import RunConfig
-from p2pfl.data.clusters import true_cluster
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.partition import iid_partition
 from p2pfl.data.tasks import TASKS, task_targets
 from p2pfl.models.encoder_decoder import EncoderDecoder
-
-
-def task_of_client(client: int, clients: int, tasks: int) -> int:
-    return true_cluster(client - 1, clients, tasks)
 
 
 def task_model(config: RunConfig, dataset: ArrayDataset, options: dict, task: int) -> EncoderDecoder:
@@ -41,24 +38,23 @@ def vector(module: torch.nn.Module) -> torch.Tensor:
     return parameters_to_vector(module.parameters()).detach().clone()
 
 
-def task_data(config: RunConfig, dataset: ArrayDataset, options: dict, client: int):
+def task_data(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any], client: int):
     """An IID shard relabelled for the client's task, cut to `samples_per_client` for low-data tasks."""
-    clients = config.agents - 1
-    task = task_of_client(client, clients, len(options["tasks"]))
-    shard = iid_partition(dataset.y_train, clients, config.seed)[client - 1]
+    task = true_cluster_of(config, options, client)
+    shard = iid_partition(dataset.y_train, config.agents - 1, config.seed)[client - 1]
     keep = options["samples_per_client"][task]
     if keep:
         shard = np.random.default_rng(config.seed + client).permutation(shard)[:keep]
     name = options["tasks"][task]
     return (dataset.x_train[shard], task_targets(name, dataset.y_train[shard]), dataset.x_test,
-            task_targets(name, dataset.y_test), task)
+            task_targets(name, dataset.y_test))
 
 
 class MultiTaskCoordinator(TrainEachRound):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
-        self.task_of = {c: task_of_client(c, len(ctx.clients), len(o["tasks"])) for c in ctx.clients}
+        self.task_of = dict(ctx.truth)  # the true "clusters" of the multi-task method are its tasks
         models = [task_model(ctx.config, ctx.dataset, o, t) for t in range(len(o["tasks"]))]
         self.encoder = {c: vector(models[t].encoder) for c, t in self.task_of.items()}
         self.decoder = {c: vector(models[t].decoder) for c, t in self.task_of.items()}
@@ -100,13 +96,12 @@ class MultiTaskClient(TrainEachRound):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
-        x, y, x_test, y_test, self.task = task_data(ctx.config, ctx.dataset, o, ctx.agent_id)
-        ctx.x, ctx.y, ctx.x_test, ctx.y_test = on_device(ctx.device, x, y, x_test, y_test)
-        self.model = task_model(ctx.config, ctx.dataset, o, self.task).to(ctx.device)
+        self.model = task_model(ctx.config, ctx.dataset, o, true_cluster_of(ctx.config, o, ctx.agent_id)).to(ctx.device)
         self.trained = False
+        self.spec = spec(encoder=(len(vector(self.model.encoder)),), decoder=(len(vector(self.model.decoder)),))
 
     def request_spec(self, tag: str) -> Spec:
-        return spec(encoder=(len(vector(self.model.encoder)),), decoder=(len(vector(self.model.decoder)),))
+        return self.spec
 
     def merge(self, payload: Payload) -> None:
         """E_i <- E; under M-Fed the client keeps its own decoder (after its first round), else takes D_tau."""
@@ -114,15 +109,10 @@ class MultiTaskClient(TrainEachRound):
         if self.ctx.options["sharing"] != "mfed" or not self.trained:
             vector_to_parameters(payload["decoder"].clone(), self.model.decoder.parameters())
 
-    @torch.no_grad()
-    def accuracy(self) -> torch.Tensor:
-        self.model.eval()
-        return torch.tensor([float((self.model(self.ctx.x_test).argmax(1) == self.ctx.y_test).float().mean())])
-
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
         c, o = self.ctx, self.ctx.options
         self.merge(payload)
-        accuracy = self.accuracy()
+        accuracy = torch.tensor([test_metric(self.model, c.x_test, c.y_test)])
         if tag == "evaluate":
             return {"accuracy": accuracy}
         mu = o["mu"] if o["sharing"] == "mfed" else 0.0
