@@ -29,9 +29,14 @@ class TopologyConfig:
 class DataConfig:
     name: str = "digits"
     path: str | None = None
-    partition: str = "dirichlet"
+    partition: str = "dirichlet"  # iid | dirichlet (capped, equal shards) | lin (Lin et al.'s split, the CCL/QGM code)
     alpha: float = 0.1
     torchvision_name: str = "CIFAR10"  # with name: torchvision
+    normalize: str = "zscore"  # zscore (training mean/std) | fixed (mean, std below) | none
+    mean: float = 0.5  # with normalize: fixed (0.5/0.5 maps [0, 1] pixels to [-1, 1], the CCL code)
+    std: float = 0.5
+    drop_last: bool = True  # false keeps each epoch's last partial batch (a torch DataLoader's default)
+    order: str = "agent"  # agent: own seeded shuffle per agent | reference: the CCL authors' DataLoader stream
 
 
 @dataclass
@@ -42,7 +47,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     batch_size: int = 32
     schedule: str = "constant"  # constant | step (x0.1 at 50% and 75%) | warmup (QGM: lr*n, linear warm-up)
-    warmup_rounds: int = 0
+    warmup_rounds: int = 0  # linear lr warm-up over these rounds (with step or constant: from lr/warmup_rounds up to lr)
     scale_lr_by_agents: bool = False
 
 
@@ -73,6 +78,7 @@ class RunConfig:
     eval_samples: int = 0  # intermediate evaluations on this many test samples (0: all); the last uses all
     checkpoint_every: int = 0  # save model, algorithm state, data order and RNG every N rounds (0: never)
     consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
+    max_loss: float = 1.0e4  # a loss term above this (or any non-finite loss or parameter) stops the run as diverged; 0: finiteness only
     algorithm: str = "dsgdm-n"
     model: str = "mlp"
     device: str = "cpu"
@@ -175,6 +181,8 @@ def validate_config(config: RunConfig) -> None:
     """Check everything that can be checked before a process starts; raise one clear UserError."""
     from p2pfl.algorithms import ALGORITHMS
     from p2pfl.data import DATASETS
+    from p2pfl.data.normalize import NORMALIZATIONS
+    from p2pfl.data.partition import PARTITIONS
     from p2pfl.models import MODELS
     from p2pfl.topologies import TOPOLOGIES
 
@@ -182,12 +190,18 @@ def validate_config(config: RunConfig) -> None:
         (config.agents >= 2, f"agents must be >= 2, got {config.agents}; raise --agents"),
         (config.rounds >= 1, f"rounds must be >= 1, got {config.rounds}"),
         (config.eval_every >= 0, "eval_every must be >= 0 (0 evaluates only at the end)"),
+        (config.max_loss >= 0, f"max_loss must be >= 0 (0 checks only for non-finite values), got {config.max_loss}"),
         (config.eval_samples >= 0, "eval_samples must be >= 0 (0 uses the whole test set)"),
         (config.topology.kind in TOPOLOGIES, f"unknown topology {config.topology.kind!r}; choose one of "
                                              f"{', '.join(TOPOLOGIES)}"),
         (config.data.name in DATASETS, f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)}"),
-        (config.data.partition in ("iid", "dirichlet"), f"unknown partition {config.data.partition!r}; "
-                                                         "choose iid or dirichlet"),
+        (config.data.partition in PARTITIONS, f"unknown partition {config.data.partition!r}; "
+                                              f"choose one of {', '.join(PARTITIONS)}"),
+        (config.data.normalize in NORMALIZATIONS, f"unknown data.normalize {config.data.normalize!r}; "
+                                                  f"choose one of {', '.join(NORMALIZATIONS)}"),
+        (config.data.std > 0, f"data.std must be > 0, got {config.data.std}"),
+        (config.data.order in ("agent", "reference"), f"unknown data.order {config.data.order!r}; "
+                                                      "choose agent or reference"),
         (config.data.alpha > 0, f"Dirichlet alpha must be > 0, got {config.data.alpha}; use e.g. 0.1 or 10"),
         (config.model in MODELS, f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}"),
         (config.algorithm in ALGORITHMS, f"unknown algorithm {config.algorithm!r}; choose one of "

@@ -13,5 +13,11 @@ class PeerUnreachable(UserError):
     exit_code = 3
 
 
+class Diverged(UserError):
+    """An agent's loss or parameters became non-finite or exploded; the run cannot recover."""
+
+    exit_code = 4
+
+
 class WireError(ValueError):
     """An inbound message failed validation; it is dropped and counted, never raised to the user."""

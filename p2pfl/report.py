@@ -46,14 +46,16 @@ def consensus_curve(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> 
 
 def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str) -> dict:
     metrics = read_metrics(run_dir, config.agents)
+    rows = [r for agent_rows in metrics for r in agent_rows]
     finished = [a for a, rows in enumerate(metrics) if rows and rows[-1]["round"] == config.rounds - 1]
     finals = [next((r for r in reversed(metrics[a]) if "test_accuracy" in r), {}) for a in finished]
     local = [r["test_accuracy"] for r in finals if r]
     curve = consensus_curve(config, dataset, run_dir)
     consensus = curve[-1][1:] if curve and curve[-1][0] == config.rounds - 1 else None
-    rows = [r for agent_rows in metrics for r in agent_rows]
+    diverged = sorted((r["round"], r["diverged"]) for r in rows if "diverged" in r)
+    status = "diverged" if diverged else "finished" if len(finished) == config.agents else "incomplete"
     summary = {
-        "name": config.name, "mode": mode, "algorithm": config.algorithm, "agents": config.agents,
+        "name": config.name, "mode": mode, "status": status, "diverged": diverged[0][1] if diverged else None, "algorithm": config.algorithm, "agents": config.agents,
         "topology": config.topology.kind, "rounds": config.rounds, "dataset": config.data.name,
         "alpha": config.data.alpha, "partition": config.data.partition, "seed": config.seed,
         "local_accuracy_mean": float(np.mean(local)) if local else None,
@@ -133,6 +135,9 @@ def print_summary(summary: dict) -> None:
                         f"{summary['agents']} agents, {summary['rounds']} rounds")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    status = summary.get("status", "finished")
+    table.add_row("status", status if not summary.get("diverged") else f"{status}: {summary['diverged']}",
+                  style="bold red" if status == "diverged" else None)
     table.add_row("mean test accuracy of the local models", pct(summary["local_accuracy_mean"]))
     table.add_row("test accuracy of the consensus model (parameter average)", pct(summary["consensus_accuracy"]))
     if summary["agents_not_finished"]:

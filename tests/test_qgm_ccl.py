@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
 from p2pfl.algorithms.base import flat_params
-from p2pfl.algorithms.ccl import class_counts, class_means, class_sums, mix_with_step
+from p2pfl.algorithms.ccl import class_counts, class_means, class_sums
+from p2pfl.algorithms.qgm import mix_with_step
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.errors import UserError
 from p2pfl.algorithms import ALGORITHMS

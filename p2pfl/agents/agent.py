@@ -21,8 +21,10 @@ from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.config import RunConfig
 from p2pfl.constants import HELLO_ROUND, TAG_BYE, TAG_HELLO
 from p2pfl.data import BatchStream, agent_shard
+from p2pfl.data.order import ReferenceShuffler
 from p2pfl.data.dataset import ArrayDataset
-from p2pfl.errors import PeerUnreachable, UserError
+from p2pfl.agents.divergence import check_divergence
+from p2pfl.errors import Diverged, PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.models import build_model
 from p2pfl.topologies.mixing import SELF_WEIGHT
@@ -39,6 +41,25 @@ def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return build_model(config.model, dataset.input_shape, dataset.num_classes)
+
+
+def reference_rng_state(config: RunConfig, dataset: ArrayDataset, agent_id: int) -> torch.Tensor:
+    """The global RNG of the CCL authors' trainer once its model is built: seeded, then consumed by the
+    model's initialisation and, on rank 0 only, by torchsummary's random probe input (batch of 2)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        build_model(config.model, dataset.input_shape, dataset.num_classes)
+        if agent_id == 0:
+            torch.rand(2, *dataset.input_shape)
+        return torch.get_rng_state()
+
+
+def batch_stream(config: RunConfig, dataset: ArrayDataset, agent_id: int, shard) -> BatchStream:
+    shuffler = None
+    if config.data.order == "reference":
+        shuffler = ReferenceShuffler(reference_rng_state(config, dataset, agent_id))
+    return BatchStream(shard, config.optim.batch_size, seed=config.seed * 100_003 + agent_id,
+                       drop_last=config.data.drop_last, shuffler=shuffler)
 
 
 def counter_delta(before: dict, after: dict) -> dict:
@@ -62,7 +83,7 @@ class AgentLoop:
         if len(self.shard) == 0:
             raise UserError(f"agent {agent_id} got no training samples; use fewer agents or more data")
         self.shard.x, self.shard.y = self.shard.x.to(self.device), self.shard.y.to(self.device)
-        self.stream = BatchStream(self.shard, config.optim.batch_size, seed=config.seed * 100_003 + agent_id)
+        self.stream = batch_stream(config, dataset, agent_id, self.shard)
         self.model = initial_model(config, dataset).to(self.device)
         weights = {j: float(graph[agent_id][j]["weight"]) for j in sorted(graph[agent_id])}
         self.ctx = AgentContext(agent_id, weights, float(graph.nodes[agent_id][SELF_WEIGHT]), self.model, exchange,
@@ -139,6 +160,7 @@ class AgentLoop:
                 x, y = self.stream.next()
                 out = self.algorithm.step(round_, x, y)
                 seconds = time.perf_counter() - started
+                params = flat_params(self.model)
                 after = stats.snapshot()
                 comm = after["comm_seconds"] - before["comm_seconds"]
                 wait = after["wait_seconds"] - before["wait_seconds"]
@@ -149,11 +171,15 @@ class AgentLoop:
                           "bytes_by_tensor": counter_delta(before["sent_by_tensor"], after["sent_by_tensor"]),
                           "seconds": seconds, "compute_seconds": seconds - comm, "comm_seconds": comm - wait,
                           "wait_seconds": wait, "dropped": after["dropped"] - before["dropped"]}
+                try:
+                    check_divergence(self.agent_id, round_, out, params, self.config.max_loss)
+                except Diverged as exc:
+                    sink.write(json.dumps({**record, "diverged": str(exc)}) + "\n")
+                    raise
                 if evaluation_due(self.config, round_):
                     record["test_accuracy"], record["test_loss"] = self.evaluate(round_)
                     if self.config.consensus_curve or round_ == self.config.rounds - 1:
-                        np.save(rundir.params_path(self.run_dir, self.agent_id, round_),
-                                flat_params(self.model).cpu().numpy())
+                        np.save(rundir.params_path(self.run_dir, self.agent_id, round_), params.cpu().numpy())
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 last = record

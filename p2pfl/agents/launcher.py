@@ -14,7 +14,7 @@ from p2pfl.agents import rundir
 from p2pfl.agents.process import process_main
 from p2pfl.agents.progress import RunProgress
 from p2pfl.config import RunConfig
-from p2pfl.errors import UserError
+from p2pfl.errors import Diverged, UserError
 from p2pfl.transport import check_ports_free
 
 TERMINATE_GRACE_SECONDS = 5.0
@@ -38,8 +38,7 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
                 progress.update()
                 for agent, process in enumerate(processes):
                     code = process.exitcode
-                    if code in FATAL_EXIT_CODES:
-                        raise UserError(describe_failure(run_dir, agent, code))
+                    raise_if_fatal(run_dir, agent, code)
                     if code not in (None, 0) and agent not in died:
                         died[agent] = code
                         progress.note(f"warning: {describe_failure(run_dir, agent, code)}; its neighbours go on "
@@ -47,6 +46,7 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
                 time.sleep(0.3)
             progress.update()
         for agent, process in enumerate(processes):
+            raise_if_fatal(run_dir, agent, process.exitcode)
             if process.exitcode not in (0, None) and agent not in died:
                 died[agent] = process.exitcode
         if len(died) == len(processes):
@@ -56,9 +56,21 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
         stop_all(processes)
 
 
-def describe_failure(run_dir: Path, agent: int, code: int | None) -> str:
+def raise_if_fatal(run_dir: Path, agent: int, code: int | None) -> None:
+    """A diverged agent, or one that could not start, ends the run; a crashed one does not."""
+    if code == Diverged.exit_code:  # the run cannot recover: stop everyone, say where it broke
+        raise Diverged(error_text(run_dir, agent) or f"agent {agent} diverged")
+    if code in FATAL_EXIT_CODES:
+        raise UserError(describe_failure(run_dir, agent, code))
+
+
+def error_text(run_dir: Path, agent: int) -> str | None:
     error = rundir.error_path(run_dir, agent)
-    reason = error.read_text().strip() if error.exists() else (
+    return error.read_text().strip() if error.exists() else None
+
+
+def describe_failure(run_dir: Path, agent: int, code: int | None) -> str:
+    reason = error_text(run_dir, agent) or (
         f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}")
     return f"agent {agent} failed: {reason} (log: {rundir.log_path(run_dir, agent)})"
 

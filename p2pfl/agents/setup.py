@@ -33,7 +33,8 @@ def graph_of(config: RunConfig) -> nx.Graph:
 
 
 def dataset_of(config: RunConfig) -> ArrayDataset:
-    return load_dataset(config.data.name, config.data.path, config.data.torchvision_name)
+    d = config.data
+    return load_dataset(d.name, d.path, d.torchvision_name, d.normalize, d.mean, d.std)
 
 
 def prepare(config: RunConfig) -> RunSetup:

@@ -54,7 +54,11 @@ def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], w
 
 
 def learning_rate(optim: OptimConfig, round_: int, total_rounds: int, agents: int) -> float:
-    """constant; step (x0.1 at 50% and 75%, the CCL code); warmup (lr*n after a linear warm-up, the QGM code)."""
+    """constant; step (x0.1 at 50% and 75%, the CCL code); warmup (lr*n after a linear warm-up, the QGM code).
+
+    With constant or step, warmup_rounds > 0 ramps the lr linearly from lr/warmup_rounds up to lr over
+    the first warmup_rounds rounds (a remedy for early divergence at a high lr, off by default).
+    """
     lr = optim.lr * (agents if optim.scale_lr_by_agents else 1)
     if optim.schedule == "warmup" and optim.warmup_rounds > 0 and round_ < optim.warmup_rounds:
         return optim.lr + (lr - optim.lr) * round_ / optim.warmup_rounds
@@ -63,6 +67,8 @@ def learning_rate(optim: OptimConfig, round_: int, total_rounds: int, agents: in
             return lr * 0.01
         if round_ >= 0.5 * total_rounds:
             return lr * 0.1
+    if optim.warmup_rounds > 0 and round_ < optim.warmup_rounds:
+        return lr * (round_ + 1) / optim.warmup_rounds
     return lr
 
 

@@ -8,16 +8,24 @@ mean-squared errors with detached targets, as in the authors' released code.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from p2pfl.algorithms.base import AgentContext, flat_grad, flat_params, gossip_average, learning_rate, set_flat_params
-from p2pfl.algorithms.qgm import QuasiGlobalBuffer, check_qgm_options
+from p2pfl.algorithms.base import AgentContext, flat_grad, flat_params, learning_rate, set_flat_params
+from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qgm_options, gossip_then_correct,
+                                 load_pending, pending_state)
 
-CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0}
+CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0}
+
+
+def alignment(features: torch.Tensor, targets: torch.Tensor, clip: float) -> torch.Tensor:
+    """MSE, the authors' alignment term; with clip > 0, elements further apart than clip count
+    linearly (2 clip |d| - clip^2, twice the Huber loss), so one wild neighbour cannot blow up the step."""
+    if clip <= 0:
+        return F.mse_loss(features, targets)
+    return 2 * F.huber_loss(features, targets, delta=clip)
 
 
 def class_sums(features: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -38,24 +46,6 @@ def class_means(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
     return means, mask
 
 
-def mix_with_step(own: torch.Tensor, received: Mapping[int, torch.Tensor], weights: Mapping[int, float],
-                  gamma: float) -> torch.Tensor:
-    """x_i + gamma sum_j w_ij (x_j - x_i) over the neighbours that answered (an absent one counts as x_i)."""
-    delta = torch.zeros_like(own)
-    for peer in sorted(received):
-        delta += weights[peer] * (received[peer] - own)
-    return own + gamma * delta
-
-
-@dataclass
-class PendingCorrection:
-    """What the QGM buffer update needs once the next gossip has produced x_{t+1}."""
-
-    x_prev: torch.Tensor
-    g: torch.Tensor
-    lr: float
-
-
 class CCL:
     def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
         self.options = check_qgm_options(options, "ccl", CCL_OPTIONS)
@@ -71,22 +61,8 @@ class CCL:
 
     def gossip_params(self, round_: int) -> dict[int, torch.Tensor]:
         """Round "params": mix, apply the pending QGM correction, return the neighbours' x_j."""
-        ctx, buffer = self.ctx, self.buffer
-        half = flat_params(ctx.model)
-        payload = {"params": half}
-        if self.options["gossip_momentum"]:
-            payload["momentum"] = buffer.momentum_hat
-        received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
-        neighbour_params = {j: r["params"] for j, r in received.items()}
-        x_new = mix_with_step(half, neighbour_params, ctx.weights, self.options["gamma"])
-        if self.pending is not None:
-            mixed_hat = None
-            if self.options["gossip_momentum"]:
-                mixed_hat = gossip_average(buffer.momentum_hat, {j: r["momentum"] for j, r in received.items()},
-                                           ctx.weights, ctx.self_weight)
-            buffer.correct(self.pending.x_prev, half, x_new, self.pending.g, self.pending.lr, mixed_hat)
-        set_flat_params(ctx.model, x_new)
-        return neighbour_params
+        return gossip_then_correct(self.ctx, self.buffer, self.pending, round_, self.options["gamma"],
+                                   self.options["gossip_momentum"])
 
     def loss(self, round_: int, x: torch.Tensor, y: torch.Tensor,
              neighbour_params: Mapping[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -106,9 +82,10 @@ class CCL:
                                                                torch.zeros(classes, features.shape[1]))
         totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes))
         targets, has_target = class_means(sums, totals)
-        model_term = sum((F.mse_loss(features, f) for f in cross.values()), torch.zeros(()))
+        clip = self.options["align_clip"]
+        model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros(()))
         rows = has_target[y]
-        data_term = F.mse_loss(features[rows], targets[y][rows]) if rows.any() else torch.zeros(())
+        data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros(())
         total = ce + self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
         return total, {"ce": float(ce.detach()), "model_term": float(model_term), "data_term": float(data_term)}
 
@@ -126,10 +103,8 @@ class CCL:
         return {"loss": float(loss.detach()), "lr": lr, "neighbours_heard": len(neighbour_params), **parts}
 
     def state_dict(self) -> dict[str, Any]:
-        pending = self.pending
-        return {"momentum_hat": self.buffer.momentum_hat,
-                "pending": None if pending is None else {"x_prev": pending.x_prev, "g": pending.g, "lr": pending.lr}}
+        return {"momentum_hat": self.buffer.momentum_hat, "pending": pending_state(self.pending)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.buffer.momentum_hat = state["momentum_hat"]
-        self.pending = None if state["pending"] is None else PendingCorrection(**state["pending"])
+        self.pending = load_pending(state["pending"])

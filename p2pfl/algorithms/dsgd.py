@@ -21,12 +21,16 @@ def local_gradient(ctx: AgentContext, x: torch.Tensor, y: torch.Tensor, params: 
 
 
 class DSGD:
-    """x_{t+1/2} = x - lr u, u in {g, m, g + beta m}; x_{t+1} = sum_j w_ij x_j^{t+1/2}."""
+    """x_{t+1/2} = x - lr u, u in {g, m, g + beta m}; x_{t+1} = sum_j w_ij x_j^{t+1/2}.
 
-    OPTIONS: dict[str, Any] = {}
+    `mix_first` gossips first and steps after, as the CCL authors' code does for every algorithm:
+    the same iterates, but a local model is evaluated after its local step, not after its mixing.
+    """
+
+    OPTIONS: dict[str, Any] = {"mix_first": False}
 
     def __init__(self, ctx: AgentContext, options: Mapping[str, Any], momentum: bool = True, nesterov: bool = True):
-        reject_unknown(options, self.OPTIONS, "dsgd")
+        self.options = reject_unknown(options, self.OPTIONS, "dsgd")
         self.ctx = ctx
         self.beta = ctx.optim.momentum if momentum else 0.0
         self.nesterov = nesterov
@@ -49,14 +53,22 @@ class DSGD:
         g, loss = local_gradient(self.ctx, x, y, params)
         return params - lr * self.direction(g), loss, lr
 
-    def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def gossip(self, round_: int) -> int:
+        """x <- sum_j w_ij x_j over the neighbours that answered; returns how many did."""
         ctx = self.ctx
+        own = flat_params(ctx.model)
+        received = ctx.exchange.exchange(round_, "params", {j: {"params": own} for j in ctx.weights})
+        set_flat_params(ctx.model, gossip_average(own, {j: r["params"] for j, r in received.items()}, ctx.weights,
+                                                  ctx.self_weight))
+        return len(received)
+
+    def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        heard = self.gossip(round_) if self.options["mix_first"] else None
         half, loss, lr = self.local_step(round_, x, y)
-        payload = {"params": half}
-        received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
-        mixed = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
-        set_flat_params(ctx.model, mixed)
-        return {"loss": loss, "lr": lr, "neighbours_heard": len(received)}
+        set_flat_params(self.ctx.model, half)
+        if heard is None:
+            heard = self.gossip(round_)
+        return {"loss": loss, "lr": lr, "neighbours_heard": heard}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"momentum": self.momentum}
@@ -67,6 +79,8 @@ class DSGD:
 
 class LocalOnly(DSGD):
     """The same local steps with no communication: the floor of accuracy, the ceiling of speed."""
+
+    OPTIONS: dict[str, Any] = {}
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         half, loss, lr = self.local_step(round_, x, y)

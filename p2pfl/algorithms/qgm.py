@@ -6,6 +6,7 @@ the local gradient alone, so on non-IID data it follows the global direction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -23,6 +24,8 @@ def check_qgm_options(options: Mapping[str, Any], algorithm: str, extra: Mapping
     if merged["variant"] not in ("lin", "ccl"):
         raise UserError(f"options.variant must be 'lin' (EMA of the displacement, QGM code) or 'ccl' "
                         f"(undamped, CCL code), got {merged['variant']!r}")
+    if merged.get("align_clip", 0) < 0:
+        raise UserError(f"options.align_clip must be >= 0 (0: plain MSE), got {merged['align_clip']}")
     if not 0 <= merged["mu"] < 1:
         raise UserError(f"options.mu must be in [0, 1), got {merged['mu']}")
     return merged
@@ -51,18 +54,66 @@ class QuasiGlobalBuffer:
             self.momentum_hat = self.beta * base + g + (half - x_new) / lr
 
 
+def mix_with_step(own: torch.Tensor, received: Mapping[int, torch.Tensor], weights: Mapping[int, float],
+                  gamma: float) -> torch.Tensor:
+    """x_i + gamma sum_j w_ij (x_j - x_i) over the neighbours that answered (an absent one counts as x_i)."""
+    delta = torch.zeros_like(own)
+    for peer in sorted(received):
+        delta += weights[peer] * (received[peer] - own)
+    return own + gamma * delta
+
+
+@dataclass
+class PendingCorrection:
+    """What the QGM buffer update needs once the next gossip has produced x_{t+1}."""
+
+    x_prev: torch.Tensor
+    g: torch.Tensor
+    lr: float
+
+
+def gossip_then_correct(ctx: AgentContext, buffer: QuasiGlobalBuffer, pending: PendingCorrection | None,
+                        round_: int, gamma: float, gossip_momentum: bool) -> dict[int, torch.Tensor]:
+    """The CCL authors' order: gossip the model left by the last local step, mix it, then apply that
+    step's QGM correction (nothing before the first step); returns the neighbours' parameters."""
+    half = flat_params(ctx.model)
+    payload = {"params": half}
+    if gossip_momentum:
+        payload["momentum"] = buffer.momentum_hat
+    received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+    neighbour_params = {j: r["params"] for j, r in received.items()}
+    x_new = mix_with_step(half, neighbour_params, ctx.weights, gamma)
+    if pending is not None:
+        mixed_hat = None
+        if gossip_momentum:
+            mixed_hat = gossip_average(buffer.momentum_hat, {j: r["momentum"] for j, r in received.items()},
+                                       ctx.weights, ctx.self_weight)
+        buffer.correct(pending.x_prev, half, x_new, pending.g, pending.lr, mixed_hat)
+    set_flat_params(ctx.model, x_new)
+    return neighbour_params
+
+
 class QGM:
+    """Step then gossip (ALGORITHMS.md A2), or with `mix_first` gossip then step, as in the CCL
+    authors' code (where their QGM baseline is their CCL with both lambdas 0): the same iterates,
+    but a local model is evaluated after its local step instead of after its mixing."""
+
+    OPTIONS: dict[str, Any] = {"mix_first": False}
+
     def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
-        self.options = check_qgm_options(options, "qgm")
+        self.options = check_qgm_options(options, "qgm", self.OPTIONS)
         self.ctx = ctx
         self.buffer = QuasiGlobalBuffer(flat_params(ctx.model), ctx.optim.momentum, ctx.optim.nesterov,
                                         self.options["variant"], self.options["mu"])
+        self.pending: PendingCorrection | None = None
 
-    @staticmethod
-    def check_options(options: Mapping[str, Any]) -> None:
-        check_qgm_options(options, "qgm")
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        check_qgm_options(options, "qgm", cls.OPTIONS)
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        if self.options["mix_first"]:
+            return self.step_mix_first(round_, x, y)
         ctx, buffer = self.ctx, self.buffer
         lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
         params = flat_params(ctx.model)
@@ -81,8 +132,27 @@ class QGM:
         set_flat_params(ctx.model, x_new)
         return {"loss": loss, "lr": lr, "neighbours_heard": len(received)}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"momentum_hat": self.buffer.momentum_hat}
+    def step_mix_first(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        ctx = self.ctx
+        lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
+        received = gossip_then_correct(ctx, self.buffer, self.pending, round_, 1.0, self.options["gossip_momentum"])
+        params = flat_params(ctx.model)
+        g, loss = local_gradient(ctx, x, y, params)
+        set_flat_params(ctx.model, params - lr * self.buffer.direction(g))
+        self.pending = PendingCorrection(params, g, lr)
+        return {"loss": loss, "lr": lr, "neighbours_heard": len(received)}
 
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"momentum_hat": self.buffer.momentum_hat, "pending": pending_state(self.pending)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.buffer.momentum_hat = state["momentum_hat"]
+        self.pending = load_pending(state.get("pending"))
+
+
+def pending_state(pending: PendingCorrection | None) -> dict[str, Any] | None:
+    return None if pending is None else {"x_prev": pending.x_prev, "g": pending.g, "lr": pending.lr}
+
+
+def load_pending(state: Mapping[str, Any] | None) -> PendingCorrection | None:
+    return None if state is None else PendingCorrection(**state)

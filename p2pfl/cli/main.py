@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from p2pfl.errors import UserError
+from p2pfl.errors import Diverged, UserError
 
 
 class P2PGroup(click.Group):
@@ -68,7 +68,7 @@ def apply_overrides(config, **overrides):
 @click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision.")
 @click.option("--data-path", help="Folder or file of the dataset.")
 @click.option("--alpha", type=float, help="Dirichlet concentration of the non-IID split.")
-@click.option("--partition", type=click.Choice(["iid", "dirichlet"]))
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "lin"]))
 @click.option("--lr", type=float)
 @click.option("--eval-every", type=int)
 @click.option("--base-port", type=int, help="Agent i binds base_port + i on network.host.")
@@ -101,37 +101,41 @@ def run(config_path, out, simulate, no_progress, **overrides):
 
         split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
     else:
-        split = f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid"
+        split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
     click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
                f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
-    if simulate:
-        from p2pfl.agents.progress import RunProgress
-        from p2pfl.agents.simulate import run_simulation
-        import threading
+    diverged = None
+    try:
+        if simulate:
+            from p2pfl.agents.progress import RunProgress
+            from p2pfl.agents.simulate import run_simulation
+            import threading
 
-        done = threading.Event()
-        progress = RunProgress(config, run_dir, enabled=not no_progress)
+            done = threading.Event()
+            progress = RunProgress(config, run_dir, enabled=not no_progress)
 
-        def watch() -> None:
-            with progress:
-                while not done.wait(0.3):
+            def watch() -> None:
+                with progress:
+                    while not done.wait(0.3):
+                        progress.update()
                     progress.update()
-                progress.update()
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            run_simulation(setup, run_dir)
-        finally:
-            done.set()
-            watcher.join()
-    else:
-        from p2pfl.agents.launcher import launch_local
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            try:
+                run_simulation(setup, run_dir)
+            finally:
+                done.set()
+                watcher.join()
+        else:
+            from p2pfl.agents.launcher import launch_local
 
-        died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
-        if died:
-            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
-                        fg="yellow", err=True)
+            died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
+            if died:
+                click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
+                            fg="yellow", err=True)
+    except Diverged as exc:  # the summary says so and the exit code is non-zero, after the table
+        diverged = exc
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import print_federated, summarize_federated
@@ -139,6 +143,8 @@ def run(config_path, out, simulate, no_progress, **overrides):
         print_federated(summarize_federated(config, run_dir))
     else:
         print_summary(summarize(config, setup.dataset, run_dir, mode))
+    if diverged is not None:
+        raise diverged
 
 
 @cli.command()

@@ -10,6 +10,8 @@ import torch
 
 from p2pfl.data.cifar import load_cifar10, load_torchvision
 from p2pfl.data.dataset import ArrayDataset
+from p2pfl.data.normalize import normalized
+from p2pfl.data.order import Shuffler, SeededShuffler
 from p2pfl.data.partition import partition
 from p2pfl.data.sources import load_digits, load_fashion_mnist, load_npz
 from p2pfl.errors import UserError
@@ -24,10 +26,11 @@ LOADERS: dict[str, Callable[[str | None, str], ArrayDataset]] = {
 DATASETS = tuple(LOADERS)
 
 
-def load_dataset(name: str, path: str | None = None, torchvision_name: str = "CIFAR10") -> ArrayDataset:
+def load_dataset(name: str, path: str | None = None, torchvision_name: str = "CIFAR10", normalize: str = "zscore",
+                 mean: float = 0.5, std: float = 0.5) -> ArrayDataset:
     if name not in LOADERS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return LOADERS[name](path, torchvision_name)
+    return normalized(LOADERS[name](path, torchvision_name), normalize, mean, std)
 
 
 @dataclass
@@ -53,28 +56,34 @@ def agent_shard(dataset: ArrayDataset, agent: int, agents: int, scheme: str, alp
 
 
 class BatchStream:
-    """Endless shuffled mini-batches from one shard, reshuffled each epoch by the agent's own RNG."""
+    """Endless shuffled mini-batches from one shard, a new permutation each epoch.
 
-    def __init__(self, shard: Shard, batch_size: int, seed: int):
-        self.shard, self.batch_size = shard, min(batch_size, len(shard))
-        self.generator = torch.Generator().manual_seed(seed)
+    drop_last=False keeps an epoch's last, smaller batch (a DataLoader's default: 3,750 samples
+    at batch 32 give 118 batches, the last of 6); True skips it (117 full batches).
+    """
+
+    def __init__(self, shard: Shard, batch_size: int, seed: int = 0, drop_last: bool = True,
+                 shuffler: Shuffler | None = None):
+        self.shard, self.batch_size, self.drop_last = shard, min(batch_size, len(shard)), drop_last
+        self.shuffler = shuffler or SeededShuffler(seed)
         self.order = torch.empty(0, dtype=torch.long)
         self.position = 0
         self.epoch = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.position + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.shard), generator=self.generator)
+        left = len(self.order) - self.position
+        if left <= 0 or (self.drop_last and left < self.batch_size):
+            self.order = self.shuffler.permutation(len(self.shard))
             self.position = 0
             self.epoch += 1
         idx = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
+        self.position += len(idx)
         return self.shard.x[idx], self.shard.y[idx]
 
     def state(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position,
+        return {"generator": self.shuffler.generator.get_state(), "order": self.order, "position": self.position,
                 "epoch": self.epoch}
 
     def load_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.shuffler.generator.set_state(state["generator"])
         self.order, self.position, self.epoch = state["order"], state["position"], state["epoch"]

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from p2pfl.data.dataset import ArrayDataset
-from p2pfl.data.sources import standardize
 from p2pfl.errors import UserError
 
 RECORD = 1 + 3 * 32 * 32
@@ -79,7 +78,7 @@ def load_cifar10(path: str | Path | None) -> ArrayDataset:
     x_test, y_test = _read(folder, "test_batch")
     x_train = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     y_train = np.concatenate([p[1] for p in parts])
-    x_train, x_test = standardize(x_train, x_test.astype(np.float32) / 255.0)
+    x_test = x_test.astype(np.float32) / 255.0
     return ArrayDataset("cifar10", x_train, y_train, x_test, y_test, 10)
 
 
@@ -106,6 +105,5 @@ def load_torchvision(name: str, path: str | Path | None) -> ArrayDataset:
         return np.ascontiguousarray(x), np.asarray(split.targets, dtype=np.int64)
 
     (x_train, y_train), (x_test, y_test) = arrays(train), arrays(test)
-    x_train, x_test = standardize(x_train, x_test)
     classes = int(max(y_train.max(), y_test.max())) + 1
     return ArrayDataset(name.lower(), x_train, y_train, x_test, y_test, classes)

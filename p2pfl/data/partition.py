@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from p2pfl.errors import UserError
@@ -57,9 +59,66 @@ def _largest_remainder(quotas: np.ndarray) -> np.ndarray:
     return base
 
 
+PARTITIONS = ("iid", "dirichlet", "lin")
+
+
 def partition(labels: np.ndarray, agents: int, scheme: str, alpha: float, seed: int) -> list[np.ndarray]:
     if scheme == "iid":
         return iid_partition(labels, agents, seed)
     if scheme == "dirichlet":
         return dirichlet_partition(labels, agents, alpha, seed)
-    raise UserError(f"unknown partition {scheme!r}; choose iid or dirichlet")
+    if scheme == "lin":
+        return lin_dirichlet_partition(labels, agents, alpha, seed)
+    raise UserError(f"unknown partition {scheme!r}; choose one of {', '.join(PARTITIONS)}")
+
+
+def lin_dirichlet_partition(labels: np.ndarray, agents: int, alpha: float, seed: int,
+                            group_size: int = 10) -> list[np.ndarray]:
+    """The Dirichlet split of Lin et al.'s code, which the QGM and CCL authors' trainers use.
+
+    The shuffled (index, label) pairs are cut into groups of up to `group_size` workers; inside a
+    group, per class, Dirichlet(alpha) proportions over its workers (workers already holding a
+    fair share get none), redrawn until every worker holds half a fair share; the workers' lists
+    are then concatenated and re-cut into equal chunks, one per agent, in that order (the order
+    inside a shard is kept: it fixes the batch order a sampler draws from). The calls on
+    numpy's RandomState(seed) are the reference's, so a seed gives the reference's shards.
+    """
+    if alpha <= 0:
+        raise UserError(f"Dirichlet alpha must be > 0, got {alpha}; use e.g. 0.1 (skewed) or 10 (near IID)")
+    if agents > len(labels):
+        raise UserError(f"{agents} agents but only {len(labels)} training samples; use fewer agents")
+    rng = np.random.RandomState(seed)
+    total = len(labels)
+    pairs = np.stack([np.arange(total), np.asarray(labels, dtype=np.int64)], axis=1)
+    rng.shuffle(pairs)
+    classes = len(np.unique(labels))
+    groups = math.ceil(agents / group_size)
+    workers: list[list[int]] = []
+    start, left = 0, agents
+    for g in range(groups):
+        stop = total if g == groups - 1 else start + int(group_size / agents * total)
+        members, k = pairs[start:stop], min(group_size, left)
+        start, left = stop, left - group_size
+        workers += _dirichlet_group(rng, members, k, classes, alpha)
+    flat = np.asarray([i for worker in workers for i in worker], dtype=np.int64)
+    chunk = int(1.0 / agents * total)
+    return [flat[a * chunk:(a + 1) * chunk] for a in range(agents)]
+
+
+def _dirichlet_group(rng: np.random.RandomState, members: np.ndarray, k: int, classes: int,
+                     alpha: float) -> list[list[int]]:
+    """One group's workers, redrawn until the smallest holds half a fair share."""
+    fair = len(members) / k
+    smallest = 0
+    while smallest < int(0.50 * len(members) / k):
+        lists: list[list[int]] = [[] for _ in range(k)]
+        for cls in range(classes):
+            in_class = members[members[:, 1] == cls, 0]
+            proportions = rng.dirichlet(np.repeat(alpha, k))
+            proportions = np.array([p * (len(held) < fair) for p, held in zip(proportions, lists)])
+            with np.errstate(divide="ignore", invalid="ignore"):  # all full: the reference goes on regardless
+                proportions = proportions / proportions.sum()
+                cuts = (np.cumsum(proportions) * len(in_class)).astype(int)[:-1]
+            lists = [held + part.tolist() for held, part in zip(lists, np.split(in_class, cuts))]
+            smallest = min(len(held) for held in lists)
+    return lists

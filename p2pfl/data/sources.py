@@ -1,4 +1,7 @@
-"""Offline data sources: scikit-learn digits (embedded), Fashion-MNIST IDX files, generic .npz."""
+"""Offline data sources: scikit-learn digits (embedded), Fashion-MNIST IDX files, generic .npz.
+
+Loaders return the raw scale (images in [0, 1]); data.normalize applies one normalisation after.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,6 @@ IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dty
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero mean, unit variance with the training set's statistics (no test leakage)."""
-    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
-
-
 def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ArrayDataset:
     """The 1797 8x8 digits bundled in scikit-learn: real, offline, the default."""
     from sklearn.datasets import load_digits as sk_digits
@@ -30,7 +27,6 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ArrayDataset
     x = bunch.images.astype(np.float32)[:, None, :, :]
     x_train, x_test, y_train, y_test = train_test_split(
         x, bunch.target.astype(np.int64), test_size=test_fraction, random_state=split_seed, stratify=bunch.target)
-    x_train, x_test = standardize(x_train, x_test)
     return ArrayDataset("digits", x_train, y_train, x_test, y_test, 10)
 
 
@@ -69,7 +65,6 @@ def load_idx_folder(path: str | Path, name: str) -> ArrayDataset:
               ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
     x_train = arrays["train-images-idx3-ubyte"].astype(np.float32)[:, None] / 255.0
     x_test = arrays["t10k-images-idx3-ubyte"].astype(np.float32)[:, None] / 255.0
-    x_train, x_test = standardize(x_train, x_test)
     return ArrayDataset(name, x_train, arrays["train-labels-idx1-ubyte"].astype(np.int64),
                         x_test, arrays["t10k-labels-idx1-ubyte"].astype(np.int64), 10)
 
@@ -93,6 +88,5 @@ def load_npz(path: str | Path | None) -> ArrayDataset:
         y_train, y_test = npz["y_train"].astype(np.int64), npz["y_test"].astype(np.int64)
     if x_train.ndim == 3:
         x_train, x_test = x_train[:, None], x_test[:, None]
-    x_train, x_test = standardize(x_train, x_test)
     classes = int(max(y_train.max(), y_test.max())) + 1
     return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, classes)
