@@ -14,4 +14,11 @@ class PeerUnreachable(UserError):
 
 
 class WireError(ValueError):
-    """An inbound message failed validation; it is dropped and counted, never raised to the user."""
+    """An inbound message failed validation; it is dropped and counted, never raised to the user.
+
+    `reason` is one of constants.DROP_REASONS and keys the drop counter: a peer's text (a tensor name,
+    a tag) only ever reaches the detail, so no peer can grow the counter with keys of its choosing."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason

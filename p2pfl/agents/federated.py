@@ -142,7 +142,10 @@ class ClientLoop:
         return getattr(self.exchange, "latest_seen", {}).get(COORDINATOR, -1)
 
     def request(self, round_: int, tag: str) -> dict | None:
-        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], timeout=self.options["client_timeout"])
+        # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
+        expected = {COORDINATOR: (self.method.request_spec(tag), {})}
+        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], expect=expected,
+                                     timeout=self.options["client_timeout"])
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())
