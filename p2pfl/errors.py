@@ -22,3 +22,13 @@ class WireError(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class Interrupted(Exception):
+    """The launcher got SIGINT or SIGTERM: every agent was stopped; exit 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +36,44 @@ def die_with_parent(agent_id: int) -> None:
         libc.prctl(PR_SET_NAME, f"{PROCESS_NAME_PREFIX}{agent_id}".encode()[:15])
     except OSError:
         pass
+
+
+LAUNCHER_GONE_GRACE_SECONDS = 5.0
+
+
+def watch_launcher(launcher_pid: int) -> None:
+    """Stop this agent when the launcher dies, however it dies (SIGKILL included).
+
+    Agents are forked from the forkserver, so PDEATHSIG is armed against the forkserver, which may
+    outlive the launcher. A pidfd becomes readable when the launcher exits: then SIGTERM ourselves
+    (the agent closes its sockets and exits), and exit hard if that has not happened after a grace."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(launcher_pid)
+        except ProcessLookupError:  # already gone
+            fd = None
+        except (AttributeError, OSError):  # no pidfd (old kernel): poll the pid instead
+            fd = -1
+        if fd is not None and fd >= 0:
+            select.select([fd], [], [])
+        while fd == -1 and pid_alive(launcher_pid):
+            time.sleep(1.0)
+        logging.getLogger("p2pfl").error("the launcher (pid %s) is gone; stopping", launcher_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(LAUNCHER_GONE_GRACE_SECONDS)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def configure_logging(path: Path | None, agent_id: int) -> None:
@@ -93,7 +133,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             signal.signal(signal.SIGTERM, previous)
 
 
-def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
+def process_main(config_path: str, agent_id: int, run_dir: str, launcher_pid: int | None = None) -> None:
     """Target of a launched child: own session of logs, dies with the launcher."""
     die_with_parent(agent_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us with SIGTERM
@@ -101,6 +141,8 @@ def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
     log_file = open(rundir.log_path(Path(run_dir), agent_id), "a")
     os.dup2(log_file.fileno(), 1)
     os.dup2(log_file.fileno(), 2)
+    if launcher_pid is not None:
+        watch_launcher(launcher_pid)
     code = run_agent(load_config(config_path), agent_id, Path(run_dir))
     sys.stdout.flush()
     os._exit(code)

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import click
 
-from p2pfl.errors import UserError
+from p2pfl.errors import Interrupted, UserError
+
+# Exit codes of `p2pfl run`: 0 every agent finished; 1 some agent did not (crashed, killed, diverged: the
+# results printed are over the others); 2 a user error, 3 a neighbour unreachable at start (UserError's
+# codes); 130 / 143 interrupted by SIGINT / SIGTERM (every agent stopped).
+EXIT_AGENTS_FAILED = 1
 
 
 class P2PGroup(click.Group):
@@ -19,6 +24,9 @@ class P2PGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except Interrupted as exc:
+            click.secho(f"{exc}: every agent was stopped", fg="yellow", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.secho("interrupted: every agent was stopped", fg="yellow", err=True)
@@ -94,6 +102,7 @@ def run(config_path, out, simulate, no_progress, **overrides):
     save_config(config, config_file)
     draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
     mode = "simulate" if simulate else "processes"
+    died: list[int] = []
     from p2pfl.algorithms import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
@@ -129,16 +138,20 @@ def run(config_path, out, simulate, no_progress, **overrides):
         from p2pfl.agents.launcher import launch_local
 
         died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
-        if died:
-            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
-                        fg="yellow", err=True)
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import print_federated, summarize_federated
 
         print_federated(summarize_federated(config, run_dir))
+        unfinished = died
     else:
-        print_summary(summarize(config, setup.dataset, run_dir, mode))
+        summary = summarize(config, setup.dataset, run_dir, mode)
+        print_summary(summary)
+        unfinished = summary["agents_not_finished"]  # an agent restarted by hand that finished counts
+    if unfinished:
+        click.secho(f"error: agent(s) {', '.join(map(str, unfinished))} did not finish; the results above are over "
+                    f"the others (logs under {rundir.agent_dir(run_dir, unfinished[0]).parent})", fg="red", err=True)
+        sys.exit(EXIT_AGENTS_FAILED)
 
 
 @cli.command()
