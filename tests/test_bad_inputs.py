@@ -102,3 +102,12 @@ def test_p2pfl_run_stops_on_one_line_before_any_agent_starts(tmp_path, change, n
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing started, not even the run folder
+
+
+def test_a_message_cap_below_the_model_size_is_a_user_error():
+    from p2pfl.agents.setup import prepare
+
+    config = small_config()
+    config.network.max_message_mb = 0.001
+    with pytest.raises(UserError, match="max_message_mb 0.001 is below the size of one model"):
+        prepare(config)
