@@ -24,7 +24,7 @@ class WireError(ValueError):
         self.reason = reason
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """The launcher got SIGINT or SIGTERM: every agent was stopped; exit 128 + the signal number."""
 
     def __init__(self, signum: int):

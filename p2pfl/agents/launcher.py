@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from p2pfl.agents import rundir
+from p2pfl.agents.lifetime import ignore_stop_signals, interrupt_on_stop_signals
 from p2pfl.agents.process import process_main
 from p2pfl.agents.progress import RunProgress
 from p2pfl.config import RunConfig
-from p2pfl.errors import Interrupted, UserError
+from p2pfl.errors import UserError
 from p2pfl.transport import check_ports_free
 
 TERMINATE_GRACE_SECONDS = 5.0
@@ -31,32 +30,10 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     # Imported once in the forkserver, inherited by every agent: torch, scikit-learn's loaders.
     context.set_forkserver_preload(["p2pfl.agents.process", "sklearn.datasets", "sklearn.model_selection"])
     # Agents are children of the forkserver, not of this process: each watches this pid and stops when it
-    # dies (a SIGKILLed launcher can run no cleanup; PDEATHSIG only fires when the forkserver goes).
+    # dies (a SIGKILLed launcher runs no cleanup; PDEATHSIG only fires when the forkserver goes).
     processes = [context.Process(target=process_main, args=(str(config_path), agent, str(run_dir), os.getpid()),
                                  name=f"p2pfl-agent-{agent}") for agent in range(config.agents)]
-    with stop_on_signals():
-        return run_processes(config, processes, run_dir, show_progress)
-
-
-@contextmanager
-def stop_on_signals():
-    """SIGINT and SIGTERM raise Interrupted, whatever the inherited disposition (a background job starts
-    with SIGINT ignored), so run_processes' `finally` stops every agent (SIGTERM, 5 s, SIGKILL); a second
-    signal while they stop is ignored rather than cutting the stop short."""
-    def interrupt(signum: int, _frame: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def run_processes(config: RunConfig, processes: list, run_dir: Path, show_progress: bool) -> list[int]:
+    restore_signals = interrupt_on_stop_signals()  # SIGINT / SIGTERM: Interrupted, then the finally below
     try:
         for process in processes:
             process.start()
@@ -81,9 +58,9 @@ def run_processes(config: RunConfig, processes: list, run_dir: Path, show_progre
             raise UserError(describe_failure(run_dir, 0, died[0]))
         return sorted(died)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # nothing may cut the stop short
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()
         stop_all(processes)
+        restore_signals()
 
 
 def describe_failure(run_dir: Path, agent: int, code: int | None) -> str:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import select
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
@@ -36,44 +35,6 @@ def die_with_parent(agent_id: int) -> None:
         libc.prctl(PR_SET_NAME, f"{PROCESS_NAME_PREFIX}{agent_id}".encode()[:15])
     except OSError:
         pass
-
-
-LAUNCHER_GONE_GRACE_SECONDS = 5.0
-
-
-def watch_launcher(launcher_pid: int) -> None:
-    """Stop this agent when the launcher dies, however it dies (SIGKILL included).
-
-    Agents are forked from the forkserver, so PDEATHSIG is armed against the forkserver, which may
-    outlive the launcher. A pidfd becomes readable when the launcher exits: then SIGTERM ourselves
-    (the agent closes its sockets and exits), and exit hard if that has not happened after a grace."""
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(launcher_pid)
-        except ProcessLookupError:  # already gone
-            fd = None
-        except (AttributeError, OSError):  # no pidfd (old kernel): poll the pid instead
-            fd = -1
-        if fd is not None and fd >= 0:
-            select.select([fd], [], [])
-        while fd == -1 and pid_alive(launcher_pid):
-            time.sleep(1.0)
-        logging.getLogger("p2pfl").error("the launcher (pid %s) is gone; stopping", launcher_pid)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(LAUNCHER_GONE_GRACE_SECONDS)
-        os._exit(143)
-
-    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def configure_logging(path: Path | None, agent_id: int) -> None:

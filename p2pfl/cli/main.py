@@ -8,12 +8,7 @@ from pathlib import Path
 
 import click
 
-from p2pfl.errors import Interrupted, UserError
-
-# Exit codes of `p2pfl run`: 0 every agent finished; 1 some agent did not (crashed, killed, diverged: the
-# results printed are over the others); 2 a user error, 3 a neighbour unreachable at start (UserError's
-# codes); 130 / 143 interrupted by SIGINT / SIGTERM (every agent stopped).
-EXIT_AGENTS_FAILED = 1
+from p2pfl.errors import UserError
 
 
 class P2PGroup(click.Group):
@@ -25,12 +20,9 @@ class P2PGroup(click.Group):
         except UserError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(exc.exit_code)
-        except Interrupted as exc:
-            click.secho(f"{exc}: every agent was stopped", fg="yellow", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.secho("interrupted: every agent was stopped", fg="yellow", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or errors.Interrupted: SIGINT / SIGTERM to the launcher
+            click.secho(f"{exc or 'interrupted'}: every agent was stopped", fg="yellow", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
 
 @click.group(cls=P2PGroup)
@@ -62,6 +54,28 @@ def apply_overrides(config, **overrides):
     if overrides.get("base_port") is not None:
         config.network.base_port = overrides["base_port"]
     return config
+
+
+# `p2pfl run` exits 0 only when every agent finished, 1 when some did not (crashed or killed: the results
+# printed are over the others); otherwise a UserError's code (2 bad input, 3 a neighbour unreachable at
+# start), or 130 / 143 when interrupted by SIGINT / SIGTERM (every agent stopped).
+EXIT_AGENTS_FAILED = 1
+
+
+def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
+    """After the summary: gossip runs count agents by their metrics (one restarted by hand that finished
+    counts), coordinator runs by the exit codes the launcher saw."""
+    import json
+
+    from p2pfl.agents import rundir
+
+    summary = json.loads((run_dir / rundir.SUMMARY).read_text())
+    unfinished = summary.get("agents_not_finished", died)
+    if unfinished:
+        click.secho(f"error: agent(s) {', '.join(map(str, unfinished))} did not finish; the results above are over "
+                    f"the others (logs: {rundir.agent_dir(run_dir, unfinished[0]).parent}/NNN/agent.log)",
+                    fg="red", err=True)
+        sys.exit(EXIT_AGENTS_FAILED)
 
 
 @cli.command()
@@ -138,20 +152,17 @@ def run(config_path, out, simulate, no_progress, **overrides):
         from p2pfl.agents.launcher import launch_local
 
         died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
+        if died:
+            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
+                        fg="yellow", err=True)
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import print_federated, summarize_federated
 
         print_federated(summarize_federated(config, run_dir))
-        unfinished = died
     else:
-        summary = summarize(config, setup.dataset, run_dir, mode)
-        print_summary(summary)
-        unfinished = summary["agents_not_finished"]  # an agent restarted by hand that finished counts
-    if unfinished:
-        click.secho(f"error: agent(s) {', '.join(map(str, unfinished))} did not finish; the results above are over "
-                    f"the others (logs under {rundir.agent_dir(run_dir, unfinished[0]).parent})", fg="red", err=True)
-        sys.exit(EXIT_AGENTS_FAILED)
+        print_summary(summarize(config, setup.dataset, run_dir, mode))
+    exit_unless_all_finished(run_dir, died)
 
 
 @cli.command()
