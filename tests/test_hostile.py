@@ -192,7 +192,8 @@ def test_unknown_tags_are_parked_within_a_fixed_bound_and_memory_stays_flat():
     for batch in range(64):  # 1,024 messages, ~1 GiB in all, for the next round: they would all stay parked
         for i in range(16):
             tag = f"junk-{batch}-{i}"
-            attack.send([header(attack.round + 1, tag, [["j", "uint8", [payload]]]), b"\x07" * payload])  # touched pages
+            junk = b"\x07" * payload  # not zeros: calloc'd zero pages would not count in RSS
+            attack.send([header(attack.round + 1, tag, [["j", "uint8", [payload]]]), junk])
         attack.check(attack.play_round(f"step-{batch}", advance=False), attack.round)  # several phases, one round
         peak = max(peak, rss_mib())
         assert attack.agent.parked() <= MAX_PARKED_PER_PEER
