@@ -28,7 +28,8 @@ PROCESS_NAME_PREFIX = "p2pfl-agent-"
 
 
 def die_with_parent(agent_id: int) -> None:
-    """Linux: get SIGTERM when the launcher dies (no agent outlives a killed run); name the process."""
+    """Linux: get SIGTERM when our parent dies (for a launched agent that is the forkserver, which may
+    outlive the launcher: lifetime.watch_launcher covers the launcher itself); name the process."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
