@@ -194,8 +194,8 @@ class MailboxExchange:
             kept = self._accept(envelope, specs, got)
         else:
             kept = self._park(envelope)
-        # Only a message kept tells how far a peer got: one dropped as too far ahead (or as junk) must not
-        # make us stop waiting for that peer's current round, nor make a client skip to a forged round.
+        # A message kept tells how far a peer got; a dropped one does not (one too far ahead moves latest_seen
+        # only to the window's end, in _park), so a forged round cannot make a client skip to it.
         if kept and envelope.round >= 0:
             self.latest_seen[envelope.sender] = max(envelope.round, self.latest_seen.get(envelope.sender, -1))
 
@@ -248,6 +248,11 @@ class MailboxExchange:
         if envelope.round < self._round or key in self._done:
             return self._drop("stale round", envelope)
         if envelope.round > self._round + ROUND_WINDOW:
+            # Its sender is past every round we will ask for soon, so we stop waiting for it there: a lagging
+            # agent catches up with neighbours running ahead. But only to the window's end, so a forged round
+            # 10**9 costs at most ROUND_WINDOW + 1 rounds without that neighbour, not the rest of the run.
+            horizon = self._round + ROUND_WINDOW + 1
+            self.latest_seen[peer] = max(horizon, self.latest_seen.get(peer, -1))
             return self._drop("round too far ahead", envelope)
         slot = self._buffer[key]
         if peer in slot:
