@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -230,4 +231,37 @@ def validate_config(config: RunConfig) -> None:
         fitting = ", ".join(name for name, entry in ALGORITHMS.items() if entry.unsupervised)
         raise UserError(f"model {config.model} is unsupervised; it runs with {fitting}, not {config.algorithm}; "
                         "choose a classifier model")
+    from p2pfl.algorithms import OPTION_DEFAULTS
+
+    check_option_types(config.options, OPTION_DEFAULTS.get(config.algorithm, {}))
     ALGORITHMS[config.algorithm].check_options(config.options)
+
+
+def _kind_of(default: Any) -> tuple[str, Any]:
+    """What a value must be to replace `default`: a phrase for the message, and a test."""
+    if isinstance(default, bool):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(default, int):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a finite number", lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             and math.isfinite(v))
+    if isinstance(default, str):
+        return "a string", lambda v: isinstance(v, str)
+    if isinstance(default, list):
+        item = _kind_of(default[0])[1] if default else (lambda v: True)
+        return "a list", lambda v: isinstance(v, list) and all(item(x) for x in v)
+    return "any value", lambda v: True
+
+
+def check_option_types(options: dict[str, Any], defaults: typing.Mapping[str, Any]) -> None:
+    """Each option must have its default's type (`local_epochs: "2"` is a string, not 2); unknown keys are
+    left to the algorithm's own check, which names the known ones."""
+    for key, value in options.items():
+        if key not in defaults:
+            continue
+        phrase, test = _kind_of(defaults[key])
+        if not test(value):
+            hint = " (written in quotes: drop them)" if isinstance(value, str) and phrase != "a string" else ""
+            raise UserError(f"options.{key} must be {phrase} like its default {defaults[key]!r}, "
+                            f"got {value!r}{hint}")

@@ -16,12 +16,16 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import torch
 
-from p2pfl.constants import DEFAULT_MAX_MESSAGE_BYTES, HELLO_ROUND, ROUND_WINDOW, TAG_HELLO, TAG_WELCOME
+from p2pfl.constants import (DEFAULT_MAX_MESSAGE_BYTES, DRAIN_MAX_MESSAGES, DRAIN_MAX_SECONDS, DROP_REASONS,
+                             HELLO_ROUND, MAX_PARKED_PER_PEER, PARKED_CAPS_PER_PEER, ROUND_WINDOW, TAG_HELLO,
+                             TAG_WELCOME, WELCOME_INTERVAL_SECONDS)
 from p2pfl.errors import WireError
-from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, spec_of
+from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, non_finite, spec_of
 
 PeerId = int
 TensorMap = Mapping[str, torch.Tensor]
+# What a peer must send: one spec, or a tuple of acceptable ones (e.g. a request or an empty "sit out").
+Expected = Mapping[str, TensorSpec] | tuple[Mapping[str, TensorSpec], ...]
 log = logging.getLogger("p2pfl.exchange")
 
 
@@ -30,7 +34,7 @@ class Exchange(Protocol):
 
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None,
-                 expect: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
+                 expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
         """Send each peer its tensors for (round, tag); return what each live peer sent for it."""
         ...
@@ -73,6 +77,10 @@ class MailboxExchange:
         self.max_message_bytes = max_message_bytes
         self.stats = ExchangeStats()
         self._buffer: dict[tuple[int, str], dict[PeerId, Envelope]] = defaultdict(dict)
+        self._parked: Counter = Counter()  # messages parked per peer
+        self._parked_bytes: Counter = Counter()
+        self._welcomed: dict[PeerId, float] = {}  # when each peer was last answered a mid-run hello
+        self._drop_logged: set[str] = set()
         self._done: set[tuple[int, str]] = set()
         self._round = -10**9
         self.down: set[PeerId] = set()  # peers not waited for until they are heard from again
@@ -94,12 +102,15 @@ class MailboxExchange:
     # -- the exchange ----------------------------------------------------------------------
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None,
-                 expect: Mapping[PeerId, Mapping[str, TensorSpec]] | None = None,
+                 expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
         start = time.perf_counter()
         if round > self._round:
             self._round = round
             self._done = {key for key in self._done if key[0] >= round}
+            for key in [key for key in self._buffer if key[0] < round]:  # parked for a round nobody asked for
+                for envelope in self._unpark(key).values():
+                    self._drop("stale round", envelope)
         self._send_all(round, tag, outbox)
         wanted = set(outbox if expect_from is None else expect_from)
         unknown = wanted - self.peers
@@ -134,7 +145,7 @@ class MailboxExchange:
     def _collect(self, round: int, tag: str, specs: dict[PeerId, Mapping[str, TensorSpec] | None],
                  timeout: float) -> dict[PeerId, Envelope]:
         got: dict[PeerId, Envelope] = {}
-        for peer, envelope in self._buffer.pop((round, tag), {}).items():
+        for peer, envelope in self._unpark((round, tag)).items():
             self._accept(envelope, specs, got)
         deadline = time.monotonic() + timeout
 
@@ -155,8 +166,12 @@ class MailboxExchange:
             if item is not None:  # None: a timeout, or a link event that may have changed who is down
                 self._handle(item, round, tag, specs, got)
         # A peer may have sent its message and closed its link at once (its last round): the close can be
-        # seen first, so take whatever already arrived before giving up on anyone.
-        while specs.keys() - got.keys() and (item := self._receive(0)) is not None:
+        # seen first, so take whatever already arrived before giving up on anyone. Bounded: under a flood
+        # the rest waits in the socket for the next round instead of stretching this one.
+        drain_until, drained = time.monotonic() + DRAIN_MAX_SECONDS, 0
+        while (specs.keys() - got.keys() and drained < DRAIN_MAX_MESSAGES and time.monotonic() < drain_until
+               and (item := self._receive(0)) is not None):
+            drained += 1
             self._handle(item, round, tag, specs, got)
         return got
 
@@ -167,14 +182,22 @@ class MailboxExchange:
             return
         self.mark_up(envelope.sender)
         if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
+            now = time.monotonic()
+            if now - self._welcomed.get(envelope.sender, -float("inf")) < WELCOME_INTERVAL_SECONDS:
+                return self._drop("repeated hello", envelope)  # a hello flood earns one reply per interval
+            self._welcomed[envelope.sender] = now
             self._welcome(envelope.sender)
             return
         if envelope.tag == TAG_WELCOME:  # the answer to our own hello, from a peer already running
             envelope.tag = TAG_HELLO
         if (envelope.round, envelope.tag) == (round, tag):
-            self._accept(envelope, specs, got)
+            kept = self._accept(envelope, specs, got)
         else:
-            self._park(envelope)
+            kept = self._park(envelope)
+        # A message kept tells how far a peer got; a dropped one does not (one too far ahead moves latest_seen
+        # only to the window's end, in _park), so a forged round cannot make a client skip to it.
+        if kept and envelope.round >= 0:
+            self.latest_seen[envelope.sender] = max(envelope.round, self.latest_seen.get(envelope.sender, -1))
 
     def mark_down(self, peer: PeerId, reason: str) -> None:
         """Stop waiting for `peer` until a message from it arrives; mixing goes on over the others."""
@@ -196,50 +219,92 @@ class MailboxExchange:
         """A restarted neighbour said hello mid-run: tell it the round we are at so it can rejoin there."""
         self._send_all(HELLO_ROUND, TAG_WELCOME, {peer: {"round": torch.tensor([self._round])}})
 
-    def _accept(self, envelope: Envelope, specs: dict, got: dict[PeerId, Envelope]) -> None:
+    def _accept(self, envelope: Envelope, specs: dict, got: dict[PeerId, Envelope]) -> bool:
         peer = envelope.sender
         if peer not in specs:
             return self._drop("unexpected sender", envelope)
         if peer in got:
             return self._drop("duplicate", envelope)
-        if specs[peer] is not None:
-            try:
-                check_spec(envelope, specs[peer])
-            except WireError as exc:
-                return self._drop(str(exc), envelope)
+        expected = specs[peer]
+        if expected is not None:
+            alternatives = expected if isinstance(expected, tuple) else (expected,)
+            errors = []
+            for spec in alternatives:
+                try:
+                    check_spec(envelope, spec)
+                    break
+                except WireError as exc:
+                    errors.append(exc)
+            else:
+                return self._drop("unexpected tensors", envelope, str(errors[0]))
         self.stats.bytes_received += envelope.nbytes
         self.stats.received_by_tag[envelope.tag] += envelope.nbytes
         got[peer] = envelope
+        return True
 
-    def _park(self, envelope: Envelope) -> None:
-        key = (envelope.round, envelope.tag)
+    def _park(self, envelope: Envelope) -> bool:
+        """Keep a message for a later (round, tag); bounded per peer so unknown tags cannot pile up."""
+        key, peer = (envelope.round, envelope.tag), envelope.sender
         if envelope.round < self._round or key in self._done:
             return self._drop("stale round", envelope)
         if envelope.round > self._round + ROUND_WINDOW:
+            # Its sender is past every round we will ask for soon, so we stop waiting for it there: a lagging
+            # agent catches up with neighbours running ahead. But only to the window's end, so a forged round
+            # 10**9 costs at most ROUND_WINDOW + 1 rounds without that neighbour, not the rest of the run.
+            horizon = self._round + ROUND_WINDOW + 1
+            self.latest_seen[peer] = max(horizon, self.latest_seen.get(peer, -1))
             return self._drop("round too far ahead", envelope)
         slot = self._buffer[key]
-        if envelope.sender in slot:
+        if peer in slot:
             return self._drop("duplicate", envelope)
-        slot[envelope.sender] = envelope
+        if (self._parked[peer] >= MAX_PARKED_PER_PEER
+                or self._parked_bytes[peer] + envelope.nbytes > PARKED_CAPS_PER_PEER * self.max_message_bytes):
+            if not slot:
+                del self._buffer[key]
+            return self._drop("buffer full", envelope)
+        slot[peer] = envelope
+        self._parked[peer] += 1
+        self._parked_bytes[peer] += envelope.nbytes
+        return True
+
+    def _unpark(self, key: tuple[int, str]) -> dict[PeerId, Envelope]:
+        slot = self._buffer.pop(key, {})
+        for peer, envelope in slot.items():
+            self._parked[peer] -= 1
+            self._parked_bytes[peer] -= envelope.nbytes
+        return slot
+
+    def parked(self) -> int:
+        """Messages held for later rounds or tags (bounded by MAX_PARKED_PER_PEER per peer)."""
+        return sum(self._parked.values())
 
     def _validate(self, identity: bytes, frames: Sequence[Buffer]) -> Envelope | None:
+        """Decode and check one message; the one place where received float tensors are checked finite."""
         try:
             envelope = decode(frames, self.run_id, self.max_message_bytes)
             if identity != str(envelope.sender).encode():
-                raise WireError("sender field does not match the connection identity")
+                raise WireError("identity mismatch", "sender field does not match the connection identity")
             if envelope.sender not in self.peers:
-                raise WireError(f"sender {envelope.sender} is not a neighbour")
+                raise WireError("not a neighbour", f"sender {envelope.sender} is not a neighbour")
         except WireError as exc:
-            self._drop(str(exc), None)
+            self._drop(exc.reason, None, str(exc))
             return None
-        if envelope.round >= 0:
-            self.latest_seen[envelope.sender] = max(envelope.round, self.latest_seen.get(envelope.sender, -1))
+        bad = non_finite(envelope)
+        if bad:  # a diverged or hostile neighbour: absent this round rather than poisoning our model
+            self._drop("non-finite", envelope, f"NaN or infinity in {bad[:3]}")
+            return None
         return envelope
 
-    def _drop(self, reason: str, envelope: Envelope | None) -> None:
-        self.stats.dropped[reason.split(":")[0]] += 1
-        origin = f" from {envelope.sender} (round {envelope.round}, {envelope.tag})" if envelope else ""
-        log.info("agent %s dropped a message%s: %s", self.agent_id, origin, reason)
+    def _drop(self, reason: str, envelope: Envelope | None, detail: str = "") -> bool:
+        """Count a dropped message under a fixed reason; the first of each reason is logged at INFO."""
+        reason = reason if reason in DROP_REASONS else "other"
+        self.stats.dropped[reason] += 1
+        origin = f" from {envelope.sender} (round {envelope.round}, {envelope.tag[:40]!r})" if envelope else ""
+        level = logging.DEBUG if reason in self._drop_logged else logging.INFO
+        self._drop_logged.add(reason)
+        log.log(level, "agent %s dropped a message%s: %s%s", self.agent_id, origin, reason,
+                f" ({detail[:200]})" if detail and detail != reason else "")
+        return False
 
 
 class InMemoryHub:

@@ -41,7 +41,10 @@ class ZmqExchange(MailboxExchange):
             # dealers only: libzmq 4.3.5 aborts (stream_engine_base.cpp:310) with them on this ROUTER
             # when a cut link heals.
             self.inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)  # oversized frames cut the link
+            # Per frame: an oversized frame cuts the link before it is stored. libzmq hands a multipart message
+            # over only once all its frames arrived, so one hostile message of many frames under this size can
+            # still cost frames x cap for a moment; the exchange then drops it whole (wire.decode caps the sum).
+            self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)
             if curve is not None:
                 self.authenticator = secure_sockets(self.context, agent_id, curve, self.inbox)
             try:

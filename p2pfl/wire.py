@@ -67,41 +67,47 @@ def encode(run_id: str, sender: int, round_: int, tag: str, tensors: Mapping[str
 
 def _header(raw: Buffer) -> dict:
     if len(raw) > MAX_HEADER_BYTES:
-        raise WireError("header too large")
+        raise WireError("malformed header", "header too large")
     try:
         header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=0,
                                  max_array_len=MAX_TENSORS_PER_MESSAGE + MAX_TENSOR_NDIM, max_map_len=16,
                                  max_ext_len=0)
     except Exception as exc:  # msgpack raises several types on garbage
-        raise WireError(f"header is not msgpack: {type(exc).__name__}") from None
+        raise WireError("malformed header", f"header is not msgpack: {type(exc).__name__}") from None
     if not isinstance(header, dict):
-        raise WireError("header is not a map")
+        raise WireError("malformed header", "header is not a map")
     for key, kind in (("v", int), ("run", str), ("from", int), ("round", int), ("tag", str), ("t", list)):
         if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
-            raise WireError(f"header field {key!r} missing or not {kind.__name__}")
+            raise WireError("malformed header", f"header field {key!r} missing or not {kind.__name__}")
     if header["v"] != PROTOCOL_VERSION:
-        raise WireError(f"protocol version {header['v']} != {PROTOCOL_VERSION}")
+        raise WireError("protocol version", f"{header['v']} != {PROTOCOL_VERSION}")
     return header
 
 
 def _specs(entries: list) -> list[tuple[str, TensorSpec]]:
     if len(entries) > MAX_TENSORS_PER_MESSAGE:
-        raise WireError("too many tensors")
+        raise WireError("malformed tensors", "too many tensors")
     specs = []
     for entry in entries:
         if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
                 and isinstance(entry[1], str) and isinstance(entry[2], list)):
-            raise WireError("malformed tensor entry")
+            raise WireError("malformed tensors", "malformed tensor entry")
         name, dtype, shape = entry
         if dtype not in WIRE_DTYPES:
-            raise WireError(f"dtype {dtype!r} not allowed")
+            raise WireError("malformed tensors", f"dtype {dtype!r} not allowed")
         if len(shape) > MAX_TENSOR_NDIM or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                    for d in shape):
-            raise WireError("malformed shape")
+            raise WireError("malformed tensors", "malformed shape")
         specs.append((name, TensorSpec(dtype, tuple(shape))))
     if len({name for name, _ in specs}) != len(specs):
-        raise WireError("duplicate tensor names")
+        raise WireError("malformed tensors", "duplicate tensor names")
     return specs
+
+
+def capacity(spec: TensorSpec) -> int:
+    """Bytes the shape would describe with its empty dims counted as 1: an empty tensor of shape
+    [0, 2**63] holds nothing but still cannot be built, so it is capped like a full one."""
+    return math.prod(d or 1 for d in spec.shape) * np.dtype(spec.dtype).itemsize
 
 
 def view_tensor(frame: Buffer, spec: TensorSpec) -> torch.Tensor:
@@ -115,29 +121,44 @@ def view_tensor(frame: Buffer, spec: TensorSpec) -> torch.Tensor:
 
 
 def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
-    """Validate and rebuild one message; raises WireError (and allocates nothing big) when it is bad."""
+    """Validate and rebuild one message; raises WireError (and allocates nothing big) when it is bad.
+
+    The cap holds for the whole message: the frames actually received, summed, and every shape the
+    header declares (empty dims counted as 1), before any tensor is built."""
     if not frames:
-        raise WireError("empty message")
+        raise WireError("malformed header", "empty message")
+    received = sum(len(f) for f in frames)
+    if received > max_bytes + MAX_HEADER_BYTES:
+        raise WireError("too large", f"message of {received} bytes, cap is {max_bytes}")
     header = _header(frames[0])
     if header["run"] != run_id:
         raise WireError("wrong run id")
     specs = _specs(header["t"])
     if len(frames) - 1 != len(specs):
-        raise WireError(f"{len(frames) - 1} frames for {len(specs)} tensors")
-    declared = sum(spec.nbytes for _, spec in specs)  # Python ints: a huge claimed shape cannot overflow
+        raise WireError("frame count", f"{len(frames) - 1} frames for {len(specs)} tensors")
+    declared = sum(capacity(spec) for _, spec in specs)  # Python ints: a huge claimed shape cannot overflow
     if declared > max_bytes:
-        raise WireError(f"message declares {declared} bytes, cap is {max_bytes}")
+        raise WireError("too large", f"message declares {declared} bytes, cap is {max_bytes}")
     tensors = {}
     for (name, spec), frame in zip(specs, frames[1:]):
         if len(frame) != spec.nbytes:
-            raise WireError(f"tensor {name!r}: frame has {len(frame)} bytes, header says {spec.nbytes}")
-        tensors[name] = view_tensor(frame, spec)
-    nbytes = sum(len(f) for f in frames)
-    return Envelope(header["run"], header["from"], header["round"], header["tag"], tensors, nbytes)
+            raise WireError("frame size", f"tensor {name!r}: frame has {len(frame)} bytes, header says {spec.nbytes}")
+        try:
+            tensors[name] = view_tensor(frame, spec)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # whatever torch refuses is malformed
+            raise WireError("malformed tensors", f"tensor {name!r}: {type(exc).__name__}") from None
+    return Envelope(header["run"], header["from"], header["round"], header["tag"], tensors, received)
+
+
+def non_finite(envelope: Envelope) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [name for name, t in envelope.tensors.items()
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
 
 
 def check_spec(envelope: Envelope, expected: Mapping[str, TensorSpec]) -> None:
     """Names, dtypes and shapes must be exactly what this round expects."""
     got = {name: TensorSpec(dtype_name(t), tuple(t.shape)) for name, t in envelope.tensors.items()}
     if got != dict(expected):
-        raise WireError(f"tensors {sorted(got)} do not match the expected {sorted(expected)} (names/dtypes/shapes)")
+        raise WireError("unexpected tensors",
+                        f"tensors {sorted(got)} do not match the expected {sorted(expected)} (names/dtypes/shapes)")

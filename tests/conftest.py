@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,15 +43,30 @@ def descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+# Every process this session starts inherits this variable: an agent whose launcher was killed is
+# reparented away from pytest, yet its environment still says it is ours. Agents of other sessions on
+# the same machine (a benchmark beside the tests) carry another value and are never touched.
+SESSION_MARKER = "P2PFL_TEST_SESSION"
+os.environ.setdefault(SESSION_MARKER, f"{os.getpid()}-{time.time_ns()}")
+
+
+def started_by_this_session(pid: int) -> bool:
+    if descends_from(pid, os.getpid()):
+        return True
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}".encode()
+    return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def agent_pids() -> list[int]:
-    """Live agent processes started by this test session (named with prctl at start; ours by ancestry)."""
+    """Live agent processes started by this test session, found by name (set with prctl at start), then
+    told ours by ancestry or by the session marker in their environment (orphans are reparented)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().startswith(PROCESS_NAME_PREFIX):
                     state = (entry / "stat").read_text().split(")")[-1].split()[0]
-                    if state != "Z" and descends_from(int(entry.name), os.getpid()):
+                    if state != "Z" and started_by_this_session(int(entry.name)):
                         pids.append(int(entry.name))
             except (OSError, ValueError):
                 continue
@@ -83,8 +99,6 @@ def no_leaked_agents():
     """Fails the test if it leaves an agent process behind, and kills what it left."""
     before = set(agent_pids())
     yield
-    import time
-
     deadline = time.monotonic() + 10
     leaked = set(agent_pids()) - before
     while leaked and time.monotonic() < deadline:

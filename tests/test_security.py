@@ -84,7 +84,7 @@ def test_an_authenticated_neighbour_cannot_pose_as_another(tmp_path):
         liar.close()
         a.close()
     assert got == {}
-    assert a.stats.dropped["sender field does not match the connection identity"] == 1
+    assert a.stats.dropped["identity mismatch"] == 1
 
 
 def test_keys_generate_cli_writes_pairs_and_the_config_block(tmp_path):

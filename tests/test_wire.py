@@ -65,6 +65,8 @@ def test_empty_tensors_roundtrip():
     ([header(t=[["w", "object", [2]]]), bytes(8)], "dtype"),
     ([header(t=[["w", "float32", [-1]]]), bytes(8)], "shape"),
     ([header(t=[["w", "float32", [2**40, 2**40]]]), bytes(8)], "declares"),
+    ([header(t=[["w", "float32", [0, 2**63]]]), b""], "declares"),  # empty, yet torch cannot build it
+    ([header(t=[["w", "float32", [2]]]), bytes(CAP + 2**17)], "message of"),  # the frames, summed
     ([header(t=[["w", "float32", [2]], ["w", "float32", [2]]]), bytes(8), bytes(8)], "duplicate"),
     ([header(t=[["w", "float32"]]), bytes(8)], "malformed"),
     ([b"\x00" * 70000], "too large"),

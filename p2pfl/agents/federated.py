@@ -48,6 +48,8 @@ class CoordinatorLoop:
         self.rng = np.random.default_rng(config.seed)  # who participates in each round
         self.stop = stop or threading.Event()
         self.start_round = 0
+        self.invalid: set[int] = set()  # clients whose reply this round could not be used
+        self.invalid_logged: set[int] = set()
         self.resumed = resume and self.load_checkpoint()
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -82,9 +84,21 @@ class CoordinatorLoop:
         """Send every client its request (empty for those sitting out) and collect the participants' replies."""
         self.exchange.exchange(round_, tag, {c: requests.get(c, {}) for c in self.clients}, expect_from=[])
         asked = sorted(c for c, payload in requests.items() if payload)
-        return self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
-                                      expect={c: self.method.reply_spec(tag, c) for c in asked},
-                                      timeout=self.options["client_timeout"])
+        replies = self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
+                                         expect={c: self.method.reply_spec(tag, c) for c in asked},
+                                         timeout=self.options["client_timeout"])
+        usable = {}
+        for client, reply in replies.items():
+            problem = unusable(reply)
+            if problem is None:
+                usable[client] = reply
+                continue
+            self.invalid.add(client)
+            if client not in self.invalid_logged:  # a diverged client would repeat it every round
+                self.invalid_logged.add(client)
+                log.warning("round %s: client %s sent an unusable %s reply (%s); it is left out of the rounds "
+                            "where this happens", round_, client, tag, problem)
+        return usable
 
     def participants(self, round_: int) -> list[int]:
         if round_ == self.method.total_rounds:
@@ -104,22 +118,37 @@ class CoordinatorLoop:
                 started = time.perf_counter()
                 participants = self.participants(round_)
                 record: dict[str, Any] = {"round": round_, "participants": participants, "absent": []}
+                self.invalid = set()
                 for tag in self.method.phases(round_):
                     requests = self.method.request(tag, round_, participants)
                     replies = self.phase(round_, tag, requests)
                     record["absent"] = sorted(set(record["absent"]) | (set(requests) - set(replies)))
                     self.method.absorb(tag, round_, replies, record)
+                if self.invalid:
+                    record["invalid"] = sorted(self.invalid)
                 record["seconds"] = time.perf_counter() - started
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 records.append(record)
-                if record["absent"]:
-                    log.warning("round %s: clients %s did not answer in time; going on without them", round_,
-                                record["absent"])
+                silent = sorted(set(record["absent"]) - self.invalid)  # the unusable ones were logged already
+                if silent:
+                    log.warning("round %s: clients %s did not answer in time; going on without them", round_, silent)
                 every = self.config.checkpoint_every
                 if every and (round_ + 1) % every == 0 and round_ < self.method.total_rounds:
                     self.save_checkpoint(round_)
         return records
+
+
+def unusable(reply: dict[str, torch.Tensor]) -> str | None:
+    """Why a client's reply cannot enter the aggregation (None: it can). A diverged client (NaN or
+    infinite losses or parameters) or one reporting no samples (n <= 0, a zero weight) is dropped for
+    the round like a silent one; the exchange already drops non-finite messages, this guards the math."""
+    for name, tensor in reply.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"non-finite {name}"
+    if "n" in reply and not bool((reply["n"] > 0).all()):
+        return f"n = {reply['n'].tolist()}, not a positive sample count"
+    return None
 
 
 class CoordinatorAhead(Exception):
@@ -142,7 +171,10 @@ class ClientLoop:
         return getattr(self.exchange, "latest_seen", {}).get(COORDINATOR, -1)
 
     def request(self, round_: int, tag: str) -> dict | None:
-        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], timeout=self.options["client_timeout"])
+        # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
+        expected = {COORDINATOR: (self.method.request_spec(tag), {})}
+        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], expect=expected,
+                                     timeout=self.options["client_timeout"])
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())

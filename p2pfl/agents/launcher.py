@@ -7,10 +7,12 @@ a second instead of paying ~2.5 s of `import torch` each on a 2-core machine.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
 from p2pfl.agents import rundir
+from p2pfl.agents.lifetime import ignore_stop_signals, interrupt_on_stop_signals
 from p2pfl.agents.process import process_main
 from p2pfl.agents.progress import RunProgress
 from p2pfl.config import RunConfig
@@ -27,8 +29,11 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     context = mp.get_context("forkserver")
     # Imported once in the forkserver, inherited by every agent: torch, scikit-learn's loaders.
     context.set_forkserver_preload(["p2pfl.agents.process", "sklearn.datasets", "sklearn.model_selection"])
-    processes = [context.Process(target=process_main, args=(str(config_path), agent, str(run_dir)),
+    # Agents are children of the forkserver, not of this process: each watches this pid and stops when it
+    # dies (a SIGKILLed launcher runs no cleanup; PDEATHSIG only fires when the forkserver goes).
+    processes = [context.Process(target=process_main, args=(str(config_path), agent, str(run_dir), os.getpid()),
                                  name=f"p2pfl-agent-{agent}") for agent in range(config.agents)]
+    restore_signals = interrupt_on_stop_signals()  # SIGINT / SIGTERM: Interrupted, then the finally below
     try:
         for process in processes:
             process.start()
@@ -53,7 +58,9 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
             raise UserError(describe_failure(run_dir, 0, died[0]))
         return sorted(died)
     finally:
+        ignore_stop_signals()
         stop_all(processes)
+        restore_signals()
 
 
 def raise_if_fatal(run_dir: Path, agent: int, code: int | None) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
@@ -27,7 +28,8 @@ PROCESS_NAME_PREFIX = "p2pfl-agent-"
 
 
 def die_with_parent(agent_id: int) -> None:
-    """Linux: get SIGTERM when the launcher dies (no agent outlives a killed run); name the process."""
+    """Linux: get SIGTERM when our parent dies (for a launched agent that is the forkserver, which may
+    outlive the launcher: lifetime.watch_launcher covers the launcher itself); name the process."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -93,7 +95,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             signal.signal(signal.SIGTERM, previous)
 
 
-def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
+def process_main(config_path: str, agent_id: int, run_dir: str, launcher_pid: int | None = None) -> None:
     """Target of a launched child: own session of logs, dies with the launcher."""
     die_with_parent(agent_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us with SIGTERM
@@ -101,6 +103,8 @@ def process_main(config_path: str, agent_id: int, run_dir: str) -> None:
     log_file = open(rundir.log_path(Path(run_dir), agent_id), "a")
     os.dup2(log_file.fileno(), 1)
     os.dup2(log_file.fileno(), 2)
+    if launcher_pid is not None:
+        watch_launcher(launcher_pid)
     code = run_agent(load_config(config_path), agent_id, Path(run_dir))
     sys.stdout.flush()
     os._exit(code)

@@ -44,5 +44,16 @@ def prepare(config: RunConfig) -> RunSetup:
         raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
                         f"set --agents {graph.number_of_nodes()}")
     dataset = dataset_of(config)
-    build_model(config.model, dataset.input_shape, dataset.num_classes)  # a model/data mismatch fails here, once
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes)  # a model/data mismatch fails here
+    check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
     return RunSetup(config, graph, dataset, config.resolved_run_id())
+
+
+def check_message_cap(config: RunConfig, model_bytes: int) -> None:
+    """Every algorithm sends at least the model's parameters in one message: a cap below that would drop
+    every message and read as unreachable neighbours."""
+    cap = int(config.network.max_message_mb * 2**20)
+    if model_bytes > cap:
+        raise UserError(f"network.max_message_mb {config.network.max_message_mb:g} is below the size of one model "
+                        f"({model_bytes / 2**20:.2f} MB of parameters of {config.model}); raise it to at least "
+                        f"{2 * model_bytes / 2**20:.1f}")

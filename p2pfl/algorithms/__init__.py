@@ -7,10 +7,10 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from p2pfl.algorithms.base import AgentContext
-from p2pfl.algorithms.ccl import CCL
+from p2pfl.algorithms.ccl import CCL, CCL_OPTIONS
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
-from p2pfl.algorithms.federated import check_federated_options
-from p2pfl.algorithms.qgm import QGM
+from p2pfl.algorithms.federated import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
+from p2pfl.algorithms.qgm import QGM, QGM_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "local-only": AlgorithmEntry(None, partial(check_federated_options, method="local-only"),
                                  "clients train alone on their own data (floor of the coordinator methods)",
                                  centralized=True, unsupervised=True),
+}
+
+
+# Every option of each algorithm with its default: what `options:` may set, and the type each value must have
+# (checked in config.validate_config, before any agent starts).
+OPTION_DEFAULTS: dict[str, Mapping[str, Any]] = {
+    **{name: DSGD.OPTIONS for name in ("dpsgd", "dsgdm", "dsgdm-n", "local")},
+    "qgm": QGM_OPTIONS,
+    "ccl": {**QGM_OPTIONS, **CCL_OPTIONS},
+    **{name: {**FEDERATED_OPTIONS, **options} for name, options in METHOD_OPTIONS.items()},
 }
 
 

@@ -7,6 +7,7 @@ first round, and a stop once every client kept its model for `patience` rounds.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -20,18 +21,27 @@ from p2pfl.data.clusters import CLUSTER_KINDS
 from p2pfl.errors import UserError
 
 
+def usable_weight(weight: float) -> bool:
+    return math.isfinite(weight) and weight > 0
+
+
 def weighted_average(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """sum_i n_i theta_i / sum_i n_i."""
-    total = float(sum(weights))
-    return sum(w / total * v for v, w in zip(vectors, weights))
+    """sum_i n_i theta_i / sum_i n_i over the clients with a positive, finite n_i."""
+    kept = [(v, float(w)) for v, w in zip(vectors, weights) if usable_weight(float(w))]
+    if not kept:
+        raise ValueError(f"no positive sample count among the weights {list(weights)}: nothing to average")
+    total = sum(w for _, w in kept)
+    return sum(w / total * v for v, w in kept)
 
 
 def group_average(vectors: Mapping[int, torch.Tensor], groups: Mapping[int, Hashable],
                   sizes: Mapping[int, float]) -> dict[Hashable, torch.Tensor]:
-    """Size-weighted average of the clients' vectors within each group (a cluster, a task, everyone)."""
+    """Size-weighted average of the clients' vectors within each group (a cluster, a task, everyone);
+    a client without a positive sample count is left out, and a group left empty is absent."""
     members: dict[Hashable, list[int]] = {}
     for client in sorted(vectors):
-        members.setdefault(groups[client], []).append(client)
+        if usable_weight(float(sizes[client])):
+            members.setdefault(groups[client], []).append(client)
     return {g: weighted_average([vectors[c] for c in cs], [sizes[c] for c in cs]) for g, cs in members.items()}
 
 
@@ -42,8 +52,16 @@ def aggregate_per_model(models: list[torch.Tensor], updates: Mapping[int, tuple[
     return [averaged.get(k, current) for k, current in enumerate(models)]
 
 
+def check_finite(losses: np.ndarray) -> None:
+    """argmin and k-means give a NaN row some model silently (or crash): the coordinator drops such
+    replies first (agents.federated.unusable), so one arriving here is a bug."""
+    if not np.isfinite(losses).all():
+        raise ValueError("loss matrix holds NaN or infinity; drop the diverged clients' rows first")
+
+
 def ifca_assign(losses: np.ndarray) -> np.ndarray:
     """k_i = argmin_k loss_i(theta_k); rows are clients."""
+    check_finite(losses)
     return np.argmin(losses, axis=1)
 
 
@@ -79,6 +97,7 @@ def choose_k(features: np.ndarray, k_max: int, margin: float = 1.1) -> np.ndarra
 def clove_assign(losses: np.ndarray, seed: int, use_sqrt: bool = False, unknown_k: bool = False) -> np.ndarray:
     """k-means (k-means++ init, fixed seed) on the loss vectors, then Hungarian matching to the models;
     with `unknown_k` the number of clusters is chosen by silhouette (at most the number of models)."""
+    check_finite(losses)
     features = np.sqrt(np.maximum(losses, 0)) if use_sqrt else losses
     if unknown_k:
         return match_clusters_to_models(choose_k(features, losses.shape[1]), losses)

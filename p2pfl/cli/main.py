@@ -20,9 +20,9 @@ class P2PGroup(click.Group):
         except UserError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.secho("interrupted: every agent was stopped", fg="yellow", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or errors.Interrupted: SIGINT / SIGTERM to the launcher
+            click.secho(f"{exc or 'interrupted'}: every agent was stopped", fg="yellow", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
 
 @click.group(cls=P2PGroup)
@@ -54,6 +54,28 @@ def apply_overrides(config, **overrides):
     if overrides.get("base_port") is not None:
         config.network.base_port = overrides["base_port"]
     return config
+
+
+# `p2pfl run` exits 0 only when every agent finished, 1 when some did not (crashed or killed: the results
+# printed are over the others); otherwise a UserError's code (2 bad input, 3 a neighbour unreachable at
+# start), or 130 / 143 when interrupted by SIGINT / SIGTERM (every agent stopped).
+EXIT_AGENTS_FAILED = 1
+
+
+def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
+    """After the summary: gossip runs count agents by their metrics (one restarted by hand that finished
+    counts), coordinator runs by the exit codes the launcher saw."""
+    import json
+
+    from p2pfl.agents import rundir
+
+    summary = json.loads((run_dir / rundir.SUMMARY).read_text())
+    unfinished = summary.get("agents_not_finished", died)
+    if unfinished:
+        click.secho(f"error: agent(s) {', '.join(map(str, unfinished))} did not finish; the results above are over "
+                    f"the others (logs: {rundir.agent_dir(run_dir, unfinished[0]).parent}/NNN/agent.log)",
+                    fg="red", err=True)
+        sys.exit(EXIT_AGENTS_FAILED)
 
 
 @cli.command()
@@ -94,6 +116,7 @@ def run(config_path, out, simulate, no_progress, **overrides):
     save_config(config, config_file)
     draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
     mode = "simulate" if simulate else "processes"
+    died: list[int] = []
     from p2pfl.algorithms import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
@@ -145,6 +168,7 @@ def run(config_path, out, simulate, no_progress, **overrides):
         print_summary(summarize(config, setup.dataset, run_dir, mode))
     if diverged is not None:
         raise diverged
+    exit_unless_all_finished(run_dir, died)
 
 
 @cli.command()

@@ -6,6 +6,8 @@ Loaders return the raw scale (images in [0, 1]); data.normalize applies one norm
 from __future__ import annotations
 
 import gzip
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +82,57 @@ def load_npz(path: str | Path | None) -> ArrayDataset:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; set data.path to an existing .npz")
-    with np.load(path, allow_pickle=False) as npz:  # never unpickle a data file
+    save_hint = "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+    try:
+        archive = np.load(path, allow_pickle=False)  # never unpickle a data file
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a .npz archive ({type(exc).__name__}); {save_hint}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds a single array, not a .npz archive; {save_hint}")
+    with archive as npz:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
         if missing:
-            raise UserError(f"{path} lacks {', '.join(sorted(missing))}; save it with np.savez(x_train=..., ...)")
-        x_train, x_test = npz["x_train"].astype(np.float32), npz["x_test"].astype(np.float32)
-        y_train, y_test = npz["y_train"].astype(np.int64), npz["y_test"].astype(np.int64)
+            raise UserError(f"{path} lacks {', '.join(sorted(missing))}; {save_hint}")
+        arrays = {}
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            try:
+                arrays[key] = npz[key]
+            except ValueError:  # numpy refuses object arrays without pickle
+                raise UserError(f"{path}: {key} is an object array (it would need pickle); store numbers, e.g. "
+                                f"np.asarray({key}, dtype=np.float32)") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise UserError(f"{path}: {key} cannot be read ({type(exc).__name__}); the file is damaged") from None
+    check_arrays(path, **arrays)
+    x_train, x_test = arrays["x_train"].astype(np.float32), arrays["x_test"].astype(np.float32)
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
     if x_train.ndim == 3:
         x_train, x_test = x_train[:, None], x_test[:, None]
     classes = int(max(y_train.max(), y_test.max())) + 1
     return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, classes)
+
+
+def check_arrays(path: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Everything that would otherwise train silently on garbage or fail later inside an agent: one line each."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.dtype.kind not in "biuf":
+            raise UserError(f"{path}: x_{split} has dtype {x.dtype}; features must be numbers")
+        if x.ndim < 2 or len(x) == 0:
+            raise UserError(f"{path}: x_{split} has shape {x.shape}; it needs at least one sample (N x D or "
+                            "N x [C x] H x W)")
+        if y.ndim != 1:
+            raise UserError(f"{path}: y_{split} has shape {y.shape}; labels are one integer per sample")
+        if len(y) != len(x):
+            raise UserError(f"{path}: {len(x)} samples in x_{split} but {len(y)} labels in y_{split}; "
+                            "give one label per sample")
+        integral = y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all())
+        if not integral:
+            raise UserError(f"{path}: y_{split} has dtype {y.dtype} with non-integer values; labels are class "
+                            "numbers 0..C-1")
+        if (y < 0).any():
+            raise UserError(f"{path}: y_{split} holds negative labels (min {y.min()}); labels are class numbers "
+                            "0..C-1")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise UserError(f"{path}: x_{split} holds NaN or infinite values; clean the features first")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UserError(f"{path}: a train sample has shape {x_train.shape[1:]} but a test sample "
+                        f"{x_test.shape[1:]}; both sets need the same features")
