@@ -75,6 +75,7 @@ class RunConfig:
     consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
     algorithm: str = "dsgdm-n"
     model: str = "mlp"
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model class
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
     topology: TopologyConfig = field(default_factory=TopologyConfig)

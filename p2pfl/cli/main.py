@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from p2pfl.cli.config_cmd import config_group, set_option
 from p2pfl.errors import UserError
 
 
@@ -64,9 +65,10 @@ def apply_overrides(config, **overrides):
 @click.option("--rounds", type=int, help="Gossip rounds (one local step each).")
 @click.option("--seed", type=int)
 @click.option("--algorithm", help="dpsgd, dsgdm, dsgdm-n, qgm, ccl, local.")
-@click.option("--model", help="mlp, cnn, lenet5, resnet20.")
-@click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision.")
-@click.option("--data-path", help="Folder or file of the dataset.")
+@click.option("--model", help="mlp, cnn, lenet5, resnet20, or package.module:Class (args: --set model_args.K=V).")
+@click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision, or package.module:function.")
+@click.option("--data-path", help="Folder or file of the dataset; an npz holds x_train (N x C x H x W, N x H x W or "
+                                  "N x D), y_train (N,) labels 0..K-1, x_test, y_test.")
 @click.option("--alpha", type=float, help="Dirichlet concentration of the non-IID split.")
 @click.option("--partition", type=click.Choice(["iid", "dirichlet"]))
 @click.option("--lr", type=float)
@@ -77,7 +79,8 @@ def apply_overrides(config, **overrides):
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: a new folder under runs/).")
 @click.option("--simulate", is_flag=True, help="All agents in this process over an in-memory exchange.")
 @click.option("--no-progress", is_flag=True)
-def run(config_path, out, simulate, no_progress, **overrides):
+@set_option
+def run(config_path, out, simulate, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
     from p2pfl.agents.setup import prepare
     from p2pfl.config import load_config, save_config
@@ -85,7 +88,9 @@ def run(config_path, out, simulate, no_progress, **overrides):
     from p2pfl.topologies.draw import draw_topology
     from p2pfl.agents import rundir
 
-    config = apply_overrides(load_config(config_path), **overrides)
+    from p2pfl.overrides import apply_sets
+
+    config = apply_sets(apply_overrides(load_config(config_path), **overrides), sets)
     setup = prepare(config)
     config.run_id = setup.run_id
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -147,13 +152,16 @@ def run(config_path, out, simulate, no_progress, **overrides):
 @click.option("--id", "agent_id", required=True, type=int, help="This agent's id (0..agents-1).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-RUNID).")
 @click.option("--resume", is_flag=True, help="Load this agent's checkpoint and rejoin the running graph.")
-def agent(config_path, agent_id, out, resume):
+@set_option
+def agent(config_path, agent_id, out, resume, sets):
     """Start one agent by hand (e.g. on another LAN machine); it binds its address from the config."""
     from p2pfl.agents import rundir
     from p2pfl.agents.process import run_agent
     from p2pfl.config import load_config, save_config
 
-    config = load_config(config_path)
+    from p2pfl.overrides import apply_sets
+
+    config = apply_sets(load_config(config_path), sets)  # every agent of a run must get the same --set
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{config.resolved_run_id()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / rundir.CONFIG).exists():  # so `p2pfl report` works on a folder of hand-started agents
@@ -263,6 +271,9 @@ def keys_generate(directory, agents):
     (Path(directory) / "security.yaml").write_text(snippet)
     click.echo(f"# {agents} key pairs in {directory}; give agent N only its agent-N.key_secret. Add to the run config:")
     click.echo(snippet, nl=False)
+
+
+cli.add_command(config_group)
 
 
 def main() -> None:
