@@ -33,6 +33,12 @@ def graph_of(config: RunConfig) -> nx.Graph:
 
 
 def dataset_of(config: RunConfig) -> ArrayDataset:
+    from p2pfl.plugins import is_import_path
+
+    if is_import_path(config.data.name):  # the user's own loader, package.module:function
+        from p2pfl.data.custom import load_custom
+
+        return load_custom(config.data.name, config.data.path)
     return load_dataset(config.data.name, config.data.path, config.data.torchvision_name)
 
 
@@ -43,5 +49,5 @@ def prepare(config: RunConfig) -> RunSetup:
         raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
                         f"set --agents {graph.number_of_nodes()}")
     dataset = dataset_of(config)
-    build_model(config.model, dataset.input_shape, dataset.num_classes)  # a model/data mismatch fails here, once
+    build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)  # a mismatch fails here, once
     return RunSetup(config, graph, dataset, config.resolved_run_id())
