@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from p2pfl.cli.config_cmd import config_group, set_option
+from p2pfl.cli.sweep_cmd import sweep
 from p2pfl.errors import UserError
 
 
@@ -82,68 +83,13 @@ def apply_overrides(config, **overrides):
 @set_option
 def run(config_path, out, simulate, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
-    from p2pfl.agents.setup import prepare
-    from p2pfl.config import load_config, save_config
-    from p2pfl.report import print_summary, summarize
-    from p2pfl.topologies.draw import draw_topology
-    from p2pfl.agents import rundir
-
+    from p2pfl.cli.execute import execute_run
+    from p2pfl.config import load_config
     from p2pfl.overrides import apply_sets
 
     config = apply_sets(apply_overrides(load_config(config_path), **overrides), sets)
-    setup = prepare(config)
-    config.run_id = setup.run_id
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / rundir.CONFIG
-    save_config(config, config_file)
-    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
-    mode = "simulate" if simulate else "processes"
-    from p2pfl.algorithms import ALGORITHMS
-
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import describe_split
-
-        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
-    else:
-        split = f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid"
-    click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
-               f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
-    if simulate:
-        from p2pfl.agents.progress import RunProgress
-        from p2pfl.agents.simulate import run_simulation
-        import threading
-
-        done = threading.Event()
-        progress = RunProgress(config, run_dir, enabled=not no_progress)
-
-        def watch() -> None:
-            with progress:
-                while not done.wait(0.3):
-                    progress.update()
-                progress.update()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            run_simulation(setup, run_dir)
-        finally:
-            done.set()
-            watcher.join()
-    else:
-        from p2pfl.agents.launcher import launch_local
-
-        died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
-        if died:
-            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
-                        fg="yellow", err=True)
-
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import print_federated, summarize_federated
-
-        print_federated(summarize_federated(config, run_dir))
-    else:
-        print_summary(summarize(config, setup.dataset, run_dir, mode))
+    execute_run(config, run_dir, simulate=simulate, show_progress=not no_progress)
 
 
 @cli.command()
@@ -274,6 +220,7 @@ def keys_generate(directory, agents):
 
 
 cli.add_command(config_group)
+cli.add_command(sweep)
 
 
 def main() -> None:

@@ -1,0 +1,83 @@
+"""One run from a resolved config into a run folder: shared by `p2pfl run` and `p2pfl sweep`."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import click
+
+from p2pfl.config import RunConfig
+
+
+def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
+    from p2pfl.algorithms import ALGORITHMS
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import describe_split
+
+        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
+    else:
+        split = f"alpha={config.data.alpha}" if config.data.partition == "dirichlet" else "iid"
+    return (f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
+            f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
+
+
+def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
+                print_table: bool = True) -> dict:
+    """Validate, write config and topology, run every agent, summarize; returns the summary."""
+    from p2pfl.agents import rundir
+    from p2pfl.agents.setup import prepare
+    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.config import save_config
+    from p2pfl.topologies.draw import draw_topology
+
+    setup = prepare(config)
+    config.run_id = setup.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / rundir.CONFIG
+    save_config(config, config_file)
+    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind)
+    mode = "simulate" if simulate else "processes"
+    click.echo(run_header(config, mode, run_dir))
+    if simulate:
+        from p2pfl.agents.progress import RunProgress
+        from p2pfl.agents.simulate import run_simulation
+
+        done = threading.Event()
+        progress = RunProgress(config, run_dir, enabled=show_progress)
+
+        def watch() -> None:
+            with progress:
+                while not done.wait(0.3):
+                    progress.update()
+                progress.update()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            run_simulation(setup, run_dir)
+        finally:
+            done.set()
+            watcher.join()
+    else:
+        from p2pfl.agents.launcher import launch_local
+
+        died = launch_local(config, config_file, run_dir, show_progress=show_progress)
+        if died:
+            click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
+                        fg="yellow", err=True)
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import print_federated, summarize_federated
+
+        summary = summarize_federated(config, run_dir)
+        if print_table:
+            print_federated(summary)
+        return summary
+    from p2pfl.report import print_summary, summarize
+
+    summary = summarize(config, setup.dataset, run_dir, mode)
+    if print_table:
+        print_summary(summary)
+    return summary
