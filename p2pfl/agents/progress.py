@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
 
 
 class RunProgress:
-    """A bar at the slowest agent's round; plain lines every 10% when stdout is not a terminal."""
+    """A bar at the slowest agent's round; plain lines every 10% when stdout is not a terminal.
 
-    def __init__(self, config: RunConfig, run_dir: Path, enabled: bool = True):
+    Rounds are counted as completed rounds, 1..N (a metrics row's `round` r is shown as r + 1);
+    the status names the mean training loss and the latest test accuracy of the evaluated rounds.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, enabled: bool = True, agents: list[int] | None = None):
         from p2pfl.algorithms import ALGORITHMS
 
         self.config, self.run_dir, self.enabled = config, Path(run_dir), enabled
         self.centralized = ALGORITHMS[config.algorithm].centralized
         # A coordinator method's rounds are the coordinator's rows (clients keep no metrics of their own).
-        self.watched = [0] if self.centralized else list(range(config.agents))
+        self.watched = agents if agents is not None else [0] if self.centralized else list(range(config.agents))
+        self.accuracy: dict[int, dict[int, float]] = {}  # round -> {agent: test accuracy} on the evaluation rounds
+        self.first_round_at: tuple[float, int] | None = None  # (time, rounds done) when the first round was done
         self.total = coordinator_rows(config) if self.centralized else config.rounds
         self.offsets = [0] * config.agents
         self.rounds = [0] * config.agents
@@ -29,7 +39,8 @@ class RunProgress:
         self.last_row: dict = {}
         self.tty = sys.stdout.isatty()
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False)
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), transient=False)
         self.task = None
         self.printed_decile = -1
 
@@ -62,9 +73,14 @@ class RunProgress:
             self.offsets[agent] += len(complete)
             lines = complete.splitlines()
             self.rounds[agent] += len(lines)
+            for line in lines:
+                row = json.loads(line)
+                if "test_accuracy" in row:
+                    self.accuracy.setdefault(row["round"], {})[agent] = row["test_accuracy"]
             if lines:
                 self.last_row = json.loads(lines[-1])
-                self.last_loss[agent] = self.last_row.get("loss", float("nan"))
+                if "loss" in self.last_row:
+                    self.last_loss[agent] = self.last_row["loss"]
 
     def status(self) -> str:
         if self.centralized:
@@ -76,8 +92,25 @@ class RunProgress:
                      if "accuracy" in row else "", f"pre-training loss {row['pretrain_loss']:.3f}"
                      if "pretrain_loss" in row else ""]
             return ", ".join(p for p in parts if p)
-        loss = sum(self.last_loss.values()) / len(self.last_loss) if self.last_loss else float("nan")
-        return f"mean loss {loss:.3f}"
+        if not self.last_loss:
+            return "starting agents, waiting for every neighbour" if not any(self.rounds) else ""
+        parts = [f"loss {sum(self.last_loss.values()) / len(self.last_loss):.3f}"]
+        complete = [r for r, scores in self.accuracy.items() if len(scores) == len(self.watched)]
+        if complete:  # the latest evaluation round every agent has reported
+            scores = list(self.accuracy[max(complete)].values())
+            parts.append(f"test acc {sum(scores) / len(scores):.3f} (mean of the local models after round "
+                         f"{max(complete) + 1})")
+        return ", ".join(parts)
+
+    def eta(self, done: int) -> str:
+        """From the pace since the first round (start-up and the handshake excluded)."""
+        if done >= 1 and self.first_round_at is None:
+            self.first_round_at = (time.monotonic(), done)
+        if self.first_round_at is None or done <= self.first_round_at[1] or done >= self.total:
+            return ""
+        since, at = self.first_round_at
+        seconds = (time.monotonic() - since) / (done - at) * (self.total - done)
+        return f", ETA {int(seconds // 60)}:{int(seconds % 60):02d}"
 
     def update(self) -> None:
         if not self.enabled:
@@ -85,13 +118,34 @@ class RunProgress:
         self.poll()
         done = min(self.rounds[a] for a in self.watched)
         status = self.status()
+        eta = self.eta(done)
         if self.task is not None:
             self.progress.update(self.task, completed=done, status=status)
             return
         decile = done * 10 // self.total
         if decile > self.printed_decile:
             self.printed_decile = decile
-            print(f"{self.config.name}: round {done}/{self.total}, {status}", flush=True)
+            print(f"{self.config.name}: round {done}/{self.total}, {status}{eta}", flush=True)
+
+
+@contextmanager
+def watching(progress: RunProgress, interval: float = 0.3) -> Iterator[RunProgress]:
+    """Update `progress` from a background thread while the body runs (agents in this process)."""
+    done = threading.Event()
+
+    def loop() -> None:
+        with progress:
+            while not done.wait(interval):
+                progress.update()
+            progress.update()
+
+    watcher = threading.Thread(target=loop, daemon=True, name="progress")
+    watcher.start()
+    try:
+        yield progress
+    finally:
+        done.set()
+        watcher.join()
 
 
 def coordinator_rows(config: RunConfig) -> int:

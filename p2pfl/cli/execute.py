@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import click
@@ -40,26 +39,16 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind)
     mode = "simulate" if simulate else "processes"
     click.echo(run_header(config, mode, run_dir))
+    if not ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.partition_report import describe, write_partition
+
+        click.echo(describe(write_partition(config, setup.dataset, run_dir)))
     if simulate:
-        from p2pfl.agents.progress import RunProgress
+        from p2pfl.agents.progress import RunProgress, watching
         from p2pfl.agents.simulate import run_simulation
 
-        done = threading.Event()
-        progress = RunProgress(config, run_dir, enabled=show_progress)
-
-        def watch() -> None:
-            with progress:
-                while not done.wait(0.3):
-                    progress.update()
-                progress.update()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
+        with watching(RunProgress(config, run_dir, enabled=show_progress)):
             run_simulation(setup, run_dir)
-        finally:
-            done.set()
-            watcher.join()
     else:
         from p2pfl.agents.launcher import launch_local
 

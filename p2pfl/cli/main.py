@@ -113,13 +113,20 @@ def agent(config_path, agent_id, out, resume, sets):
     if not (run_dir / rundir.CONFIG).exists():  # so `p2pfl report` works on a folder of hand-started agents
         config.run_id = config.resolved_run_id()
         save_config(config, run_dir / rundir.CONFIG)
-    code = run_agent(config, agent_id, run_dir, log_to_file=False, resume=resume)
+    from p2pfl.agents.progress import RunProgress, watching
+    from p2pfl.cli.agent_report import agent_result
+
+    from p2pfl.algorithms import ALGORITHMS
+
+    shows = not ALGORITHMS[config.algorithm].centralized or agent_id == 0  # a client keeps no per-round metrics
+    with watching(RunProgress(config, run_dir, enabled=shows, agents=[agent_id])):
+        code = run_agent(config, agent_id, run_dir, log_to_file=False, resume=resume)
     if code:
         error = rundir.error_path(run_dir, agent_id)
         failure = UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
         failure.exit_code = code
         raise failure
-    click.echo(f"agent {agent_id} finished; metrics in {run_dir}")
+    click.echo(agent_result(config, run_dir, agent_id))
 
 
 @cli.command()
