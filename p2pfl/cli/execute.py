@@ -22,6 +22,19 @@ def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
             f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
 
 
+def cluster_colors(config: RunConfig) -> dict[int, int] | None:
+    """Coordinator methods: the coordinator in one colour, each true cluster (or task) of clients in another."""
+    from p2pfl.algorithms import ALGORITHMS
+
+    if not ALGORITHMS[config.algorithm].centralized:
+        return None
+    from p2pfl.agents.methods.base import true_cluster_of
+    from p2pfl.algorithms.federated import check_federated_options
+
+    options = check_federated_options(config.options, config.algorithm)
+    return {0: 7, **{c: true_cluster_of(config, options, c) for c in range(1, config.agents)}}  # 7: grey in tab10
+
+
 def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
                 print_table: bool = True) -> dict:
     """Validate, write config and topology, run every agent, summarize; returns the summary."""
@@ -36,7 +49,9 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / rundir.CONFIG
     save_config(config, config_file)
-    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind)
+    colors = cluster_colors(config)
+    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
+                  note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
     mode = "simulate" if simulate else "processes"
     click.echo(run_header(config, mode, run_dir))
     if not ALGORITHMS[config.algorithm].centralized:

@@ -173,7 +173,7 @@ def topology_show(kind, agents, path, degree, p, seed, png):
     facts = describe(graph)
     for key, value in facts.items():
         click.echo(f"{key:>13}: {value:.4f}" if isinstance(value, float) else f"{key:>13}: {value}")
-    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", f"{kind}, {facts['agents']} agents")
+    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", kind)
     click.echo(f"      drawing: {target}")
 
 
