@@ -48,3 +48,19 @@ def test_accuracy_axis_fits_the_data_and_titles_name_the_setting(tmp_path):
     assert rounds == [0, 1, 2, 3] and lo[0] == pytest.approx(0.9) and hi[0] == pytest.approx(0.92)
     plot_curves(metrics, [(3, 0.93, 0.2)], tmp_path / "c.png", title)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_coordinator_run_has_curves(tmp_path):
+    from click.testing import CliRunner
+
+    from p2pfl.cli.main import cli
+    from p2pfl.config import save_config
+    from tests.conftest import small_config
+
+    path = tmp_path / "c.yaml"
+    save_config(small_config(agents=5, rounds=1, algorithm="ifca", data__partition="iid",
+                             options={"models": 2, "clusters": 2, "cluster_kind": "rotation", "local_epochs": 1}), path)
+    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "curves.png").read_bytes()[:4] == b"\x89PNG"

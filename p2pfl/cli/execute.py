@@ -75,7 +75,10 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import print_federated, summarize_federated
 
+        from p2pfl.federated_plots import federated_title, plot_federated
+
         summary = summarize_federated(config, run_dir)
+        plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
         if print_table:
             print_federated(summary)
         return summary

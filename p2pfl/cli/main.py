@@ -146,7 +146,11 @@ def report(run_dir):
 
         if not rundir.metrics_path(Path(run_dir), COORDINATOR).exists():
             raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
-        print_federated(summarize_federated(config, Path(run_dir)))
+        from p2pfl.federated_plots import federated_title, plot_federated
+
+        summary = summarize_federated(config, Path(run_dir))
+        plot_federated(summary, Path(run_dir) / rundir.PLOT, federated_title(config, summary))
+        print_federated(summary)
         return
     print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
 
