@@ -23,8 +23,9 @@ def plot_federated(summary: dict, path: Path, title: str) -> None:
 
     from p2pfl.report import fitted_limits
 
-    rounds, values = summary["rounds_logged"], summary["accuracy_per_round"]
+    rounds, values = [r + 1 for r in summary["rounds_logged"]], summary["accuracy_per_round"]  # counted from 1
     aris = [(r, a) for r, a in zip(rounds, summary["ari_per_round"]) if a is not None]
+    label = "round (from 1; the last point is the final evaluation)"
     panels = 2 if aris else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
     left = axes[0][0]
@@ -32,13 +33,13 @@ def plot_federated(summary: dict, path: Path, title: str) -> None:
     left.plot(rounds, values, marker="o")
     if values and metric == "accuracy":
         left.set_ylim(*fitted_limits(values))
-    left.set(xlabel="round (last point: final evaluation)", ylabel=f"test {metric}",
+    left.set(xlabel=label, ylabel=f"test {metric}",
              title=f"{metric}: each client, its model, its own test data (mean)")
     left.grid(alpha=0.3)
     if aris:
         right = axes[0][1]
         right.plot([r for r, _ in aris], [a for _, a in aris], marker="s", color="tab:orange")
-        right.set(xlabel="round (last point: final evaluation)", ylabel="adjusted Rand index",
+        right.set(xlabel=label, ylabel="adjusted Rand index",
                   title="clustering vs the true clusters", ylim=(-0.05, 1.05))
         right.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator

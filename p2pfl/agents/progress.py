@@ -32,7 +32,8 @@ class RunProgress:
         self.watched = agents if agents is not None else [0] if self.centralized else list(range(config.agents))
         self.accuracy: dict[int, dict[int, float]] = {}  # round -> {agent: test accuracy} on the evaluation rounds
         self.first_round_at: tuple[float, int] | None = None  # (time, rounds done) when the first round was done
-        self.total = coordinator_rows(config) if self.centralized else config.rounds
+        # Training rounds, counted from 1; a coordinator's last row is the final evaluation, not a round.
+        self.total = coordinator_rows(config) - 1 if self.centralized else config.rounds
         self.offsets = [0] * config.agents
         self.rounds = [0] * config.agents
         self.last_loss: dict[int, float] = {}
@@ -42,7 +43,7 @@ class RunProgress:
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), transient=False)
         self.task = None
-        self.printed_decile = -1
+        self.printed: tuple[int, bool] = (-1, False)
 
     def __enter__(self) -> "RunProgress":
         if self.enabled and self.tty:
@@ -85,6 +86,8 @@ class RunProgress:
     def status(self) -> str:
         if self.centralized:
             row = self.last_row
+            if not row:
+                return "starting the coordinator and clients"
             from p2pfl.agents.federated import metric_name
 
             metric = metric_name(self.config)
@@ -116,15 +119,17 @@ class RunProgress:
         if not self.enabled:
             return
         self.poll()
-        done = min(self.rounds[a] for a in self.watched)
-        status = self.status()
+        rows = min(self.rounds[a] for a in self.watched)
+        done = min(rows, self.total)
+        final = self.centralized and rows > self.total
+        status = ("final evaluation: " if final else "") + self.status()
         eta = self.eta(done)
         if self.task is not None:
             self.progress.update(self.task, completed=done, status=status)
             return
-        decile = done * 10 // self.total
-        if decile > self.printed_decile:
-            self.printed_decile = decile
+        key = (done * 10 // self.total, final)
+        if key > self.printed:
+            self.printed = key
             print(f"{self.config.name}: round {done}/{self.total}, {status}{eta}", flush=True)
 
 
