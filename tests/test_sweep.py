@@ -61,3 +61,18 @@ def test_mean_and_std_over_seeds():
     assert cell["local_accuracy_mean"]["mean"] == pytest.approx(0.6)
     assert cell["local_accuracy_mean"]["std"] == pytest.approx(0.1414, abs=1e-4)  # sample std (n - 1)
     assert cell["consensus_accuracy"]["mean"] is None
+
+
+def test_coordinator_methods_report_their_final_metric(tmp_path):
+    from p2pfl.config import RunConfig
+    from p2pfl.sweep import write_results
+
+    rows = [{"cell": f"algorithm={a}", "values": {"algorithm": a}, "seed": s,
+             "summary": {"final_accuracy": v, "metric": "accuracy"}}
+            for a, values in (("fedavg", [0.5, 0.6]), ("ifca", [0.9, 0.94])) for s, v in enumerate(values)]
+    table = aggregate(rows)
+    assert [c["final_accuracy"]["mean"] for c in table] == pytest.approx([0.55, 0.92])
+    write_results(tmp_path, RunConfig(), rows, table, "accuracy")
+    text = (tmp_path / "results.md").read_text()
+    assert "clients' own models, final accuracy (%)" in text and "| algorithm=ifca | 2 | 92.00 ± 2.83 |" in text
+    assert (tmp_path / "sweep.png").exists()
