@@ -50,7 +50,7 @@ def test_accuracy_axis_fits_the_data_and_titles_name_the_setting(tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_coordinator_run_has_curves(tmp_path):
+def test_a_coordinator_run_has_curves_and_a_partition_summary(tmp_path):
     from click.testing import CliRunner
 
     from p2pfl.cli.main import cli
@@ -64,3 +64,8 @@ def test_a_coordinator_run_has_curves(tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    import json
+
+    partition = json.loads((tmp_path / "o" / "partition.json").read_text())  # the clients' data, with their cluster
+    assert [(a["agent"], a["cluster"]) for a in partition["per_agent"]] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+    assert "partition: 4 clients x 359 training samples" in result.output

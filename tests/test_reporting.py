@@ -51,7 +51,7 @@ def test_run_folder_has_partition_and_final_models(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "partition: 3 agents x 479 training samples" in result.output and "samples dropped" not in result.output
+    assert "partition: 3 agents x 479 training samples" in result.output and "given to no one" not in result.output
     partition = json.loads((out / "partition.json").read_text())
     assert sum(a["samples"] for a in partition["per_agent"]) + partition["samples_dropped"] == 1437
     assert all(sum(a["class_counts"]) == a["samples"] for a in partition["per_agent"])

@@ -23,16 +23,11 @@ def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
 
 
 def cluster_colors(config: RunConfig) -> dict[int, int] | None:
-    """Coordinator methods: the coordinator in one colour, each true cluster (or task) of clients in another."""
-    from p2pfl.algorithms import ALGORITHMS
+    """Coordinator methods: the coordinator in grey, each true cluster (or task) of clients in its colour."""
+    from p2pfl.partition_report import true_groups
 
-    if not ALGORITHMS[config.algorithm].centralized:
-        return None
-    from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms.federated import check_federated_options
-
-    options = check_federated_options(config.options, config.algorithm)
-    return {0: 7, **{c: true_cluster_of(config, options, c) for c in range(1, config.agents)}}  # 7: grey in tab10
+    groups = true_groups(config)
+    return None if groups is None else {0: 7, **groups}  # 7: grey in tab10
 
 
 def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
@@ -54,10 +49,9 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
                   note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
     mode = "simulate" if simulate else "processes"
     click.echo(run_header(config, mode, run_dir))
-    if not ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.partition_report import describe, write_partition
+    from p2pfl.partition_report import describe, write_partition
 
-        click.echo(describe(write_partition(config, setup.dataset, run_dir)))
+    click.echo(describe(write_partition(config, setup.dataset, run_dir)))
     if simulate:
         from p2pfl.agents.progress import RunProgress, watching
         from p2pfl.agents.simulate import run_simulation
