@@ -13,7 +13,7 @@ from p2pfl.agents import rundir
 from p2pfl.agents.evaluation import evaluate
 from p2pfl.agents.progress import RunProgress
 from p2pfl.cli.main import cli
-from p2pfl.config import save_config
+from p2pfl.config import load_config, save_config
 from p2pfl.data import load_dataset
 from p2pfl.export import load_model
 from p2pfl.models.mlp import MLP
@@ -40,7 +40,7 @@ def test_progress_shows_accuracy_of_evaluated_rounds_and_no_nan(tmp_path):
     assert progress.status() == "loss 1.000"  # agent 1 has not evaluated round 1 yet: no partial mean
     write_rows(tmp_path, 1, [{"round": 1, "loss": 0.6, "test_accuracy": 0.7}])
     progress.poll()
-    assert progress.status() == "loss 0.700, test acc 0.600 (mean of the local models after round 2)"
+    assert progress.status() == "loss 0.700, test acc 0.600 local mean (after round 2)"  # no parameters saved here
     assert "nan" not in progress.status()
 
 
@@ -69,6 +69,10 @@ def test_run_folder_has_partition_and_final_models(tmp_path):
     last = json.loads(rundir.metrics_path(out, 2).read_text().splitlines()[-1])
     assert accuracy == pytest.approx(last["test_accuracy"])
     assert isinstance(load_model(out), MLP)
+
+    progress = RunProgress(load_config(out / "config.yaml"), out)  # the live line, read from the finished folder
+    progress.poll()
+    assert f"{summary['consensus_accuracy']:.3f} consensus (after round 6)" in progress.status()
 
 
 def test_an_own_model_is_saved_with_its_own_keys(tmp_path):

@@ -32,6 +32,9 @@ class RunProgress:
         self.watched = agents if agents is not None else [0] if self.centralized else list(range(config.agents))
         self.accuracy: dict[int, dict[int, float]] = {}  # round -> {agent: test accuracy} on the evaluation rounds
         self.first_round_at: tuple[float, int] | None = None  # (time, rounds done) when the first round was done
+        self.consensus: dict[int, float | None] = {}  # round -> consensus model's test accuracy
+        self.model = None  # built on the first consensus evaluation
+        self.test = None
         # Training rounds, counted from 1; a coordinator's last row is the final evaluation, not a round.
         self.total = coordinator_rows(config) - 1 if self.centralized else config.rounds
         self.offsets = [0] * config.agents
@@ -100,10 +103,50 @@ class RunProgress:
         parts = [f"loss {sum(self.last_loss.values()) / len(self.last_loss):.3f}"]
         complete = [r for r, scores in self.accuracy.items() if len(scores) == len(self.watched)]
         if complete:  # the latest evaluation round every agent has reported
-            scores = list(self.accuracy[max(complete)].values())
-            parts.append(f"test acc {sum(scores) / len(scores):.3f} (mean of the local models after round "
-                         f"{max(complete) + 1})")
+            latest = max(complete)
+            scores = list(self.accuracy[latest].values())
+            consensus = self.consensus_accuracy(latest)
+            parts.append(f"test acc {sum(scores) / len(scores):.3f} local mean"
+                         + (f", {consensus:.3f} consensus" if consensus is not None else "")
+                         + f" (after round {latest + 1})")
         return ", ".join(parts)
+
+    def consensus_accuracy(self, round_: int) -> float | None:
+        """Test accuracy of the average of the agents' parameters saved at `round_` (all agents watched only).
+
+        An agent writes its parameters before its metrics row, so a reported round's files are complete.
+        Intermediate rounds use config.eval_samples test samples, as the agents do. Never fails the run.
+        """
+        if self.centralized or not self.config.consensus_curve or len(self.watched) != self.config.agents:
+            return None
+        if round_ not in self.consensus:
+            try:
+                self.consensus[round_] = self.evaluate_consensus(round_)
+            except Exception:  # a progress line must never stop a run
+                self.consensus[round_] = None
+        return self.consensus[round_]
+
+    def evaluate_consensus(self, round_: int) -> float:
+        import numpy as np
+        import torch
+
+        from p2pfl.agents.agent import initial_model
+        from p2pfl.agents.evaluation import evaluate
+        from p2pfl.agents.setup import dataset_of
+        from p2pfl.algorithms.base import set_flat_params
+
+        if self.model is None:
+            dataset = dataset_of(self.config)
+            self.model = initial_model(self.config, dataset)
+            self.test = (torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+        x, y = self.test
+        samples = self.config.eval_samples
+        if samples and round_ != self.config.rounds - 1 and samples < len(y):  # the agents' fixed subset
+            subset = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:samples]
+            x, y = x[subset], y[subset]
+        average = np.mean([np.load(rundir.params_path(self.run_dir, a, round_)) for a in self.watched], axis=0)
+        set_flat_params(self.model, torch.from_numpy(average))
+        return evaluate(self.model, x, y)[0]
 
     def eta(self, done: int) -> str:
         """From the pace since the first round (start-up and the handshake excluded)."""
