@@ -82,6 +82,7 @@ class RunConfig:
     max_loss: float = 1.0e4  # a loss term above this (or any non-finite loss or parameter) stops the run as diverged; 0: finiteness only
     algorithm: str = "dsgdm-n"
     model: str = "mlp"
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model class
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
@@ -184,7 +185,8 @@ def validate_config(config: RunConfig) -> None:
     from p2pfl.data import DATASETS
     from p2pfl.data.normalize import NORMALIZATIONS
     from p2pfl.data.partition import PARTITIONS
-    from p2pfl.models import MODELS
+    from p2pfl.models import MODELS, model_class
+    from p2pfl.plugins import is_import_path
     from p2pfl.topologies import TOPOLOGIES
 
     checks = [
@@ -195,7 +197,8 @@ def validate_config(config: RunConfig) -> None:
         (config.eval_samples >= 0, "eval_samples must be >= 0 (0 uses the whole test set)"),
         (config.topology.kind in TOPOLOGIES, f"unknown topology {config.topology.kind!r}; choose one of "
                                              f"{', '.join(TOPOLOGIES)}"),
-        (config.data.name in DATASETS, f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)}"),
+        (config.data.name in DATASETS or is_import_path(config.data.name),
+         f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)} or give package.module:function"),
         (config.data.partition in PARTITIONS, f"unknown partition {config.data.partition!r}; "
                                               f"choose one of {', '.join(PARTITIONS)}"),
         (config.data.normalize in NORMALIZATIONS, f"unknown data.normalize {config.data.normalize!r}; "
@@ -204,7 +207,8 @@ def validate_config(config: RunConfig) -> None:
         (config.data.order in ("agent", "reference"), f"unknown data.order {config.data.order!r}; "
                                                       "choose agent or reference"),
         (config.data.alpha > 0, f"Dirichlet alpha must be > 0, got {config.data.alpha}; use e.g. 0.1 or 10"),
-        (config.model in MODELS, f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}"),
+        (config.model in MODELS or is_import_path(config.model),
+         f"unknown model {config.model!r}; choose one of {', '.join(MODELS)} or give package.module:Class"),
         (config.algorithm in ALGORITHMS, f"unknown algorithm {config.algorithm!r}; choose one of "
                                          f"{', '.join(ALGORITHMS)}"),
         (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
@@ -227,7 +231,11 @@ def validate_config(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    if getattr(MODELS[config.model], "unsupervised", False) and not ALGORITHMS[config.algorithm].unsupervised:
+    if is_import_path(config.data.name):
+        from p2pfl.plugins import load_object
+
+        load_object(config.data.name, "data.name")  # an import error fails here, before any agent starts
+    if getattr(model_class(config.model), "unsupervised", False) and not ALGORITHMS[config.algorithm].unsupervised:
         fitting = ", ".join(name for name, entry in ALGORITHMS.items() if entry.unsupervised)
         raise UserError(f"model {config.model} is unsupervised; it runs with {fitting}, not {config.algorithm}; "
                         "choose a classifier model")

@@ -15,6 +15,7 @@ from p2pfl.algorithms.base import set_flat_params
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
+from p2pfl.export import export_models
 
 
 def read_metrics(run_dir: Path, agents: int) -> list[list[dict]]:
@@ -76,8 +77,10 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
         "messages_dropped": int(sum(r["dropped"] for r in rows)),
         "run_dir": str(run_dir),
     }
+    consensus_model = export_models(config, dataset, Path(run_dir))  # state_dicts: each agent's and the average
+    summary["consensus_model"] = str(consensus_model) if consensus_model else None
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
-    plot_curves(metrics, curve, Path(run_dir) / rundir.PLOT, f"{config.name}: {config.algorithm}, {config.topology.kind}")
+    plot_curves(metrics, curve, Path(run_dir) / rundir.PLOT, run_title(config))
     return summary
 
 
@@ -91,36 +94,75 @@ def per_row_mean(rows: list[dict], key: str) -> dict[str, float]:
 
 
 def mean_curve(metrics: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
+    rounds, mean, _, _ = spread_curve(metrics, key)
+    return rounds, mean
+
+
+def spread_curve(metrics: list[list[dict]], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Per round (0-based row index): mean, min and max over the agents that reported `key`."""
     by_round: dict[int, list[float]] = {}
     for rows in metrics:
         for r in rows:
             if key in r:
                 by_round.setdefault(r["round"], []).append(r[key])
     rounds = sorted(by_round)
-    return rounds, [float(np.mean(by_round[r])) for r in rounds]
+    return (rounds, [float(np.mean(by_round[r])) for r in rounds], [float(np.min(by_round[r])) for r in rounds],
+            [float(np.max(by_round[r])) for r in rounds])
+
+
+def run_title(config: RunConfig) -> str:
+    """Data set, split, algorithm and topology: what a reader of the figure needs to know."""
+    split = f"Dirichlet α={config.data.alpha:g}" if config.data.partition == "dirichlet" else config.data.partition
+    return (f"{config.algorithm} on {config.topology.kind} ({config.agents} agents), {config.data.name} {split}, "
+            f"{config.model}, seed {config.seed}")
+
+
+def fitted_limits(values: list[float], low: float = 0.0, high: float = 1.0) -> tuple[float, float]:
+    """An axis range around the data (with a margin), inside [low, high]: small differences stay visible."""
+    lo, hi = min(values), max(values)
+    pad = max(0.01, 0.08 * (hi - lo))
+    return max(low, lo - pad), min(high, hi + pad)
+
+
+def smooth(values: list[float], window: int) -> np.ndarray:
+    return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
 def plot_curves(metrics: list[list[dict]], consensus: list, path: Path, title: str) -> None:
+    """Loss and test accuracy per round (rounds counted from 1), the mean over agents with a min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    rounds, loss = mean_curve(metrics, "loss")
-    window = max(1, len(loss) // 50)
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-    left.plot(rounds[window - 1:], smooth)
-    left.set(xlabel="round", ylabel="training loss (mean over agents)", title="loss")
-    rounds, acc = mean_curve(metrics, "test_accuracy")
-    right.plot(rounds, acc, marker="o", label="mean of the local models")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rounds, loss, low, high = spread_curve(metrics, "loss")
+    if rounds:
+        window = max(1, len(loss) // 50)
+        x = [r + 1 for r in rounds][window - 1:]
+        left.fill_between(x, smooth(low, window), smooth(high, window), alpha=0.25, label="min-max over agents")
+        left.plot(x, smooth(loss, window), label="mean over agents")
+        left.legend(fontsize=8)
+    left.set(xlabel="round", ylabel="training loss" + (f" (moving average of {window})" if rounds and window > 1
+                                                        else ""), title="training loss")
+    rounds, acc, low, high = spread_curve(metrics, "test_accuracy")
+    x = [r + 1 for r in rounds]
+    seen = list(low) + list(high)
+    if rounds:
+        right.fill_between(x, low, high, alpha=0.25, label="local models, min-max")
+        right.plot(x, acc, marker="o", label="local models, mean")
     if consensus:
-        right.plot([c[0] for c in consensus], [c[1] for c in consensus], marker="s", label="consensus model")
-    right.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
-    right.legend()
+        right.plot([c[0] + 1 for c in consensus], [c[1] for c in consensus], marker="s", label="consensus model")
+        seen += [c[1] for c in consensus]
+    if seen:
+        right.set_ylim(*fitted_limits(seen))
+    right.set(xlabel="round", ylabel="test accuracy", title="test accuracy")
+    right.grid(alpha=0.3)
+    left.grid(alpha=0.3)
+    right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -148,5 +190,7 @@ def print_summary(summary: dict) -> None:
     table.add_row("bytes sent per agent per round", f"{summary['bytes_sent_per_agent_per_round']:,.0f}")
     table.add_row("seconds per round", f"{summary['seconds_per_round']:.4f}")
     table.add_row("messages dropped", str(summary["messages_dropped"]))
+    if summary.get("consensus_model"):
+        table.add_row("final models (PyTorch state_dict)", "consensus_model.pt, agents/NNN/model.pt")
     table.add_row("run folder", summary["run_dir"])
     Console(width=120).print(table)

@@ -40,7 +40,7 @@ def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
     """Every agent starts from the same parameters: built under the run seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return build_model(config.model, dataset.input_shape, dataset.num_classes)
+        return build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)
 
 
 def reference_rng_state(config: RunConfig, dataset: ArrayDataset, agent_id: int) -> torch.Tensor:

@@ -255,7 +255,7 @@ def print_federated(summary: dict) -> None:
     models = "" if summary["algorithm"] == "mtl" else f"{o['models']} models, "
     what = models + describe_split(summary["algorithm"], o)
     table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
-    table.add_column("round")
+    table.add_column("round")  # counted from 1, as the progress line and the plots
     table.add_column("ARI", justify="right")
     metric = summary["metric"]
     table.add_column(f"{metric} (each client, its model, its own test data)", justify="right")
@@ -263,7 +263,7 @@ def print_federated(summary: dict) -> None:
     last = summary["rounds_logged"][-1] if summary["rounds_logged"] else None
     for round_, ari, value in zip(summary["rounds_logged"], summary["ari_per_round"], summary["accuracy_per_round"]):
         shown = f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
-        table.add_row("final" if round_ == last else str(round_), "-" if ari is None else f"{ari:.3f}", shown)
+        table.add_row("final" if round_ == last else str(round_ + 1), "-" if ari is None else f"{ari:.3f}", shown)
     Console(width=120).print(table)
     for key, label in extra.items():
         if key in summary:

@@ -33,7 +33,13 @@ def graph_of(config: RunConfig) -> nx.Graph:
 
 
 def dataset_of(config: RunConfig) -> ArrayDataset:
+    from p2pfl.plugins import is_import_path
+
     d = config.data
+    if is_import_path(d.name):  # the user's own loader, package.module:function
+        from p2pfl.data.custom import load_custom
+
+        return load_custom(d.name, d.path)
     return load_dataset(d.name, d.path, d.torchvision_name, d.normalize, d.mean, d.std)
 
 
@@ -44,7 +50,7 @@ def prepare(config: RunConfig) -> RunSetup:
         raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
                         f"set --agents {graph.number_of_nodes()}")
     dataset = dataset_of(config)
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes)  # a model/data mismatch fails here
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)  # a mismatch fails here
     check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
     return RunSetup(config, graph, dataset, config.resolved_run_id())
 

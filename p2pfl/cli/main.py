@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from p2pfl.cli.config_cmd import config_group, set_option
+from p2pfl.cli.sweep_cmd import sweep
 from p2pfl.errors import Diverged, UserError
 
 
@@ -86,9 +88,10 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @click.option("--rounds", type=int, help="Gossip rounds (one local step each).")
 @click.option("--seed", type=int)
 @click.option("--algorithm", help="dpsgd, dsgdm, dsgdm-n, qgm, ccl, local.")
-@click.option("--model", help="mlp, cnn, lenet5, resnet20.")
-@click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision.")
-@click.option("--data-path", help="Folder or file of the dataset.")
+@click.option("--model", help="mlp, cnn, lenet5, resnet20, or package.module:Class (args: --set model_args.K=V).")
+@click.option("--dataset", help="digits, fashion-mnist, cifar10, npz, torchvision, or package.module:function.")
+@click.option("--data-path", help="Folder or file of the dataset; an npz holds x_train (N x C x H x W, N x H x W or "
+                                  "N x D), y_train (N,) labels 0..K-1, x_test, y_test.")
 @click.option("--alpha", type=float, help="Dirichlet concentration of the non-IID split.")
 @click.option("--partition", type=click.Choice(["iid", "dirichlet", "lin"]))
 @click.option("--lr", type=float)
@@ -99,76 +102,19 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: a new folder under runs/).")
 @click.option("--simulate", is_flag=True, help="All agents in this process over an in-memory exchange.")
 @click.option("--no-progress", is_flag=True)
-def run(config_path, out, simulate, no_progress, **overrides):
+@set_option
+def run(config_path, out, simulate, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
-    from p2pfl.agents.setup import prepare
-    from p2pfl.config import load_config, save_config
-    from p2pfl.report import print_summary, summarize
-    from p2pfl.topologies.draw import draw_topology
-    from p2pfl.agents import rundir
+    from p2pfl.cli.execute import execute_run
+    from p2pfl.config import load_config
+    from p2pfl.overrides import apply_sets
 
-    config = apply_overrides(load_config(config_path), **overrides)
-    setup = prepare(config)
-    config.run_id = setup.run_id
+    config = apply_sets(apply_overrides(load_config(config_path), **overrides), sets)
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / rundir.CONFIG
-    save_config(config, config_file)
-    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, f"{config.topology.kind}, {config.agents} agents")
-    mode = "simulate" if simulate else "processes"
-    died: list[int] = []
-    from p2pfl.algorithms import ALGORITHMS
-
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import describe_split
-
-        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
-    else:
-        split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
-    click.echo(f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
-               f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
-    diverged = None
-    try:
-        if simulate:
-            from p2pfl.agents.progress import RunProgress
-            from p2pfl.agents.simulate import run_simulation
-            import threading
-
-            done = threading.Event()
-            progress = RunProgress(config, run_dir, enabled=not no_progress)
-
-            def watch() -> None:
-                with progress:
-                    while not done.wait(0.3):
-                        progress.update()
-                    progress.update()
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            try:
-                run_simulation(setup, run_dir)
-            finally:
-                done.set()
-                watcher.join()
-        else:
-            from p2pfl.agents.launcher import launch_local
-
-            died = launch_local(config, config_file, run_dir, show_progress=not no_progress)
-            if died:
-                click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the others",
-                            fg="yellow", err=True)
-    except Diverged as exc:  # the summary says so and the exit code is non-zero, after the table
-        diverged = exc
-
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import print_federated, summarize_federated
-
-        print_federated(summarize_federated(config, run_dir))
-    else:
-        print_summary(summarize(config, setup.dataset, run_dir, mode))
-    if diverged is not None:
-        raise diverged
-    exit_unless_all_finished(run_dir, died)
+    summary = execute_run(config, run_dir, simulate=simulate, show_progress=not no_progress)
+    if summary.get("status") == "diverged":  # after the table: the summary says so, the exit code too
+        raise Diverged(summary["diverged"])
+    exit_unless_all_finished(run_dir, summary.get("agents_died", []))
 
 
 @cli.command()
@@ -177,25 +123,35 @@ def run(config_path, out, simulate, no_progress, **overrides):
 @click.option("--id", "agent_id", required=True, type=int, help="This agent's id (0..agents-1).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-RUNID).")
 @click.option("--resume", is_flag=True, help="Load this agent's checkpoint and rejoin the running graph.")
-def agent(config_path, agent_id, out, resume):
+@set_option
+def agent(config_path, agent_id, out, resume, sets):
     """Start one agent by hand (e.g. on another LAN machine); it binds its address from the config."""
     from p2pfl.agents import rundir
     from p2pfl.agents.process import run_agent
     from p2pfl.config import load_config, save_config
 
-    config = load_config(config_path)
+    from p2pfl.overrides import apply_sets
+
+    config = apply_sets(load_config(config_path), sets)  # every agent of a run must get the same --set
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{config.resolved_run_id()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / rundir.CONFIG).exists():  # so `p2pfl report` works on a folder of hand-started agents
         config.run_id = config.resolved_run_id()
         save_config(config, run_dir / rundir.CONFIG)
-    code = run_agent(config, agent_id, run_dir, log_to_file=False, resume=resume)
+    from p2pfl.agents.progress import RunProgress, watching
+    from p2pfl.cli.agent_report import agent_result
+
+    from p2pfl.algorithms import ALGORITHMS
+
+    shows = not ALGORITHMS[config.algorithm].centralized or agent_id == 0  # a client keeps no per-round metrics
+    with watching(RunProgress(config, run_dir, enabled=shows, agents=[agent_id])):
+        code = run_agent(config, agent_id, run_dir, log_to_file=False, resume=resume)
     if code:
         error = rundir.error_path(run_dir, agent_id)
         failure = UserError(error.read_text() if error.exists() else f"agent {agent_id} failed")
         failure.exit_code = code
         raise failure
-    click.echo(f"agent {agent_id} finished; metrics in {run_dir}")
+    click.echo(agent_result(config, run_dir, agent_id))
 
 
 @cli.command()
@@ -215,7 +171,11 @@ def report(run_dir):
 
         if not rundir.metrics_path(Path(run_dir), COORDINATOR).exists():
             raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
-        print_federated(summarize_federated(config, Path(run_dir)))
+        from p2pfl.federated_plots import federated_title, plot_federated
+
+        summary = summarize_federated(config, Path(run_dir))
+        plot_federated(summary, Path(run_dir) / rundir.PLOT, federated_title(config, summary))
+        print_federated(summary)
         return
     print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
 
@@ -242,7 +202,7 @@ def topology_show(kind, agents, path, degree, p, seed, png):
     facts = describe(graph)
     for key, value in facts.items():
         click.echo(f"{key:>13}: {value:.4f}" if isinstance(value, float) else f"{key:>13}: {value}")
-    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", f"{kind}, {facts['agents']} agents")
+    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", kind)
     click.echo(f"      drawing: {target}")
 
 
@@ -293,6 +253,10 @@ def keys_generate(directory, agents):
     (Path(directory) / "security.yaml").write_text(snippet)
     click.echo(f"# {agents} key pairs in {directory}; give agent N only its agent-N.key_secret. Add to the run config:")
     click.echo(snippet, nl=False)
+
+
+cli.add_command(config_group)
+cli.add_command(sweep)
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""One run from a resolved config into a run folder: shared by `p2pfl run` and `p2pfl sweep`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from p2pfl.config import RunConfig
+from p2pfl.errors import Diverged
+
+
+def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
+    from p2pfl.algorithms import ALGORITHMS
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import describe_split
+
+        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
+    else:
+        split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
+    return (f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
+            f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
+
+
+def cluster_colors(config: RunConfig) -> dict[int, int] | None:
+    """Coordinator methods: the coordinator in grey, each true cluster (or task) of clients in its colour."""
+    from p2pfl.partition_report import true_groups
+
+    groups = true_groups(config)
+    return None if groups is None else {0: 7, **groups}  # 7: grey in tab10
+
+
+def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
+                print_table: bool = True) -> dict:
+    """Validate, write config and topology, run every agent, summarize; returns the summary (a diverged
+    run is summarized too, with status "diverged"; agents_died lists agents that died mid-run)."""
+    from p2pfl.agents import rundir
+    from p2pfl.agents.setup import prepare
+    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.config import save_config
+    from p2pfl.topologies.draw import draw_topology
+
+    setup = prepare(config)
+    config.run_id = setup.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / rundir.CONFIG
+    save_config(config, config_file)
+    colors = cluster_colors(config)
+    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
+                  note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
+    mode = "simulate" if simulate else "processes"
+    click.echo(run_header(config, mode, run_dir))
+    from p2pfl.partition_report import describe, write_partition
+
+    click.echo(describe(write_partition(config, setup.dataset, run_dir)))
+    died: list[int] = []
+    try:
+        if simulate:
+            from p2pfl.agents.progress import RunProgress, watching
+            from p2pfl.agents.simulate import run_simulation
+
+            with watching(RunProgress(config, run_dir, enabled=show_progress)):
+                run_simulation(setup, run_dir)
+        else:
+            from p2pfl.agents.launcher import launch_local
+
+            died = launch_local(config, config_file, run_dir, show_progress=show_progress)
+            if died:
+                click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the "
+                            "others", fg="yellow", err=True)
+    except Diverged:
+        pass  # every agent was stopped; the summary below records where and why
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import print_federated, summarize_federated
+
+        from p2pfl.federated_plots import federated_title, plot_federated
+
+        summary = summarize_federated(config, run_dir)
+        plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
+        if print_table:
+            print_federated(summary)
+        return {**summary, "agents_died": died}
+    from p2pfl.report import print_summary, summarize
+
+    summary = summarize(config, setup.dataset, run_dir, mode)
+    if print_table:
+        print_summary(summary)
+    return {**summary, "agents_died": died}

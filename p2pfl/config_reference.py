@@ -1,0 +1,129 @@
+"""A reference of every run-config key (name, type, default, meaning), generated from the dataclasses.
+
+The meaning comes from the field's `metadata["help"]`, else the table below, else its trailing
+`# comment` in p2pfl/config.py; a field with none of them is listed with an empty meaning,
+so a new key shows up in `p2pfl config reference` the moment it is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from typing import Any
+
+from p2pfl.config import RunConfig
+
+NPZ_LAYOUT = ("x_train (N x C x H x W, N x H x W or N x D), y_train (N,) integer labels 0..K-1, "
+              "x_test, y_test (same layout)")
+
+MEANINGS: dict[str, str] = {
+    "name": "run name: prefix of the run folder under runs/",
+    "seed": "seed of the data split, the initial model and every agent's batch order",
+    "agents": "number of agents (with a coordinator method: the coordinator plus agents-1 clients)",
+    "rounds": "training rounds; a gossip round is one local step and one exchange with the neighbours",
+    "eval_every": "evaluate the test accuracy every N rounds (0: only after the last round)",
+    "algorithm": "dpsgd, dsgdm, dsgdm-n, qgm, ccl, local; coordinator methods fedavg, ifca, clove, cpcfl, "
+                 "fedtsdp, mtl, local-only",
+    "model": "mlp, cnn, lenet5, resnet20, autoencoder, or an import path `package.module:Class`",
+    "model_args": "keyword arguments of the model class, e.g. {hidden: [128, 64]} for mlp",
+    "device": "torch device of every agent, e.g. cpu or cuda:0",
+    "options": "algorithm options, e.g. {variant: ccl, lambda_m: 0.1} (checked per algorithm)",
+    "run_id": "shared run id (default: a hash of the config, so hand-started agents agree)",
+    "topology.kind": "ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi, file",
+    "topology.path": "edge list ('u v' per line) or GraphML file, with kind: file",
+    "topology.degree": "degree of random-regular",
+    "topology.p": "edge probability of erdos-renyi",
+    "topology.offsets": "neighbour offsets i±k of circulant",
+    "data.name": "digits, fashion-mnist, cifar10, torchvision, npz, or an import path `package.module:load` "
+                 "of a function returning (x_train, y_train, x_test, y_test) or (train, test) torch Datasets",
+    "data.path": "folder or file of the data set; for npz a .npz holding " + NPZ_LAYOUT,
+    "data.partition": "how the training set is split over agents: iid or dirichlet (label skew)",
+    "data.alpha": "Dirichlet concentration: 0.1 strongly non-IID, 10 near IID",
+    "optim.lr": "learning rate",
+    "optim.momentum": "momentum coefficient (0 for plain SGD)",
+    "optim.nesterov": "Nesterov momentum",
+    "optim.weight_decay": "L2 weight decay",
+    "optim.batch_size": "mini-batch size of every local step",
+    "optim.warmup_rounds": "rounds of linear learning-rate warm-up (schedule: warmup)",
+    "optim.scale_lr_by_agents": "multiply the learning rate by the number of agents (as the QGM code)",
+    "data.torchvision_name": "torchvision dataset class (with data.name: torchvision), e.g. CIFAR10",
+    "network.base_port": "agent i binds base_port + i on network.host",
+    "network.host": "host of every agent when network.addresses is not given",
+    "network.addresses": "one tcp://host:port per agent (LAN runs); default base_port + id on host",
+    "network.round_timeout": "seconds to wait for a neighbour in a round before going on without it",
+    "network.startup_timeout": "seconds to wait for every neighbour to come up",
+    "network.max_message_mb": "largest accepted message, in MiB",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    key: str
+    type: str
+    default: Any
+    meaning: str
+
+
+def source_comments(cls: type) -> dict[str, str]:
+    """`field: type = default  # comment` lines of a dataclass body."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.M)}
+
+
+def type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"list[{type_name(args[0])}]"
+    if origin is dict:
+        return "mapping"
+    if args:  # a union
+        return " or ".join(type_name(a) for a in args)
+    return getattr(hint, "__name__", str(hint))
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def reference(cls: type = RunConfig, prefix: str = "") -> list[KeyDoc]:
+    """Every leaf key of the config, in declaration order, groups after the top-level keys."""
+    hints = typing.get_type_hints(cls)
+    comments = source_comments(cls)
+    leaves, groups = [], []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            groups.extend(reference(hints[f.name], f"{key}."))
+            continue
+        meaning = f.metadata.get("help") or MEANINGS.get(key) or comments.get(f.name, "")
+        leaves.append(KeyDoc(key, type_name(hints[f.name]), default_of(f), meaning))
+    return leaves + groups
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value or '""'
+    return str(value).replace("'", "")
+
+
+def markdown() -> str:
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for doc in reference():
+        lines.append(f"| `{doc.key}` | {doc.type} | `{show(doc.default)}` | {doc.meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
