@@ -39,14 +39,17 @@ MEANINGS: dict[str, str] = {
     "data.name": "digits, fashion-mnist, cifar10, torchvision, npz, or an import path `package.module:load` "
                  "of a function returning (x_train, y_train, x_test, y_test) or (train, test) torch Datasets",
     "data.path": "folder or file of the data set; for npz a .npz holding " + NPZ_LAYOUT,
-    "data.partition": "how the training set is split over agents: iid or dirichlet (label skew)",
+    "data.partition": "how the training set is split over agents: iid, dirichlet (label skew, capped equal shards) "
+                      "or lin (Lin et al.'s Dirichlet split, as the QGM and CCL authors' code)",
+    "data.std": "with normalize: fixed",
     "data.alpha": "Dirichlet concentration: 0.1 strongly non-IID, 10 near IID",
     "optim.lr": "learning rate",
     "optim.momentum": "momentum coefficient (0 for plain SGD)",
     "optim.nesterov": "Nesterov momentum",
     "optim.weight_decay": "L2 weight decay",
     "optim.batch_size": "mini-batch size of every local step",
-    "optim.warmup_rounds": "rounds of linear learning-rate warm-up (schedule: warmup)",
+    "optim.warmup_rounds": "rounds of linear learning-rate warm-up (schedule warmup: from lr to lr*n; step or "
+                           "constant: from lr/warmup_rounds up to lr)",
     "optim.scale_lr_by_agents": "multiply the learning rate by the number of agents (as the QGM code)",
     "data.torchvision_name": "torchvision dataset class (with data.name: torchvision), e.g. CIFAR10",
     "network.base_port": "agent i binds base_port + i on network.host",

@@ -52,7 +52,8 @@ def test_an_injected_nan_gradient_stops_the_run_at_that_round(tmp_path, monkeypa
 
     monkeypatch.setattr(dsgd, "local_gradient", poisoned)
     config = small_config(agents=4, rounds=20)
-    with pytest.raises(Diverged, match="agent [123] diverged at round 5: parameters non-finite"):
+    # Its neighbours drop the non-finite message it sent that round (the exchange checks every tensor).
+    with pytest.raises(Diverged, match="agent 2 diverged at round 5: parameters non-finite"):
         run_simulation(prepare(config), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "agents" / "002" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["round"] == 5 and "diverged" in rows[-1]

@@ -48,7 +48,7 @@ def reference_rng_state(config: RunConfig, dataset: ArrayDataset, agent_id: int)
     model's initialisation and, on rank 0 only, by torchsummary's random probe input (batch of 2)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        build_model(config.model, dataset.input_shape, dataset.num_classes)
+        build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)
         if agent_id == 0:
             torch.rand(2, *dataset.input_shape)
         return torch.get_rng_state()

@@ -87,7 +87,8 @@ class CCL:
         rows = has_target[y]
         data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros(())
         total = ce + self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
-        return total, {"ce": float(ce.detach()), "model_term": float(model_term), "data_term": float(data_term)}
+        return total, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
+                       "data_term": float(data_term.detach())}
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
