@@ -34,3 +34,16 @@ def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
 
     runs = json.loads((tmp_path / "clustered_runs.json").read_text())
     assert len(runs) == 30 and all(r["final_accuracy"] is not None for r in runs)
+
+
+def test_ccl_reference_benchmark_quick_mode_reads_authors_runs_and_resumes(tmp_path, no_leaked_agents):
+    authors = tmp_path / "authors.jsonl"
+    authors.write_text('{"alg": "qgm", "alpha": 0.01, "seed": 123, "local": 70.0, "consensus": 75.0}\n')
+    module = load("ccl_reference")
+    module.main(["--quick", "--results", str(tmp_path)])
+    table = (tmp_path / "ccl_reference_quick.md").read_text()
+    assert "| 0.01 | QGM |" in table and "| 0.01 | CCL, align_clip 1 |" in table
+    runs = (tmp_path / "ccl_reference_quick_runs.json").read_text()
+    module.main(["--quick", "--results", str(tmp_path)])  # resumes: nothing runs again
+    assert (tmp_path / "ccl_reference_quick_runs.json").read_text() == runs
+    assert module.read_authors(authors)["0.01-qgm-123"]["local"] == 70.0
