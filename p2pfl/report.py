@@ -159,7 +159,8 @@ def plot_curves(metrics: list[list[dict]], consensus: list, path: Path, title: s
     right.set(xlabel="round", ylabel="test accuracy", title="test accuracy")
     right.grid(alpha=0.3)
     left.grid(alpha=0.3)
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:  # a run that diverged before its first evaluation has none
+        right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

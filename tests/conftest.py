@@ -110,3 +110,18 @@ def no_leaked_agents():
         except ProcessLookupError:
             pass
     assert not leaked, f"agent processes left running: {sorted(leaked)}"
+
+
+def run_agents_by_hand(config_path, agents: int, out, timeout: float = 180) -> list[tuple[str, str]]:
+    """`p2pfl agent --id i` for every agent, as a user starts them on separate machines; (stdout, stderr) each,
+    after asserting every agent exited 0. Every process is killed even on failure."""
+    procs = [subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "agent", "--config", str(config_path), "--id",
+                               str(i), "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(agents)]
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), outputs
+    return outputs

@@ -13,7 +13,7 @@ from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
 from p2pfl.config import save_config
 from p2pfl.transport import check_ports_free
-from tests.conftest import ROOT, agent_pids, run_cli, small_config
+from tests.conftest import run_agents_by_hand, ROOT, agent_pids, run_cli, small_config
 
 
 def losses(run_dir, agents):
@@ -48,15 +48,7 @@ def test_agents_started_by_hand_give_the_same_run(tmp_path, no_leaked_agents):
     config = small_config(agents=3, rounds=10)
     config.topology.kind = "complete"
     path = write_config(tmp_path, config)
-    procs = [subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "agent", "--config", str(path), "--id", str(i),
-                               "--out", str(tmp_path / "hand")], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(3)]
-    try:
-        outputs = [p.communicate(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), outputs
+    outputs = run_agents_by_hand(path, 3, tmp_path / "hand")
     run_simulation(prepare(config), tmp_path / "sim")
     assert losses(tmp_path / "hand", 3) == pytest.approx(losses(tmp_path / "sim", 3), rel=1e-5, abs=1e-6)
     report = run_cli("report", str(tmp_path / "hand"))

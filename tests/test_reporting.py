@@ -2,8 +2,6 @@
 as state_dicts loadable with the model's constructor, a hand-started agent's result line."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from p2pfl.config import load_config, save_config
 from p2pfl.data import load_dataset
 from p2pfl.export import load_model
 from p2pfl.models.mlp import MLP
-from tests.conftest import ROOT, small_config
+from tests.conftest import run_agents_by_hand, small_config
 from tests.plugin_fixtures import plain_net
 
 
@@ -90,15 +88,7 @@ def test_a_hand_started_agent_prints_its_result(tmp_path, no_leaked_agents):
     config = small_config(agents=2, rounds=4, eval_every=2)
     path = tmp_path / "c.yaml"
     save_config(config, path)
-    procs = [subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "agent", "--config", str(path), "--id", str(i),
-                               "--out", str(tmp_path / "hand")], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outputs = [p.communicate(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), outputs
+    outputs = run_agents_by_hand(path, 2, tmp_path / "hand")
     stdout = outputs[1][0]
     assert "agent 1 finished 4 rounds" in stdout and "test accuracy" in stdout and "after round 4" in stdout
     assert "round 4/4" in stdout  # its progress lines
