@@ -180,7 +180,11 @@ class MailboxExchange:
         envelope = self._validate(*item)
         if envelope is None:
             return
-        self.mark_up(envelope.sender)
+        # A peer is waited for again once heard, unless what it sent is for a round far behind ours: then it is
+        # alive but lagging, and waiting a round timeout for it each time would stall us while it catches up
+        # (after a healed partition, by then hundreds of rounds behind, it never would).
+        if envelope.round < 0 or envelope.round >= self._round - ROUND_WINDOW:
+            self.mark_up(envelope.sender)
         if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
             now = time.monotonic()
             if now - self._welcomed.get(envelope.sender, -float("inf")) < WELCOME_INTERVAL_SECONDS:
