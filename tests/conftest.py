@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from p2pfl.agents.process import PROCESS_NAME_PREFIX
 from p2pfl.config import RunConfig
+from p2pfl.data.cache import CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +51,13 @@ def descends_from(pid: int, ancestor: int) -> bool:
 # the same machine (a benchmark beside the tests) carry another value and are never touched.
 SESSION_MARKER = "P2PFL_TEST_SESSION"
 os.environ.setdefault(SESSION_MARKER, f"{os.getpid()}-{time.time_ns()}")
+# The session's own dataset cache (p2pfl.data.cache), removed at the end: tests never read a user's entries.
+os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="p2pfl-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get(CACHE_ENV, "").startswith(tempfile.gettempdir()):
+        shutil.rmtree(os.environ[CACHE_ENV], ignore_errors=True)
 
 
 def started_by_this_session(pid: int) -> bool:

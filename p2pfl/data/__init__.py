@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from p2pfl.data.cache import cache_key, cached, source_stamp, take_rows
 from p2pfl.data.cifar import load_cifar10, load_torchvision
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.normalize import normalized
@@ -28,9 +29,19 @@ DATASETS = tuple(LOADERS)
 
 def load_dataset(name: str, path: str | None = None, torchvision_name: str = "CIFAR10", normalize: str = "zscore",
                  mean: float = 0.5, std: float = 0.5) -> ArrayDataset:
+    """Prepared once into the dataset cache (p2pfl.data.cache), then memory-mapped by every agent."""
     if name not in LOADERS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return normalized(LOADERS[name](path, torchvision_name), normalize, mean, std)
+    key = cache_key(name=name, source=source_stamp(path), torchvision_name=torchvision_name if name == "torchvision"
+                    else None, normalize=normalize, mean=mean if normalize == "fixed" else None,
+                    std=std if normalize == "fixed" else None, sklearn=sklearn_version() if name == "digits" else None)
+    return cached(key, lambda: normalized(LOADERS[name](path, torchvision_name), normalize, mean, std))
+
+
+def sklearn_version() -> str:
+    from sklearn import __version__
+
+    return __version__
 
 
 @dataclass
@@ -50,7 +61,7 @@ class Shard:
 def agent_shard(dataset: ArrayDataset, agent: int, agents: int, scheme: str, alpha: float, seed: int) -> Shard:
     """Agent `agent`'s shard; every agent derives the same split from the seed, no coordination."""
     indices = partition(dataset.y_train, agents, scheme, alpha, seed)[agent]
-    return Shard(torch.from_numpy(np.ascontiguousarray(dataset.x_train[indices])),
+    return Shard(torch.from_numpy(take_rows(dataset.x_train, indices)),
                  torch.from_numpy(dataset.y_train[indices]),
                  torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test), dataset.num_classes)
 
