@@ -120,9 +120,13 @@ def split_text(config: RunConfig) -> str:
 
 
 def write_partition(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> dict:
+    """partition.json; the plot is drawn by draw_partition, once agents are started (matplotlib costs a second)."""
     summary = partition_summary(config, dataset)
     (Path(run_dir) / PARTITION_JSON).write_text(json.dumps(summary, indent=2))
-    dropped = summary["samples_dropped"]
-    plot_partition(summary, Path(run_dir) / PARTITION_PLOT, f"{dataset.name}, {split_text(config)}: classes per agent"
-                   + (f"\n({dropped} training samples given to no one)" if dropped else ""))
     return summary
+
+
+def draw_partition(config: RunConfig, summary: dict, dataset_name: str, run_dir: Path) -> None:
+    dropped = summary["samples_dropped"]
+    plot_partition(summary, Path(run_dir) / PARTITION_PLOT, f"{dataset_name}, {split_text(config)}: classes per agent"
+                   + (f"\n({dropped} training samples given to no one)" if dropped else ""))

@@ -6,12 +6,13 @@ a second instead of paying ~2.5 s of `import torch` each on a 2-core machine.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from p2pfl.agents import rundir
+from p2pfl.agents.forkserver import forkserver_context
 from p2pfl.agents.lifetime import ignore_stop_signals, interrupt_on_stop_signals
 from p2pfl.agents.process import process_main
 from p2pfl.agents.progress import RunProgress
@@ -23,12 +24,12 @@ TERMINATE_GRACE_SECONDS = 5.0
 FATAL_EXIT_CODES = (2, 3)  # a UserError (bad config, port in use, unreachable at start): the run cannot work
 
 
-def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True) -> list[int]:
-    """Run every agent to the end; returns the ids of agents that died mid-run (their neighbours went on)."""
+def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True,
+                 after_start: Callable[[], None] | None = None) -> list[int]:
+    """Run every agent to the end; returns the ids of agents that died mid-run (their neighbours went on).
+    `after_start` runs once every agent is started (work that agents need not wait for)."""
     check_ports_free(config)
-    context = mp.get_context("forkserver")
-    # Imported once in the forkserver, inherited by every agent: torch, scikit-learn's loaders.
-    context.set_forkserver_preload(["p2pfl.agents.process", "sklearn.datasets", "sklearn.model_selection"])
+    context = forkserver_context()
     # Agents are children of the forkserver, not of this process: each watches this pid and stops when it
     # dies (a SIGKILLed launcher runs no cleanup; PDEATHSIG only fires when the forkserver goes).
     processes = [context.Process(target=process_main, args=(str(config_path), agent, str(run_dir), os.getpid()),
@@ -37,6 +38,8 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     try:
         for process in processes:
             process.start()
+        if after_start is not None:
+            after_start()
         died: dict[int, int] = {}
         with RunProgress(config, run_dir, enabled=show_progress) as progress:
             while any(p.is_alive() for p in processes):

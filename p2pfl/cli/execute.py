@@ -41,31 +41,41 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     from p2pfl.config import save_config
     from p2pfl.topologies.draw import draw_topology
 
+    if not simulate:
+        from p2pfl.agents.forkserver import warm_forkserver
+
+        warm_forkserver()  # imports torch for the agents while this process prepares the run
     setup = prepare(config)
     config.run_id = setup.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / rundir.CONFIG
     save_config(config, config_file)
-    colors = cluster_colors(config)
-    draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
-                  note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
     mode = "simulate" if simulate else "processes"
     click.echo(run_header(config, mode, run_dir))
-    from p2pfl.partition_report import describe, write_partition
+    from p2pfl.partition_report import describe, draw_partition, write_partition
 
-    click.echo(describe(write_partition(config, setup.dataset, run_dir)))
+    partition = write_partition(config, setup.dataset, run_dir)
+    click.echo(describe(partition))
+
+    def draw_plots() -> None:  # after the agents started: they need not wait for matplotlib
+        colors = cluster_colors(config)
+        draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
+                      note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
+        draw_partition(config, partition, setup.dataset.name, run_dir)
+
     died: list[int] = []
     try:
         if simulate:
             from p2pfl.agents.progress import RunProgress, watching
             from p2pfl.agents.simulate import run_simulation
 
+            draw_plots()
             with watching(RunProgress(config, run_dir, enabled=show_progress)):
                 run_simulation(setup, run_dir)
         else:
             from p2pfl.agents.launcher import launch_local
 
-            died = launch_local(config, config_file, run_dir, show_progress=show_progress)
+            died = launch_local(config, config_file, run_dir, show_progress=show_progress, after_start=draw_plots)
             if died:
                 click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the "
                             "others", fg="yellow", err=True)

@@ -105,6 +105,10 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @set_option
 def run(config_path, out, simulate, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
+    if not simulate:
+        from p2pfl.agents.forkserver import warm_forkserver
+
+        warm_forkserver()  # first: the agents' imports overlap this process's own
     from p2pfl.cli.execute import execute_run
     from p2pfl.config import load_config
     from p2pfl.overrides import apply_sets
