@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+from tests.conftest import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,15 @@ def test_ccl_reference_benchmark_quick_mode_reads_authors_runs_and_resumes(tmp_p
     module.main(["--quick", "--results", str(tmp_path)])  # resumes: nothing runs again
     assert (tmp_path / "ccl_reference_quick_runs.json").read_text() == runs
     assert module.read_authors(authors)["0.01-qgm-123"]["local"] == 70.0
+
+
+def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc(tmp_path, no_leaked_agents):
+    results = load("scale").main(["--quick", "--results", str(tmp_path), "--base-port", str(free_ports(1)[0])])
+    gossip, floor = results
+    assert (gossip["algorithm"], floor["algorithm"]) == ("dsgdm-n", "local")
+    for r in results:
+        assert r["rounds"] == 12 and r["agents_seen"] == 3 and r["startup_s"] > 0
+        assert 50 < r["peak_rss_mb_median"] <= r["peak_rss_mb_max"] and r["pss_total_mb"] > 0
+    assert gossip["bytes_per_round"] > 0 and floor["bytes_per_round"] == 0
+    table = (tmp_path / "scale_quick.md").read_text()
+    assert "| 3 | ring |" in table and "PSS total MB" in table

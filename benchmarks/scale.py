@@ -1,0 +1,187 @@
+"""Footprint and scale, measured from outside: `p2pfl run` as a user starts it, agents read from /proc.
+
+For each size and topology, two runs of the same agent processes side by side: DSGDm-N (gossip) and
+`local` (the same local steps, no communication: the compute floor). Per run it prints
+- start-up: launch of `p2pfl run` until every agent has written its round 0 (polled at 20 Hz);
+- s/round: the mean wall time of a round over agents, after the first 10% of rounds, and first vs
+  last 10% (flat or not); the gossip run's over the floor's is the ratio the runtime costs;
+- bytes sent per agent per round;
+- memory of the agent processes (named p2pfl-agent-N, carrying this benchmark's marker): peak RSS
+  (VmHWM) per agent, and PSS summed over agents at its largest (RSS counts the pages that every agent
+  shares, torch's libraries and the mapped dataset, once per agent; PSS splits them, so its sum is
+  what the machine holds).
+
+    python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300]
+    python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARKER = "P2PFL_SCALE_BENCH"
+PREFIX = "p2pfl-agent-"
+
+
+def our_agents(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith(PREFIX):
+                continue
+            if f"{MARKER}={marker}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def memory_of(pid: int) -> tuple[int, int]:
+    """(peak RSS, current PSS) in KiB."""
+    hwm = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmHWM"))
+    pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+               if line.startswith("Pss:"))
+    return hwm, pss
+
+
+class Watcher(threading.Thread):
+    """Polls the run folder and /proc while the run goes: round-0 time and memory peaks."""
+
+    def __init__(self, run_dir: Path, agents: int, marker: str, started: float):
+        super().__init__(daemon=True)
+        self.run_dir, self.agents, self.marker, self.started = run_dir, agents, marker, started
+        self.startup: float | None = None
+        self.peak_rss: dict[int, int] = {}
+        self.peak_pss_total = 0
+        self.done = threading.Event()
+
+    def all_started(self) -> bool:
+        for agent in range(self.agents):
+            path = self.run_dir / "agents" / f"{agent:03d}" / "metrics.jsonl"
+            if not path.exists() or path.stat().st_size == 0:
+                return False
+        return True
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.startup is None and self.all_started():
+                self.startup = time.perf_counter() - self.started
+            total = 0
+            for pid in our_agents(self.marker):
+                try:
+                    hwm, pss = memory_of(pid)
+                except (OSError, StopIteration):
+                    continue
+                self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), hwm)
+                total += pss
+            self.peak_pss_total = max(self.peak_pss_total, total)
+            time.sleep(0.05)
+
+
+def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
+    return [[json.loads(line) for line in (run_dir / "agents" / f"{a:03d}" / "metrics.jsonl").read_text().splitlines()]
+            for a in range(agents)]
+
+
+def run_once(args, agents: int, topology: str, algorithm: str, port: int) -> dict:
+    marker = uuid.uuid4().hex
+    with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "-m", "p2pfl.cli", "run", str(ROOT / "examples" / "ring16.yaml"),
+                   "--agents", str(agents), "--topology", topology, "--rounds", str(args.rounds), "--out", str(run_dir),
+                   "--set", f"algorithm={algorithm}", "--set", f"model={args.model}", "--set", f"data.name={args.data}",
+                   "--set", "eval_every=0", "--set", f"network.base_port={port}", "--set", "optim.batch_size=32",
+                   "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1"]
+        env = {**os.environ, MARKER: marker, "PYTHONPATH": str(ROOT)}
+        started = time.perf_counter()
+        watcher = Watcher(run_dir, agents, marker, started)
+        watcher.start()
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+        finally:
+            watcher.done.set()
+            watcher.join()
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        rows = rows_of(run_dir, agents)
+    rounds = min(len(r) for r in rows)
+    skip, tenth = rounds // 10, max(1, rounds // 10)
+
+    def mean_seconds(lo: int, hi: int) -> float:
+        return statistics.mean(statistics.mean(r["seconds"] for r in agent_rows[lo:hi]) for agent_rows in rows)
+
+    rss = sorted(watcher.peak_rss.values())
+    return {"agents": agents, "topology": topology, "algorithm": algorithm, "rounds": rounds,
+            "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds),
+            "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
+            "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
+            "peak_rss_mb_max": rss[-1] / 1024 if rss else None,
+            "peak_rss_mb_median": statistics.median(rss) / 1024 if rss else None,
+            "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss)}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| agents | topology | start-up s | s/round | floor s/round | ratio | first / last 10% | "
+             "bytes/agent/round | peak RSS/agent MB (median, max) | PSS total MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    floors = {(r["agents"], r["topology"]): r for r in results if r["algorithm"] == "local"}
+    for r in results:
+        if r["algorithm"] == "local":
+            continue
+        floor = floors.get((r["agents"], r["topology"]))
+        ratio = f"{r['s_per_round'] / floor['s_per_round']:.2f}" if floor else "-"
+        lines.append(f"| {r['agents']} | {r['topology']} | {r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
+                     f"{floor['s_per_round'] if floor else float('nan'):.4f} | {ratio} | "
+                     f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
+                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {r['pss_total_mb']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="8,16,64")
+    parser.add_argument("--topologies", default="ring,torus")
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--base-port", type=int, default=31000)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.topologies, args.rounds, args.model, args.data = "3", "ring", 12, "mlp", "digits"
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for topology in args.topologies.split(","):
+            for algorithm in ("dsgdm-n", "local"):
+                result = run_once(args, size, topology, algorithm, args.base_port)
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    name = "scale_quick" if args.quick else "scale"
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{name}.json").write_text(json.dumps(results, indent=1))
+    text = table(results)
+    (args.results / f"{name}.md").write_text(
+        f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"({os.cpu_count()} cores, {args.model} on {args.data}, {args.rounds} rounds, batch 32)\n\n{text}")
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
