@@ -17,6 +17,10 @@ import yaml
 from p2pfl.errors import UserError
 
 
+# Config keys that may differ between the machines of one run (paths on each host, its device).
+HOST_LOCAL_KEYS = ("device", "data.path", "security.keys_dir", "topology.path")
+
+
 @dataclass
 class TopologyConfig:
     kind: str = "ring"
@@ -98,10 +102,18 @@ class RunConfig:
         return f"tcp://{self.network.host}:{self.network.base_port + agent}"
 
     def resolved_run_id(self) -> str:
-        """Given, or a hash of the config: agents started by hand from one file agree on it."""
+        """Given, or a hash of the config: agents started by hand from one file agree on it. Keys that are
+        each machine's own (HOST_LOCAL_KEYS: where its data and keys lie, its device) are left out, so LAN
+        hosts with the data in another folder or a GPU still join one run."""
         if self.run_id:
             return self.run_id
         body = {k: v for k, v in asdict(self).items() if k != "run_id"}
+        for dotted in HOST_LOCAL_KEYS:
+            *parents, leaf = dotted.split(".")
+            section = body
+            for parent in parents:
+                section = section[parent]
+            section.pop(leaf, None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:

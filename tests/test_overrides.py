@@ -9,9 +9,10 @@ import yaml
 from click.testing import CliRunner
 
 from p2pfl.cli.main import cli
-from p2pfl.config import RunConfig, save_config
+from p2pfl.config import RunConfig, load_config, save_config
 from p2pfl.config_reference import markdown, reference
 from p2pfl.errors import UserError
+from tests.conftest import ROOT
 from p2pfl.overrides import apply_sets
 from tests.conftest import small_config
 
@@ -82,3 +83,16 @@ def test_readme_holds_the_generated_reference():
     table = re.search(r"<!-- config-reference -->\n(.*?)<!-- /config-reference -->", text, re.S)
     assert table, "README lacks the config reference block"
     assert table.group(1) == markdown()
+
+
+def test_the_run_id_ignores_what_each_host_keeps_for_itself():
+    """LAN hosts share one config but may hold the data elsewhere or run on a GPU: they must still agree."""
+    from p2pfl.config import HOST_LOCAL_KEYS
+
+    base = load_config(ROOT / "examples" / "ring16.yaml")
+    host = load_config(ROOT / "examples" / "ring16.yaml")
+    host.device, host.data.path, host.security.keys_dir, host.topology.path = "cuda:1", "/data", "/keys", "/g.txt"
+    assert base.resolved_run_id() == host.resolved_run_id() and len(HOST_LOCAL_KEYS) == 4
+    other = load_config(ROOT / "examples" / "ring16.yaml")
+    other.optim.lr *= 2
+    assert other.resolved_run_id() != base.resolved_run_id()
