@@ -37,7 +37,7 @@ class DataConfig:
     partition: str = "dirichlet"  # iid | dirichlet (capped, equal shards) | lin (Lin et al.'s split, the CCL/QGM code)
     alpha: float = 0.1
     torchvision_name: str = "CIFAR10"  # with name: torchvision
-    normalize: str = "zscore"  # zscore (training mean/std) | fixed (mean, std below) | none
+    normalize: str = "zscore"  # zscore (training mean/std) | feature (per feature) | fixed (mean, std below) | none
     mean: float = 0.5  # with normalize: fixed (0.5/0.5 maps [0, 1] pixels to [-1, 1], the CCL code)
     std: float = 0.5
     drop_last: bool = True  # false keeps each epoch's last partial batch (a torch DataLoader's default)

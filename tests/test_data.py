@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from p2pfl.data import BatchStream, agent_shard, load_dataset
+from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.sources import FASHION_MNIST_DIR, read_idx
 from p2pfl.errors import UserError
 
@@ -152,3 +153,19 @@ def test_real_torchvision_if_installed(tmp_path):
     pytest.importorskip("torchvision", reason="torchvision is not installable beside torch 2.13 here")
     with pytest.raises(UserError, match="not found"):
         load_dataset("torchvision", str(tmp_path), "CIFAR10")
+
+
+def test_feature_normalisation_gives_each_training_feature_mean_0_std_1_and_reuses_them_on_test():
+    from p2pfl.data.normalize import normalized
+
+    rng = np.random.default_rng(0)
+    scales = np.array([0.1, 10.0, 1000.0, 0.0], dtype=np.float32)  # the last feature is constant
+    x_train = (rng.normal(size=(500, 4)) * scales + 5).astype(np.float32)
+    x_test = (rng.normal(size=(50, 4)) * scales + 5).astype(np.float32)
+    data = normalized(ArrayDataset("t", x_train, np.zeros(500, np.int64), x_test, np.zeros(50, np.int64), 2), "feature")
+    assert np.allclose(data.x_train.mean(0), 0, atol=1e-4)
+    assert np.allclose(data.x_train.std(0)[:3], 1, atol=1e-4) and np.all(data.x_train[:, 3] == 0)
+    expected = (x_test[:, 1] - x_train[:, 1].mean()) / x_train[:, 1].std()
+    assert np.allclose(data.x_test[:, 1], expected, atol=1e-4) and data.x_test.dtype == np.float32
+    glob = normalized(ArrayDataset("t", x_train, np.zeros(500, np.int64), x_test, np.zeros(50, np.int64), 2), "zscore")
+    assert glob.x_train[:, 0].std() < 0.01  # one global scale leaves the small features near constant
