@@ -17,6 +17,7 @@ import yaml
 from p2pfl.errors import UserError
 
 
+SECURITY_MODES = ("auto", "curve", "none")
 # Config keys that may differ between the machines of one run (paths on each host, its device).
 HOST_LOCAL_KEYS = ("device", "data.path", "security.keys_dir", "topology.path")
 
@@ -68,7 +69,7 @@ class NetworkConfig:
 
 @dataclass
 class SecurityConfig:
-    mode: str = "none"  # none | curve (CurveZMQ: encrypted links, only listed public keys may connect)
+    mode: str = "auto"  # auto | curve | none: see config_reference.MEANINGS
     keys_dir: str | None = None  # holds this agent's agent-N.key_secret (and, optionally, the public keys)
     public_keys: list[str] | None = None  # z85 public key of every agent, index = agent id
 
@@ -232,8 +233,8 @@ def validate_config(config: RunConfig) -> None:
         (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
         (1 <= config.network.base_port <= 65535 - config.agents,
          f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
-        (config.security.mode in ("none", "curve"), f"unknown security.mode {config.security.mode!r}; "
-                                                     "choose none or curve"),
+        (config.security.mode in SECURITY_MODES, f"unknown security.mode {config.security.mode!r}; "
+                                                 f"choose {', '.join(SECURITY_MODES)}"),
         (not config.security.public_keys or len(config.security.public_keys) == config.agents,
          f"security.public_keys lists {len(config.security.public_keys or [])} keys for {config.agents} agents"),
         (not config.network.addresses or len(config.network.addresses) == config.agents,

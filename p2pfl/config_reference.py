@@ -22,6 +22,10 @@ MEANINGS: dict[str, str] = {
     "name": "run name: prefix of the run folder under runs/",
     "seed": "seed of the data split, the initial model and every agent's batch order",
     "agents": "number of agents (with a coordinator method: the coordinator plus agents-1 clients)",
+    "security.mode": "auto: a local `p2pfl run` makes the run's own CurveZMQ keys in RUN/keys and encrypts every "
+                     "link; agents by hand or by spawn talk plain on loopback and refuse other addresses / curve: "
+                     "encrypted links, only the listed public keys may connect / none: plain links, also off "
+                     "loopback (anyone on the network may pose as an agent)",
     "rounds": "training rounds; a gossip round is one local step and one exchange with the neighbours",
     "eval_every": "evaluate the test accuracy every N rounds (0: only after the last round)",
     "algorithm": "dpsgd, dsgdm, dsgdm-n, qgm, ccl, local; coordinator methods fedavg, ifca, clove, cpcfl, "

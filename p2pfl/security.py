@@ -7,15 +7,21 @@ says which agent a message comes from.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from p2pfl.errors import UserError
+
+if TYPE_CHECKING:
+    from p2pfl.config import RunConfig
 
 log = logging.getLogger("p2pfl.security")
 
@@ -98,3 +104,40 @@ def secure_dealer(dealer: zmq.Socket, keys: CurveKeys, peer: int) -> None:
     dealer.curve_secretkey = keys.secret
     dealer.curve_publickey = keys.public
     dealer.curve_serverkey = keys.peers[peer]
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(address: str) -> bool:
+    """tcp://127.0.0.1:29000 or tcp://[::1]:29000 or tcp://localhost:29000; any other name is not."""
+    host = urlsplit(address).hostname or ""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secure_local_run(config: RunConfig, run_dir: Path) -> None:
+    """security.mode auto on a local run: one key pair per agent in RUN/keys (secrets 0600, never on the wire),
+    the public keys in the run's config, so every link is encrypted and only the run's agents get in."""
+    if config.security.mode != "auto":
+        return
+    keys_dir = Path(run_dir) / "keys"
+    publics = generate_keys(keys_dir, config.agents)
+    for secret in keys_dir.glob("*.key_secret"):
+        secret.chmod(0o600)
+    config.security.mode, config.security.keys_dir, config.security.public_keys = "curve", str(keys_dir), publics
+
+
+def refuse_plain_off_loopback(config: RunConfig, agents: Iterable[int]) -> None:
+    """security.mode auto outside a local run: plain links only where nobody else can reach them."""
+    if config.security.mode != "auto":
+        return
+    exposed = [config.address(a) for a in agents if not is_loopback(config.address(a))]
+    if exposed:
+        raise UserError(f"plain ZeroMQ on {exposed[0]} would let anyone on that network pose as an agent: generate "
+                        "keys with `p2pfl keys generate` and set security.mode: curve (see examples/torus_secure.yaml), "
+                        "or set security.mode: none to accept plain links")

@@ -36,6 +36,7 @@ messages = st.one_of(
 def test_agent_survives_ten_thousand_malformed_messages(tmp_path, no_leaked_agents):
     config = small_config(agents=2, rounds=20000, eval_every=0)
     config.topology.kind = "complete"
+    config.security.mode = "none"  # plain links, so the fuzzer reaches the wire decoder (CURVE: test_security)
     save_config(config, tmp_path / "run.yaml")
     launcher = subprocess.Popen([sys.executable, "-m", "p2pfl.cli", "run", str(tmp_path / "run.yaml"), "--out",
                                  str(tmp_path / "run"), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,

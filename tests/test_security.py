@@ -8,6 +8,7 @@ import torch
 import zmq
 import zmq.auth
 
+from p2pfl.errors import UserError
 from p2pfl.security import CurveKeys, generate_keys
 from p2pfl.transport import ZmqExchange
 from p2pfl.wire import encode
@@ -102,17 +103,62 @@ def test_keys_generate_cli_writes_pairs_and_the_config_block(tmp_path):
     assert keys.peers[2] == block["public_keys"][2].encode()
 
 
-def test_a_secured_multi_process_run(tmp_path, no_leaked_agents):
+@pytest.mark.parametrize("keys", ["given", "auto"])
+def test_a_secured_multi_process_run(tmp_path, no_leaked_agents, keys):
+    """With keys from `p2pfl keys generate`, or none at all: security.mode auto (the default) makes the run's
+    own pairs in RUN/keys, secrets readable by the user alone, and the agents talk CURVE."""
     import json
+    import stat
 
-    from p2pfl.config import save_config
+    from p2pfl.config import load_config, save_config
     from tests.conftest import run_cli, small_config
 
     config = small_config(agents=3, rounds=8)
-    config.security.mode, config.security.keys_dir = "curve", str(tmp_path / "keys")
-    config.security.public_keys = generate_keys(tmp_path / "keys", 3)
+    if keys == "given":
+        config.security.mode, config.security.keys_dir = "curve", str(tmp_path / "keys")
+        config.security.public_keys = generate_keys(tmp_path / "keys", 3)
+    assert config.security.mode == ("curve" if keys == "given" else "auto")
     save_config(config, tmp_path / "run.yaml")
     result = run_cli("run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["agents_finished"] == 3 and summary["messages_dropped"] == 0
+    used = load_config(tmp_path / "run" / "config.yaml").security
+    assert used.mode == "curve" and len(used.public_keys) == 3
+    if keys == "auto":
+        secrets = sorted((tmp_path / "run" / "keys").glob("*.key_secret"))
+        assert len(secrets) == 3 and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets)
+        assert all(s.read_bytes() not in (tmp_path / "run" / "config.yaml").read_bytes() for s in secrets)
+
+
+@pytest.mark.parametrize("address, loopback", [("tcp://127.0.0.1:29000", True), ("tcp://127.3.4.5:1", True),
+                                               ("tcp://[::1]:29000", True), ("tcp://localhost:1", True),
+                                               ("tcp://10.0.0.2:29000", False), ("tcp://lab-pc-3:29000", False),
+                                               ("tcp://0.0.0.0:29000", False)])
+def test_loopback_addresses(address, loopback):
+    from p2pfl.security import is_loopback
+
+    assert is_loopback(address) is loopback
+
+
+def test_plain_links_off_loopback_need_an_opt_in_by_name(tmp_path):
+    """An agent by hand or by spawn on a LAN address refuses plain mode before it binds anything."""
+    from p2pfl.agents.process import run_agent
+    from p2pfl.agents.spawn import Host, spawn
+    from p2pfl.security import refuse_plain_off_loopback
+    from tests.conftest import small_config
+
+    config = small_config(agents=3, rounds=2)
+    config.network.addresses = [f"tcp://10.231.9.{i + 1}:29400" for i in range(3)]
+    assert config.security.mode == "auto"
+    with pytest.raises(UserError, match="security.mode: none"):
+        refuse_plain_off_loopback(config, [0, 1])
+    assert run_agent(config, 1, tmp_path / "run", log_to_file=False) == UserError.exit_code
+    assert "pose as an agent" in (tmp_path / "run" / "agents" / "001" / "error.txt").read_text()
+    with pytest.raises(UserError, match="pose as an agent"):
+        spawn(config, [Host("10.231.9.1", agents=3)], tmp_path / "spawned", "r", dry_run=True)
+    for opt_in in ("none", "curve"):
+        config.security.mode = opt_in
+        refuse_plain_off_loopback(config, [0, 1, 2])  # the user chose by name
+    config.security.mode, config.network.addresses = "auto", None  # 127.0.0.1 by default
+    refuse_plain_off_loopback(config, [0, 1, 2])

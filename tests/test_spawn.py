@@ -22,6 +22,9 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 def test_dry_run_prints_the_exact_commands_and_rewrites_addresses(tmp_path):
     config = small_config(agents=3)
     hosts = [Host("10.0.0.5", agents=2, user="alice", python="/opt/venv/bin/python"), Host("lab2", agents=1)]
+    with pytest.raises(UserError, match="pose as an agent"):  # LAN addresses: plain links only when chosen by name
+        spawn(config, hosts, tmp_path / "run", "r1", dry_run=True)
+    config.security.mode = "none"
     plan = spawn(config, hosts, tmp_path / "run", "r1", dry_run=True)
     assert config.network.addresses == [f"tcp://10.0.0.5:{config.network.base_port}",
                                         f"tcp://10.0.0.5:{config.network.base_port + 1}",

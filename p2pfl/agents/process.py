@@ -19,7 +19,7 @@ from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
-from p2pfl.security import CurveKeys
+from p2pfl.security import CurveKeys, refuse_plain_off_loopback
 from p2pfl.transport import ZmqExchange
 
 PR_SET_NAME = 15
@@ -67,6 +67,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             raise UserError(f"--id {agent_id} is out of range: this run has agents 0..{config.agents - 1}")
         setup = prepare(config)
         neighbours = {j: config.address(j) for j in setup.graph[agent_id]}
+        refuse_plain_off_loopback(config, [agent_id, *neighbours])
         curve = None
         if config.security.mode == "curve":
             curve = CurveKeys.load(config.security.keys_dir, agent_id, config.security.public_keys, list(neighbours))

@@ -20,6 +20,7 @@ import yaml
 
 from p2pfl.config import RunConfig, _build, save_config
 from p2pfl.errors import UserError
+from p2pfl.security import refuse_plain_off_loopback
 
 
 @dataclass
@@ -103,6 +104,7 @@ def _stream(agent: int, pipe, sink) -> None:
 def spawn(config: RunConfig, hosts: list[Host], run_dir: Path, run_name: str, dry_run: bool = False) -> list[str]:
     """Run every agent on its host; returns the printed commands (the plan, for --dry-run)."""
     owners = assign(config, hosts)
+    refuse_plain_off_loopback(config, range(config.agents))
     config.run_id = config.resolved_run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")

@@ -48,6 +48,10 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     setup = prepare(config)
     config.run_id = setup.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not simulate:  # security.mode auto: the run's own keys, so its links are encrypted and closed to others
+        from p2pfl.security import secure_local_run
+
+        secure_local_run(config, run_dir)
     config_file = run_dir / rundir.CONFIG
     save_config(config, config_file)
     mode = "simulate" if simulate else "processes"
