@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from p2pfl.cli.config_cmd import config_group, set_option
+from p2pfl.cli.slurm_cmd import slurm, slurm_addresses
 from p2pfl.cli.sweep_cmd import sweep
 from p2pfl.errors import Diverged, UserError
 
@@ -240,6 +241,8 @@ def keys_generate(directory, agents):
 
 cli.add_command(config_group)
 cli.add_command(sweep)
+cli.add_command(slurm)
+cli.add_command(slurm_addresses)
 
 
 def main() -> None:
