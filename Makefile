@@ -21,10 +21,13 @@ fmnist:
 	  else echo "fmnist: not root, skipping dataset-fashion-mnist (tests that need it will skip)"; fi; \
 	fi
 
-# For the tests of `p2pfl spawn` (a throwaway sshd on 127.0.0.1) and of real network links.
+# For the tests of `p2pfl spawn` (a throwaway sshd on 127.0.0.1), of real network links and of `p2pfl slurm`
+# (a private one-node Slurm: slurmctld, slurmd and munged started by the test from a temp folder).
 system-deps: fmnist
-	@if [ "$$(id -u)" = 0 ] && { [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; }; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client iproute2 iptables >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && { [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null || ! command -v iptables >/dev/null \
+	    || [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/slurmd ] || [ ! -x /usr/sbin/munged ]; }; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client iproute2 \
+	    iptables slurm-wlm munge >/dev/null; \
 	fi
 
 demo: $(STAMP)

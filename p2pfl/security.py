@@ -125,7 +125,7 @@ def secure_local_run(config: RunConfig, run_dir: Path) -> None:
     the public keys in the run's config, so every link is encrypted and only the run's agents get in."""
     if config.security.mode != "auto":
         return
-    keys_dir = Path(run_dir) / "keys"
+    keys_dir = Path(run_dir).resolve() / "keys"
     publics = generate_keys(keys_dir, config.agents)
     for secret in keys_dir.glob("*.key_secret"):
         secret.chmod(0o600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -37,9 +38,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     run is summarized too, with status "diverged"; agents_died lists agents that died mid-run)."""
     from p2pfl.agents import rundir
     from p2pfl.agents.setup import prepare
-    from p2pfl.algorithms import ALGORITHMS
     from p2pfl.config import save_config
-    from p2pfl.topologies.draw import draw_topology
 
     if not simulate:
         from p2pfl.agents.forkserver import warm_forkserver
@@ -55,18 +54,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     config_file = run_dir / rundir.CONFIG
     save_config(config, config_file)
     mode = "simulate" if simulate else "processes"
-    click.echo(run_header(config, mode, run_dir))
-    from p2pfl.partition_report import describe, draw_partition, write_partition
-
-    partition = write_partition(config, setup.dataset, run_dir)
-    click.echo(describe(partition))
-
-    def draw_plots() -> None:  # after the agents started: they need not wait for matplotlib
-        colors = cluster_colors(config)
-        draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
-                      note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
-        draw_partition(config, partition, setup.dataset.name, run_dir)
-
+    draw_plots = write_preamble(setup, run_dir, mode)
     died: list[int] = []
     try:
         if simulate:
@@ -86,19 +74,53 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     except Diverged:
         pass  # every agent was stopped; the summary below records where and why
 
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import print_federated, summarize_federated
+    summary = summarize_folder(config, run_dir, mode, dataset=setup.dataset, print_table=print_table)
+    return {**summary, "agents_died": died}
 
+
+def write_preamble(setup, run_dir: Path, mode: str) -> Callable[[], None]:
+    """Before the agents start: the header line and the partition per agent. Returns the drawing of the
+    topology and partition plots, to call once the agents are started (matplotlib costs them a second)."""
+    from p2pfl.agents import rundir
+    from p2pfl.partition_report import describe, draw_partition, write_partition
+    from p2pfl.topologies.draw import draw_topology
+
+    config = setup.config
+    click.echo(run_header(config, mode, run_dir))
+    partition = write_partition(config, setup.dataset, run_dir)
+    click.echo(describe(partition))
+
+    def draw_plots() -> None:
+        colors = cluster_colors(config)
+        draw_topology(setup.graph, run_dir / rundir.TOPOLOGY_PLOT, config.topology.kind, colors=colors,
+                      note="colour: true cluster of each client, coordinator 0 in grey" if colors else "")
+        draw_partition(config, partition, setup.dataset.name, run_dir)
+
+    return draw_plots
+
+
+def summarize_folder(config: RunConfig, run_dir: Path, mode: str, *, dataset=None, print_table: bool = True) -> dict:
+    """summary.json and the plots of a run folder whose agents have stopped (run here, collected, or on a
+    cluster's shared file system); the table printed. Gossip and coordinator methods alike."""
+    from p2pfl.agents import rundir
+    from p2pfl.algorithms import ALGORITHMS
+
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
+        from p2pfl.errors import UserError
         from p2pfl.federated_plots import federated_title, plot_federated
 
+        if not rundir.metrics_path(run_dir, COORDINATOR).exists():
+            raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
         summary = summarize_federated(config, run_dir)
         plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
         if print_table:
             print_federated(summary)
-        return {**summary, "agents_died": died}
+        return summary
+    from p2pfl.agents.setup import dataset_of
     from p2pfl.report import print_summary, summarize
 
-    summary = summarize(config, setup.dataset, run_dir, mode)
+    summary = summarize(config, dataset if dataset is not None else dataset_of(config), run_dir, mode)
     if print_table:
         print_summary(summary)
-    return {**summary, "agents_died": died}
+    return summary

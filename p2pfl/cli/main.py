@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from p2pfl.cli.config_cmd import config_group, set_option
+from p2pfl.cli.slurm_cmd import slurm, slurm_addresses
 from p2pfl.cli.sweep_cmd import sweep
 from p2pfl.errors import Diverged, UserError
 
@@ -163,25 +164,10 @@ def agent(config_path, agent_id, out, resume, sets):
 def report(run_dir):
     """Summarize a finished run folder (e.g. after collecting hand-started agents' folders)."""
     from p2pfl.agents import rundir
-    from p2pfl.agents.setup import dataset_of
+    from p2pfl.cli.execute import summarize_folder
     from p2pfl.config import load_config
-    from p2pfl.report import print_summary, summarize
 
-    from p2pfl.algorithms import ALGORITHMS
-
-    config = load_config(Path(run_dir) / rundir.CONFIG)
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
-
-        if not rundir.metrics_path(Path(run_dir), COORDINATOR).exists():
-            raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
-        from p2pfl.federated_plots import federated_title, plot_federated
-
-        summary = summarize_federated(config, Path(run_dir))
-        plot_federated(summary, Path(run_dir) / rundir.PLOT, federated_title(config, summary))
-        print_federated(summary)
-        return
-    print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
+    summarize_folder(load_config(Path(run_dir) / rundir.CONFIG), Path(run_dir), "report")
 
 
 @cli.group()
@@ -218,10 +204,9 @@ def topology_show(kind, agents, path, degree, p, seed, png):
 @click.option("--dry-run", is_flag=True, help="Print the exact ssh commands and do nothing.")
 def spawn(config_path, hosts_path, out, dry_run):
     """Start every agent of CONFIG_PATH on the listed LAN hosts over ssh, stream their output, collect results."""
-    from p2pfl.agents.setup import prepare
     from p2pfl.agents.spawn import load_hosts, spawn as spawn_run
+    from p2pfl.cli.execute import summarize_folder
     from p2pfl.config import load_config
-    from p2pfl.report import print_summary, summarize
 
     config = load_config(config_path)
     hosts = load_hosts(hosts_path)
@@ -231,8 +216,7 @@ def spawn(config_path, hosts_path, out, dry_run):
     if dry_run:
         click.echo("\n".join(plan))
         return
-    setup = prepare(config)
-    print_summary(summarize(config, setup.dataset, run_dir, "spawn"))
+    summarize_folder(config, run_dir, "spawn")
 
 
 @cli.group()
@@ -261,6 +245,8 @@ def keys_generate(directory, agents):
 
 cli.add_command(config_group)
 cli.add_command(sweep)
+cli.add_command(slurm)
+cli.add_command(slurm_addresses)
 
 
 def main() -> None:
