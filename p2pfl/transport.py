@@ -57,7 +57,10 @@ class ZmqExchange(MailboxExchange):
             identity = str(agent_id).encode()
             for peer, address in sorted(neighbours.items()):
                 dealer = self.context.socket(zmq.DEALER)
-                dealer.setsockopt(zmq.IDENTITY, identity)
+                if curve is None:  # plain: the routing id is the only name a message has
+                    dealer.setsockopt(zmq.IDENTITY, identity)
+                # With CURVE the key names the sender and libzmq gives the link a routing id starting with a
+                # zero byte, which no peer may claim: nobody can take this link over by announcing our id.
                 dealer.setsockopt(zmq.LINGER, LINGER_MS)
                 dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
                 dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)

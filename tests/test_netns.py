@@ -12,6 +12,7 @@ import pytest
 
 from p2pfl.agents import rundir
 from p2pfl.config import save_config
+from p2pfl.security import generate_keys
 from tests.conftest import ROOT, small_config
 
 AGENTS = 3
@@ -56,6 +57,9 @@ def start_agents(tmp_path, names, rounds):
     config.topology.kind = "complete"
     config.network.addresses = [f"tcp://10.231.7.{i + 1}:29400" for i in range(AGENTS)]
     config.network.round_timeout = 2.0
+    # Off loopback plain links need an opt-in; these hosts talk CURVE, as a LAN run should, through the cut.
+    config.security.mode, config.security.keys_dir = "curve", str(tmp_path / "keys")
+    config.security.public_keys = generate_keys(tmp_path / "keys", AGENTS)
     save_config(config, tmp_path / "run.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return [subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "p2pfl.cli", "agent", "--config",

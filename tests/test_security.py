@@ -162,3 +162,40 @@ def test_plain_links_off_loopback_need_an_opt_in_by_name(tmp_path):
         refuse_plain_off_loopback(config, [0, 1, 2])  # the user chose by name
     config.security.mode, config.network.addresses = "auto", None  # 127.0.0.1 by default
     refuse_plain_off_loopback(config, [0, 1, 2])
+
+def test_under_curve_a_neighbour_cannot_push_another_off_its_link(tmp_path):
+    """Agent 2 (authenticated, a neighbour of 0) keeps connecting with routing id "1": under CURVE the dealers
+    take no self-chosen routing id (libzmq gives each link its own, which no peer may claim), so agent 1's
+    link to agent 0 stays up and every round of theirs is heard."""
+    publics = generate_keys(tmp_path / "keys", 3)
+    ports = free_ports(3)
+    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    keys = lambda i, peers: CurveKeys.load(str(tmp_path / "keys"), i, publics, peers)  # noqa: E731
+    a = ZmqExchange(0, addr[0], {1: addr[1], 2: addr[2]}, "run", 3.0, curve=keys(0, [1, 2]))
+    b = ZmqExchange(1, addr[1], {0: addr[0]}, "run", 3.0, curve=keys(1, [0]))
+    public2, secret2 = zmq.auth.load_certificate(str(tmp_path / "keys" / "agent-2.key_secret"))
+    stop = threading.Event()
+
+    def take_over():
+        while not stop.is_set():
+            liar = intruder(addr[0], public2, secret2, publics[0].encode(), identity=b"1")
+            liar.send_multipart([bytes(f) for f in encode("run", 2, 0, "noise", {"x": torch.zeros(2)})])
+            stop.wait(0.05)
+            liar.close()
+
+    heard = []
+    try:
+        thread = threading.Thread(target=take_over)
+        thread.start()
+        for r in range(12):
+            other = threading.Thread(target=b.exchange, args=(r, "params", {0: {"x": torch.ones(2)}}))
+            other.start()
+            got = a.exchange(r, "params", {1: {"x": torch.zeros(2)}}, expect_from=[1])
+            other.join(10)
+            heard.append(1 in got)
+    finally:
+        stop.set()
+        thread.join(5)
+        a.close()
+        b.close()
+    assert all(heard), heard
