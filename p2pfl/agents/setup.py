@@ -11,15 +11,23 @@ from p2pfl.data import load_dataset
 from p2pfl.errors import UserError
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.models import build_model
-from p2pfl.topologies import build_topology
+from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topology
 
 
 @dataclass
 class RunSetup:
     config: RunConfig
-    graph: nx.Graph
+    graph: nx.Graph  # the links: a fixed topology, or the union of a dynamic one's rounds
     dataset: ArrayDataset
     run_id: str
+    sequence: TopologySequence | None = None  # the round's graph when the topology changes every round
+
+
+def sequence_of(config: RunConfig) -> TopologySequence | None:
+    """The per-round graphs of a dynamic topology (seeded by the run seed, so every agent derives them alike)."""
+    if config.topology.kind not in DYNAMIC_TOPOLOGIES:
+        return None
+    return TopologySequence(config.topology.kind, config.agents, config.seed, config.topology.degree)
 
 
 def graph_of(config: RunConfig) -> nx.Graph:
@@ -27,6 +35,9 @@ def graph_of(config: RunConfig) -> nx.Graph:
 
     if ALGORITHMS[config.algorithm].centralized:  # the coordinator peer (agent 0) in the middle of a star
         config.topology.kind = "star"
+    sequence = sequence_of(config)
+    if sequence is not None:
+        return sequence.union(config.rounds)
     t = config.topology
     return build_topology(t.kind, config.agents, seed=config.seed, degree=t.degree, p=t.p, offsets=tuple(t.offsets),
                           path=t.path)
@@ -52,7 +63,7 @@ def prepare(config: RunConfig) -> RunSetup:
     dataset = dataset_of(config)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)  # a mismatch fails here
     check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
-    return RunSetup(config, graph, dataset, config.resolved_run_id())
+    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence_of(config))
 
 
 def check_message_cap(config: RunConfig, model_bytes: int) -> None:
