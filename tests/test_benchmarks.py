@@ -47,3 +47,12 @@ def test_ccl_reference_benchmark_quick_mode_reads_authors_runs_and_resumes(tmp_p
     module.main(["--quick", "--results", str(tmp_path)])  # resumes: nothing runs again
     assert (tmp_path / "ccl_reference_quick_runs.json").read_text() == runs
     assert module.read_authors(authors)["0.01-qgm-123"]["local"] == 70.0
+
+
+def test_dynamic_topologies_benchmark_writes_both_tables(tmp_path):
+    text = load("dynamic_topologies").main(["--rounds", "2", "--seeds", "0", "--sizes", "8",
+                                            "--kinds", "one-peer-exponential", "ring", "--results", str(tmp_path)])
+    assert (tmp_path / "dynamic_topologies.md").read_text() == text
+    assert "| 8 | one-peer-exponential | 3 |" in text and "| ring |" in text
+    error = float(text.split("| 8 | one-peer-exponential | 3 | ")[1].split(" ")[0])
+    assert error < 1e-6  # exact averaging after log2(8) rounds
