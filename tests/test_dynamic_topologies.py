@@ -174,3 +174,37 @@ def test_a_digits_run_on_the_one_peer_exponential_graph_learns_with_one_message_
     static.topology.kind = "exponential"
     run_simulation(prepare(static), tmp_path / "static")
     assert run_metrics(tmp_path / "static", 8)[0][0]["bytes_by_tag"]["params"] == 5 * one_message  # degree 5
+
+
+def test_max_lag_is_how_far_peers_run_ahead_of_a_late_agent():
+    """One-peer exponential: a late agent holds back 2, 4, ... agents, all after log2(n) rounds."""
+    assert [TopologySequence("one-peer-exponential", n).max_lag(100) for n in (8, 16, 64)] == [3, 4, 6]
+    assert TopologySequence("random-matching", 16).max_lag(200) > 4  # beyond the fixed graphs' window
+    config = small_config(agents=64, rounds=20)
+    config.topology.kind = "one-peer-exponential"
+    assert prepare(config).round_window == 6
+
+
+def test_a_late_agent_gets_the_messages_of_peers_running_rounds_ahead(tmp_path, monkeypatch):
+    """One-peer exponential on 64 agents: while agent 0 is late, peers it does not hold back run up to
+    log2(64) - 1 = 5 rounds ahead and send it their message for that round; it must be kept, not dropped as
+    too far ahead (which left agent 0 waiting a round timeout and mixing nobody in)."""
+    import time
+
+    from p2pfl.exchange import InMemoryExchange
+
+    exchange = InMemoryExchange.exchange
+
+    def late(self, round, tag, outbox, **kwargs):
+        if self.agent_id == 0 and round == 5 and tag == "params":
+            time.sleep(1.0)
+        return exchange(self, round, tag, outbox, **kwargs)
+
+    monkeypatch.setattr(InMemoryExchange, "exchange", late)
+    config = small_config(agents=64, rounds=12, algorithm="dpsgd")
+    config.topology.kind = "one-peer-exponential"
+    config.network.round_timeout = 4.0
+    run_simulation(prepare(config), tmp_path)
+    rows = [r for m in run_metrics(tmp_path, 64) for r in m]
+    assert all(r["neighbours_heard"] == 1 for r in rows)
+    assert sum(r["dropped"] for r in rows) == 0

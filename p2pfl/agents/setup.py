@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from p2pfl.config import RunConfig, validate_config
+from p2pfl.constants import ROUND_WINDOW
 from p2pfl.data import load_dataset
 from p2pfl.errors import UserError
 from p2pfl.data.dataset import ArrayDataset
@@ -21,6 +22,7 @@ class RunSetup:
     dataset: ArrayDataset
     run_id: str
     sequence: TopologySequence | None = None  # the round's graph when the topology changes every round
+    round_window: int = ROUND_WINDOW  # rounds ahead a peer's message is kept (farther with a dynamic topology)
 
 
 def sequence_of(config: RunConfig) -> TopologySequence | None:
@@ -63,7 +65,9 @@ def prepare(config: RunConfig) -> RunSetup:
     dataset = dataset_of(config)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)  # a mismatch fails here
     check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
-    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence_of(config))
+    sequence = sequence_of(config)
+    window = max(ROUND_WINDOW, sequence.max_lag(config.rounds)) if sequence else ROUND_WINDOW
+    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence, window)
 
 
 def check_message_cap(config: RunConfig, model_bytes: int) -> None:

@@ -125,6 +125,27 @@ class TopologySequence:
         return RoundMixing({j: float(graph[agent][j]["weight"]) for j in sorted(graph[agent])},
                            float(graph.nodes[agent][SELF_WEIGHT]), None)
 
+    def max_lag(self, rounds: int) -> int:
+        """The most rounds an agent can run ahead of one that is late: an agent needs the round's message of
+        everyone it mixes in, so the agents a late one holds back grow round by round until they are all;
+        before that the others go on. Fixed graphs keep neighbours within a round of each other."""
+        lag, needs = 0, {}  # needs[t][a, c]: a mixes in c's message of round t; kept for the rounds in reach
+
+        def needs_in(round_: int) -> np.ndarray:
+            if round_ not in needs:
+                needs[round_] = (round_matrix(self.graph(round_)) > 0).astype(float)  # float: BLAS matmul
+            return needs[round_]
+
+        for start in range(min(rounds, self.period or rounds)):
+            needs.pop(start - 1, None)
+            held = np.eye(self.agents)  # held[a, b] > 0: a cannot pass this round while b is late
+            round_ = start
+            while not held.all() and round_ < rounds + (self.period or 0):
+                held = ((held + needs_in(round_) @ held) > 0).astype(float)
+                round_ += 1
+            lag = max(lag, round_ - start)
+        return lag
+
     def union(self, rounds: int) -> nx.Graph:
         """Every pair that exchanges in some round < `rounds`: the links each agent opens up front (exact, as
         the sequence is known in advance); weighted Metropolis-Hastings for drawing, checked connected."""
