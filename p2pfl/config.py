@@ -200,7 +200,7 @@ def validate_config(config: RunConfig) -> None:
     from p2pfl.data.partition import PARTITIONS
     from p2pfl.models import MODELS, model_class
     from p2pfl.plugins import is_import_path
-    from p2pfl.topologies import TOPOLOGIES
+    from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TOPOLOGIES
 
     checks = [
         (config.agents >= 2, f"agents must be >= 2, got {config.agents}; raise --agents"),
@@ -208,8 +208,8 @@ def validate_config(config: RunConfig) -> None:
         (config.eval_every >= 0, "eval_every must be >= 0 (0 evaluates only at the end)"),
         (config.max_loss >= 0, f"max_loss must be >= 0 (0 checks only for non-finite values), got {config.max_loss}"),
         (config.eval_samples >= 0, "eval_samples must be >= 0 (0 uses the whole test set)"),
-        (config.topology.kind in TOPOLOGIES, f"unknown topology {config.topology.kind!r}; choose one of "
-                                             f"{', '.join(TOPOLOGIES)}"),
+        (config.topology.kind in TOPOLOGIES + DYNAMIC_TOPOLOGIES,
+         f"unknown topology {config.topology.kind!r}; choose one of {', '.join(TOPOLOGIES + DYNAMIC_TOPOLOGIES)}"),
         (config.data.name in DATASETS or is_import_path(config.data.name),
          f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)} or give package.module:function"),
         (config.data.partition in PARTITIONS, f"unknown partition {config.data.partition!r}; "

@@ -20,7 +20,7 @@ NPZ_LAYOUT = ("x_train (N x C x H x W, N x H x W or N x D), y_train (N,) integer
 
 MEANINGS: dict[str, str] = {
     "name": "run name: prefix of the run folder under runs/",
-    "seed": "seed of the data split, the initial model and every agent's batch order",
+    "seed": "seed of the data split, the initial model, every agent's batch order and a random per-round topology",
     "agents": "number of agents (with a coordinator method: the coordinator plus agents-1 clients)",
     "security.mode": "auto: a local `p2pfl run` makes the run's own CurveZMQ keys in RUN/keys and encrypts every "
                      "link; agents by hand or by spawn talk plain on loopback and refuse other addresses / curve: "
@@ -35,9 +35,10 @@ MEANINGS: dict[str, str] = {
     "device": "torch device of every agent, e.g. cpu or cuda:0",
     "options": "algorithm options, e.g. {variant: ccl, lambda_m: 0.1} (checked per algorithm)",
     "run_id": "shared run id (default: a hash of the config, so hand-started agents agree)",
-    "topology.kind": "ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi, file",
+    "topology.kind": "ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi, file; "
+                     "changing every round (seeded by seed): one-peer-exponential, random-matching, peer-sampling",
     "topology.path": "edge list ('u v' per line) or GraphML file, with kind: file",
-    "topology.degree": "degree of random-regular",
+    "topology.degree": "degree of random-regular; peers each agent draws per round with peer-sampling",
     "topology.p": "edge probability of erdos-renyi",
     "topology.offsets": "neighbour offsets i±k of circulant",
     "data.name": "digits, fashion-mnist, cifar10, torchvision, npz, or an import path `package.module:load` "

@@ -69,8 +69,11 @@ class MailboxExchange:
     """Exchange logic common to every transport; subclasses move the frames."""
 
     def __init__(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, round_window: int = ROUND_WINDOW):
+        """`round_window`: how many rounds ahead a peer's message is kept; a topology that changes per round
+        lets peers run further ahead than a fixed one (RunSetup.round_window)."""
         self.agent_id = agent_id
+        self.round_window = round_window
         self.peers = frozenset(peers)
         self.run_id = run_id
         self.round_timeout = round_timeout
@@ -183,7 +186,7 @@ class MailboxExchange:
         # A peer is waited for again once heard, unless what it sent is for a round far behind ours: then it is
         # alive but lagging, and waiting a round timeout for it each time would stall us while it catches up
         # (after a healed partition, by then hundreds of rounds behind, it never would).
-        if envelope.round < 0 or envelope.round >= self._round - ROUND_WINDOW:
+        if envelope.round < 0 or envelope.round >= self._round - self.round_window:
             self.mark_up(envelope.sender)
         if envelope.tag == TAG_HELLO and envelope.round == HELLO_ROUND and self._round >= 0:
             now = time.monotonic()
@@ -251,11 +254,11 @@ class MailboxExchange:
         key, peer = (envelope.round, envelope.tag), envelope.sender
         if envelope.round < self._round or key in self._done:
             return self._drop("stale round", envelope)
-        if envelope.round > self._round + ROUND_WINDOW:
+        if envelope.round > self._round + self.round_window:
             # Its sender is past every round we will ask for soon, so we stop waiting for it there: a lagging
             # agent catches up with neighbours running ahead. But only to the window's end, so a forged round
-            # 10**9 costs at most ROUND_WINDOW + 1 rounds without that neighbour, not the rest of the run.
-            horizon = self._round + ROUND_WINDOW + 1
+            # 10**9 costs at most round_window + 1 rounds without that neighbour, not the rest of the run.
+            horizon = self._round + self.round_window + 1
             self.latest_seen[peer] = max(horizon, self.latest_seen.get(peer, -1))
             return self._drop("round too far ahead", envelope)
         slot = self._buffer[key]

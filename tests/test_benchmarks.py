@@ -61,3 +61,12 @@ def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc
     assert gossip["bytes_per_round"] > 0 and floor["bytes_per_round"] == 0
     table = (tmp_path / "scale_quick.md").read_text()
     assert "| 3 | ring |" in table and "PSS total MB" in table
+
+
+def test_dynamic_topologies_benchmark_writes_both_tables(tmp_path):
+    text = load("dynamic_topologies").main(["--rounds", "2", "--seeds", "0", "--sizes", "8",
+                                            "--kinds", "one-peer-exponential", "ring", "--results", str(tmp_path)])
+    assert (tmp_path / "dynamic_topologies.md").read_text() == text
+    assert "| 8 | one-peer-exponential | 3 |" in text and "| ring |" in text
+    error = float(text.split("| 8 | one-peer-exponential | 3 | ")[1].split(" ")[0])
+    assert error < 1e-6  # exact averaging after log2(8) rounds

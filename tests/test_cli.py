@@ -122,3 +122,15 @@ def test_topology_show_prints_facts_and_writes_a_png(runner, tmp_path):
     assert result.exit_code == 0
     assert "diameter: 4" in result.output and "spectral_gap" in result.output
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_topology_show_describes_a_dynamic_sequence(runner, tmp_path):
+    png = tmp_path / "d.png"
+    result = invoke(runner, "topology", "show", "one-peer-exponential", "--agents", "8", "--png", str(png))
+    assert result.exit_code == 0
+    facts = {key.strip(): value for key, value in (line.split(": ", 1) for line in result.output.splitlines())}
+    assert facts["period"] == "3" and float(facts["contraction"]) < 1e-9  # log2(8) rounds: exact average
+    assert float(facts["sent_per_round"]) == 1
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    random = invoke(runner, "topology", "show", "random-matching", "--agents", "8", "--rounds", "20", "--png", str(png))
+    assert "period: none (random)" in random.output and "window: 20" in random.output

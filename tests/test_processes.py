@@ -28,8 +28,11 @@ def write_config(tmp_path, config):
     return path
 
 
-def test_processes_give_the_same_losses_as_simulate(tmp_path, no_leaked_agents):
-    config = small_config(agents=4, rounds=15, eval_every=5)
+@pytest.mark.parametrize("kind, algorithm", [("ring", "dsgdm-n"), ("one-peer-exponential", "ccl")])
+def test_processes_give_the_same_losses_as_simulate(tmp_path, no_leaked_agents, kind, algorithm):
+    """Also with peers changing every round (directed rounds, CCL's reply going the other way)."""
+    config = small_config(agents=4, rounds=15, eval_every=5, algorithm=algorithm)
+    config.topology.kind = kind
     path = write_config(tmp_path, config)
     result = run_cli("run", str(path), "--out", str(tmp_path / "proc"), "--no-progress")
     assert result.returncode == 0, result.stderr

@@ -27,6 +27,7 @@ from p2pfl.agents.divergence import check_divergence
 from p2pfl.errors import Diverged, PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.models import build_model
+from p2pfl.topologies.dynamic import TopologySequence
 from p2pfl.topologies.mixing import SELF_WEIGHT
 
 log = logging.getLogger("p2pfl.agent")
@@ -73,8 +74,12 @@ def evaluation_due(config: RunConfig, round_: int) -> bool:
 
 class AgentLoop:
     def __init__(self, config: RunConfig, agent_id: int, graph: nx.Graph, dataset: ArrayDataset,
-                 exchange: Exchange, run_dir: Path, stop: threading.Event | None = None, resume: bool = False):
+                 exchange: Exchange, run_dir: Path, stop: threading.Event | None = None, resume: bool = False,
+                 sequence: TopologySequence | None = None):
+        """`graph`: the links (every peer ever met); `sequence`: the round's graph when it changes per round."""
         self.config, self.agent_id, self.exchange = config, agent_id, exchange
+        self.sequence = sequence
+        self.links = sorted(graph[agent_id])
         self.run_dir = Path(run_dir)
         self.stop = stop or threading.Event()
         self.device = torch.device(config.device)
@@ -88,13 +93,19 @@ class AgentLoop:
         weights = {j: float(graph[agent_id][j]["weight"]) for j in sorted(graph[agent_id])}
         self.ctx = AgentContext(agent_id, weights, float(graph.nodes[agent_id][SELF_WEIGHT]), self.model, exchange,
                                 config.optim, config.rounds, config.agents, dataset.num_classes)
+        self.use_round_graph(0)
         self.algorithm = build_algorithm(config.algorithm, self.ctx, config.options)
         self.start_round = 0
         self.resumed = resume and self.load_checkpoint()
 
+    def use_round_graph(self, round_: int) -> None:
+        """A dynamic topology: this round's peers and weights for the algorithm (a fixed one keeps its own)."""
+        if self.sequence is not None:
+            self.ctx.use_round(self.sequence.mixing(self.agent_id, round_))
+
     def handshake(self) -> None:
         """Wait until every neighbour is up, so round 0 does not time out on slow starters."""
-        peers = list(self.ctx.weights)
+        peers = self.links
         started = time.perf_counter()
         hello = {"round": torch.tensor([self.start_round])}
         timeout = self.config.network.startup_timeout
@@ -158,6 +169,7 @@ class AgentLoop:
                 before = stats.snapshot()
                 started = time.perf_counter()
                 x, y = self.stream.next()
+                self.use_round_graph(round_)
                 out = self.algorithm.step(round_, x, y)
                 seconds = time.perf_counter() - started
                 params = flat_params(self.model)
@@ -186,6 +198,6 @@ class AgentLoop:
                 if self.config.checkpoint_every and (round_ + 1) % self.config.checkpoint_every == 0:
                     self.save_checkpoint(round_)
         # Let neighbours collect our last round before we close: a short, best-effort barrier.
-        self.exchange.exchange(self.config.rounds, TAG_BYE, {j: {} for j in self.ctx.weights},
+        self.exchange.exchange(self.config.rounds, TAG_BYE, {j: {} for j in self.links},
                                timeout=min(5.0, self.config.network.round_timeout))
         return last or {}

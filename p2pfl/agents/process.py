@@ -73,7 +73,8 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             curve = CurveKeys.load(config.security.keys_dir, agent_id, config.security.public_keys, list(neighbours))
         exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
                                config.network.round_timeout, curve=curve,
-                               max_message_bytes=int(config.network.max_message_mb * 2**20))
+                               max_message_bytes=int(config.network.max_message_mb * 2**20),
+                               round_window=setup.round_window)
         build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume).run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0

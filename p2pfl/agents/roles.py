@@ -16,7 +16,8 @@ def build_loop(setup: RunSetup, agent_id: int, exchange: Exchange, run_dir: Path
                stop: threading.Event | None = None, resume: bool = False):
     config = setup.config
     if not ALGORITHMS[config.algorithm].centralized:
-        return AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume)
+        return AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume,
+                         sequence=setup.sequence)
     if agent_id == COORDINATOR:
         return CoordinatorLoop(config, setup.dataset, exchange, run_dir, stop=stop, resume=resume)
     return ClientLoop(config, agent_id, setup.dataset, exchange, run_dir, stop=stop)

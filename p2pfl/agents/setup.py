@@ -7,19 +7,29 @@ from dataclasses import dataclass
 import networkx as nx
 
 from p2pfl.config import RunConfig, validate_config
+from p2pfl.constants import ROUND_WINDOW
 from p2pfl.data import load_dataset
 from p2pfl.errors import UserError
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.models import build_model
-from p2pfl.topologies import build_topology
+from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topology
 
 
 @dataclass
 class RunSetup:
     config: RunConfig
-    graph: nx.Graph
+    graph: nx.Graph  # the links: a fixed topology, or the union of a dynamic one's rounds
     dataset: ArrayDataset
     run_id: str
+    sequence: TopologySequence | None = None  # the round's graph when the topology changes every round
+    round_window: int = ROUND_WINDOW  # rounds ahead a peer's message is kept (farther with a dynamic topology)
+
+
+def sequence_of(config: RunConfig) -> TopologySequence | None:
+    """The per-round graphs of a dynamic topology (seeded by the run seed, so every agent derives them alike)."""
+    if config.topology.kind not in DYNAMIC_TOPOLOGIES:
+        return None
+    return TopologySequence(config.topology.kind, config.agents, config.seed, config.topology.degree)
 
 
 def graph_of(config: RunConfig) -> nx.Graph:
@@ -27,6 +37,9 @@ def graph_of(config: RunConfig) -> nx.Graph:
 
     if ALGORITHMS[config.algorithm].centralized:  # the coordinator peer (agent 0) in the middle of a star
         config.topology.kind = "star"
+    sequence = sequence_of(config)
+    if sequence is not None:
+        return sequence.union(config.rounds)
     t = config.topology
     return build_topology(t.kind, config.agents, seed=config.seed, degree=t.degree, p=t.p, offsets=tuple(t.offsets),
                           path=t.path)
@@ -52,7 +65,9 @@ def prepare(config: RunConfig) -> RunSetup:
     dataset = dataset_of(config)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)  # a mismatch fails here
     check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
-    return RunSetup(config, graph, dataset, config.resolved_run_id())
+    sequence = sequence_of(config)
+    window = max(ROUND_WINDOW, sequence.max_lag(config.rounds)) if sequence else ROUND_WINDOW
+    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence, window)
 
 
 def check_message_cap(config: RunConfig, model_bytes: int) -> None:

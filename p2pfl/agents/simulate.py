@@ -26,7 +26,8 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
     loops = []
     for agent in range(config.agents):
         exchange = hub.endpoint(agent, setup.graph[agent], setup.run_id, config.network.round_timeout,
-                                max_message_bytes=int(config.network.max_message_mb * 2**20))
+                                max_message_bytes=int(config.network.max_message_mb * 2**20),
+                                round_window=setup.round_window)
         loops.append((agent, build_loop(setup, agent, exchange, run_dir, stop=stop)))
 
     def body(agent: int, loop) -> None:

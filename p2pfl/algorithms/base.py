@@ -13,6 +13,8 @@ from p2pfl.config import OptimConfig
 from p2pfl.errors import UserError
 from p2pfl.exchange import Exchange, PeerId
 from p2pfl.models.base import FeatureClassifier
+from p2pfl.topologies.dynamic import RoundMixing
+from p2pfl.wire import spec_of
 
 
 @dataclass
@@ -28,6 +30,14 @@ class AgentContext:
     total_rounds: int
     agents: int
     num_classes: int
+    # Whom this round's parameters go to; None: the peers in `weights` (a symmetric graph). A directed round
+    # (the one-peer exponential graph) sends to other peers than it mixes in; the agent loop sets all three
+    # fields each round when the topology changes per round.
+    send_to: tuple[PeerId, ...] | None = None
+
+    def use_round(self, mixing: RoundMixing) -> None:
+        """This round's peers and weights, for a topology that changes every round."""
+        self.weights, self.self_weight, self.send_to = mixing.weights, mixing.self_weight, mixing.send_to
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
@@ -40,6 +50,15 @@ def set_flat_params(model: torch.nn.Module, vector: torch.Tensor) -> None:
 
 def flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def exchange_params(ctx: AgentContext, round_: int, payload: Mapping[str, torch.Tensor]) -> dict[PeerId, dict]:
+    """Round "params": send `payload` to this round's recipients, return what the peers we mix in sent."""
+    if ctx.send_to is None:
+        return ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+    spec = spec_of(payload)  # a directed round: the senders we mix in send what we send
+    return ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.send_to}, expect_from=tuple(ctx.weights),
+                                 expect={j: spec for j in ctx.weights})
 
 
 def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], weights: Mapping[PeerId, float],

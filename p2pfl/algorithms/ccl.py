@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from p2pfl.algorithms.base import AgentContext, flat_grad, flat_params, learning_rate, set_flat_params
 from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qgm_options, gossip_then_correct,
                                  load_pending, pending_state)
+from p2pfl.wire import spec_of
 
 CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0}
 
@@ -77,7 +78,12 @@ class CCL:
                 set_flat_params(self.shadow, params)
                 cross[peer] = self.shadow.features(x)
         outbox = {peer: {"sums": class_sums(f, y, classes), "counts": counts} for peer, f in cross.items()}
-        received = ctx.exchange.exchange(round_, "features", outbox)
+        if ctx.send_to is None:
+            received = ctx.exchange.exchange(round_, "features", outbox)
+        else:  # a directed round: sums go back to whom we heard from, ours come from whom we sent our model to
+            spec = spec_of({"sums": class_sums(features.detach(), y, classes), "counts": counts})
+            received = ctx.exchange.exchange(round_, "features", outbox, expect_from=ctx.send_to,
+                                             expect={j: spec for j in ctx.send_to})
         sums = class_sums(features.detach(), y, classes) + sum((r["sums"] for r in received.values()),
                                                                torch.zeros(classes, features.shape[1]))
         totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes))

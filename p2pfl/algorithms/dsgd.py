@@ -7,8 +7,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from p2pfl.algorithms.base import (AgentContext, flat_grad, flat_params, gossip_average, learning_rate,
-                                   reject_unknown, set_flat_params)
+from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_grad, flat_params, gossip_average,
+                                   learning_rate, reject_unknown, set_flat_params)
 
 
 def local_gradient(ctx: AgentContext, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
@@ -57,7 +57,7 @@ class DSGD:
         """x <- sum_j w_ij x_j over the neighbours that answered; returns how many did."""
         ctx = self.ctx
         own = flat_params(ctx.model)
-        received = ctx.exchange.exchange(round_, "params", {j: {"params": own} for j in ctx.weights})
+        received = exchange_params(ctx, round_, {"params": own})
         set_flat_params(ctx.model, gossip_average(own, {j: r["params"] for j, r in received.items()}, ctx.weights,
                                                   ctx.self_weight))
         return len(received)

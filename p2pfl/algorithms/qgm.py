@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 import torch
 
-from p2pfl.algorithms.base import (AgentContext, flat_params, gossip_average, learning_rate, reject_unknown,
-                                   set_flat_params)
+from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_params, gossip_average, learning_rate,
+                                   reject_unknown, set_flat_params)
 from p2pfl.algorithms.dsgd import local_gradient
 from p2pfl.errors import UserError
 
@@ -80,7 +80,7 @@ def gossip_then_correct(ctx: AgentContext, buffer: QuasiGlobalBuffer, pending: P
     payload = {"params": half}
     if gossip_momentum:
         payload["momentum"] = buffer.momentum_hat
-    received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+    received = exchange_params(ctx, round_, payload)
     neighbour_params = {j: r["params"] for j, r in received.items()}
     x_new = mix_with_step(half, neighbour_params, ctx.weights, gamma)
     if pending is not None:
@@ -122,7 +122,7 @@ class QGM:
         payload = {"params": half}
         if self.options["gossip_momentum"]:
             payload["momentum"] = buffer.momentum_hat
-        received = ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights})
+        received = exchange_params(ctx, round_, payload)
         x_new = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
         mixed_hat = None
         if self.options["gossip_momentum"]:

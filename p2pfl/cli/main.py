@@ -84,7 +84,8 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @cli.command()
 @click.argument("config_path", type=click.Path(dir_okay=False), required=False)
 @click.option("--agents", type=int, help="Number of agents.")
-@click.option("--topology", help="ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi.")
+@click.option("--topology", help="ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi; "
+              "per round: one-peer-exponential, random-matching, peer-sampling.")
 @click.option("--topology-file", type=click.Path(), help="Edge list or GraphML file.")
 @click.option("--rounds", type=int, help="Gossip rounds (one local step each).")
 @click.option("--seed", type=int)
@@ -179,21 +180,34 @@ def topology() -> None:
 @click.argument("kind")
 @click.option("--agents", type=int, default=16, show_default=True)
 @click.option("--file", "path", type=click.Path(), help="Edge list or GraphML (with KIND 'file').")
-@click.option("--degree", type=int, default=3, show_default=True, help="For random-regular.")
+@click.option("--degree", type=int, default=3, show_default=True,
+              help="For random-regular; for peer-sampling the peers each agent draws per round.")
 @click.option("--p", type=float, default=0.3, show_default=True, help="For erdos-renyi.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rounds", type=int, default=16, show_default=True,
+              help="Dynamic topologies without a period: the window of rounds described.")
 @click.option("--png", type=click.Path(dir_okay=False), help="Drawing path (default: topology-KIND-N.png).")
-def topology_show(kind, agents, path, degree, p, seed, png):
-    """Print degree, diameter and spectral gap of the mixing matrix; write a PNG drawing."""
-    from p2pfl.topologies import build_topology, describe
+def topology_show(kind, agents, path, degree, p, seed, rounds, png):
+    """Print degree, diameter and spectral gap of the mixing matrix (for a dynamic KIND: period, peers per
+    round, mean per-round gap and the contraction of a period); write a PNG drawing."""
+    from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topology, describe
     from p2pfl.topologies.draw import draw_topology
 
-    graph = build_topology(kind, agents, seed=seed, degree=degree, p=p, path=path)
-    facts = describe(graph)
+    note = ""
+    if kind in DYNAMIC_TOPOLOGIES:
+        from p2pfl.topologies.sequence_facts import describe_sequence
+
+        sequence = TopologySequence(kind, agents, seed, degree)
+        facts = describe_sequence(sequence, rounds)
+        graph = sequence.union(facts["window"])
+        note = f"union of rounds 0-{facts['window'] - 1}; {facts['peers_per_round']} peer(s) per round"
+    else:
+        graph = build_topology(kind, agents, seed=seed, degree=degree, p=p, path=path)
+        facts = describe(graph)
     for key, value in facts.items():
-        click.echo(f"{key:>13}: {value:.4f}" if isinstance(value, float) else f"{key:>13}: {value}")
-    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", kind)
-    click.echo(f"      drawing: {target}")
+        click.echo(f"{key:>15}: {value:.4g}" if isinstance(value, float) else f"{key:>15}: {value}")
+    target = draw_topology(graph, png or f"topology-{kind}-{facts['agents']}.png", kind, note=note)
+    click.echo(f"        drawing: {target}")
 
 
 @cli.command()

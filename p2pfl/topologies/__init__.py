@@ -1,4 +1,4 @@
-"""Gossip graphs: builders, mixing weights, checks, drawing."""
+"""Gossip graphs: builders, mixing weights, checks, drawing; time-varying sequences in `dynamic`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import networkx as nx
 
 from p2pfl.errors import UserError
 from p2pfl.topologies.builders import BUILDERS, from_file
+from p2pfl.topologies.dynamic import DYNAMIC_TOPOLOGIES, TopologySequence
 from p2pfl.topologies.mixing import assign_mixing_weights, mixing_matrix, spectral_gap, validate
 
-__all__ = ["build_topology", "mixing_matrix", "spectral_gap", "validate", "TOPOLOGIES", "describe"]
+__all__ = ["build_topology", "mixing_matrix", "spectral_gap", "validate", "TOPOLOGIES", "describe",
+           "DYNAMIC_TOPOLOGIES", "TopologySequence"]
 
-TOPOLOGIES = tuple(BUILDERS) + ("file",)
+TOPOLOGIES = tuple(BUILDERS) + ("file",)  # fixed for the whole run; DYNAMIC_TOPOLOGIES change every round
 
 
 def build_topology(kind: str, agents: int, *, seed: int = 0, degree: int = 3, p: float = 0.3,
@@ -22,7 +24,7 @@ def build_topology(kind: str, agents: int, *, seed: int = 0, degree: int = 3, p:
         graph = from_file(path)
     else:
         if kind not in BUILDERS:
-            raise UserError(f"unknown topology {kind!r}; choose one of {', '.join(TOPOLOGIES)}")
+            raise UserError(f"unknown topology {kind!r}; choose one of {', '.join(TOPOLOGIES + DYNAMIC_TOPOLOGIES)}")
         if agents < 2:
             raise UserError(f"a run needs at least 2 agents, got {agents}; raise --agents")
         extra = {"random-regular": {"degree": degree, "seed": seed}, "erdos-renyi": {"p": p, "seed": seed},

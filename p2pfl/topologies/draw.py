@@ -7,6 +7,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from p2pfl.topologies.dynamic import DYNAMIC_TOPOLOGIES
 from p2pfl.topologies.mixing import spectral_gap
 
 WRAP_STUB = 0.35  # length of the stubs that stand for a torus' wrap-around edges, in grid cells
@@ -57,6 +58,8 @@ def degree_text(graph: nx.Graph) -> str:
 
 
 def topology_title(graph: nx.Graph, kind: str = "") -> str:
+    if kind in DYNAMIC_TOPOLOGIES:  # the drawing is the union of the rounds' graphs: its gap says nothing
+        return f"{kind}: {graph.number_of_nodes()} agents, peers changing per round (union: {degree_text(graph)})"
     return (f"{kind or 'graph'}: {graph.number_of_nodes()} agents, {degree_text(graph)}, "
             f"spectral gap {spectral_gap(graph):.3f}")
 

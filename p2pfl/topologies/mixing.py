@@ -43,10 +43,14 @@ def validate(graph: nx.Graph, tol: float = 1e-9) -> None:
         parts = nx.number_connected_components(graph)
         raise UserError(f"topology is disconnected ({parts} components): gossip cannot reach consensus; "
                         "add edges, raise the edge probability, or pick another topology")
-    matrix = mixing_matrix(graph)
+    check_doubly_stochastic(mixing_matrix(graph), symmetric=True, tol=tol)
+
+
+def check_doubly_stochastic(matrix: np.ndarray, *, symmetric: bool, tol: float = 1e-9) -> None:
+    """Gossip preserves the average only if every row and every column sums to 1 (and no entry is negative)."""
     if (matrix < -tol).any():
         raise UserError("mixing matrix has negative entries; use Metropolis-Hastings weights")
-    if not np.allclose(matrix, matrix.T, atol=1e-9):
+    if symmetric and not np.allclose(matrix, matrix.T, atol=1e-9):
         raise UserError("mixing matrix is not symmetric")
     if not (np.allclose(matrix.sum(0), 1, atol=1e-9) and np.allclose(matrix.sum(1), 1, atol=1e-9)):
         raise UserError("mixing matrix is not doubly stochastic; use assign_mixing_weights")
