@@ -158,6 +158,19 @@ def test_a_bad_index_or_a_missed_round_leaves_that_neighbour_out_of_the_mixing()
     assert not torch.equal(flat_params(agents[0].ctx.model), before[0])
 
 
+def test_a_checkpoint_keeps_the_copies_and_a_resumed_agent_mixes_with_nobody(tmp_path):
+    g = assign_mixing_weights(nx.complete_graph(3))
+    options = {"compressor": "topk", "ratio": 0.5}
+    agents = make_agents("choco", g, OptimConfig(lr=LR), options)
+    step_all(agents, 0, batches(3))
+    torch.save(agents[0].state_dict(), tmp_path / "state.pt")
+    fresh = make_agents("choco", g, OptimConfig(lr=LR), options)[0]
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert torch.equal(fresh.hats[2], agents[2].hat_self) and fresh.next_round == 1
+    step_all(agents, 2, batches(3, seed=2))  # round 1 missed by everyone, as after a restart
+    assert [a.stale for a in agents] == [{1, 2}, {0, 2}, {0, 1}]
+
+
 @pytest.mark.parametrize("options,message", [
     ({"compressor": "zip"}, "options.compressor must be one of topk, randomk, sign, qsgd, none"),
     ({"gamma": 0.0}, "options.gamma"), ({"ratio": 1.5}, "options.ratio"), ({"levels": 300}, "options.levels"),

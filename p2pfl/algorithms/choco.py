@@ -11,7 +11,8 @@ Public copies start at 0 (the paper). Only q travels, in the compressor's wire f
 A copy x_hat_j is exact only if every q_j reached us: one lost message leaves it off by that q_j
 for good, and mixing with it would push the models by a constant every round. So a neighbour
 missed once (absent, or a message that fails its checks) is left out of the mixing from then on
-(reported as `stale_neighbours`); we still send it our q so its copy of us stays exact.
+(reported as `stale_neighbours`); we still send it our q so its copy of us stays exact. An agent
+resumed from a checkpoint has missed every q since, so it marks all its neighbours stale (and they it).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Choco(DSGD):
         self.hat_self = torch.zeros_like(self.momentum)
         self.hats = {j: torch.zeros_like(self.momentum) for j in ctx.weights}
         self.stale: set[int] = set()
+        self.next_round = 0
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -67,6 +69,9 @@ class Choco(DSGD):
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
+        if round_ != self.next_round:  # resumed from a checkpoint: the q's of the rounds in between are lost
+            self.mark_stale(set(ctx.weights), f"rounds {self.next_round}..{round_ - 1} skipped")
+        self.next_round = round_ + 1
         half, loss, lr = self.local_step(round_, x, y)
         payload = self.compressor.encode((half - self.hat_self).cpu(), round_)
         received = ctx.exchange.exchange(round_, "choco", {j: payload for j in ctx.weights})
@@ -77,21 +82,24 @@ class Choco(DSGD):
                     raise ValueError(f"no message in round {round_}")
                 self.hats[j] += self.compressor.decode(received[j]).to(half.device)
             except ValueError as exc:
-                if j not in self.stale:
-                    log.warning("agent %s: copy of neighbour %s is stale (%s); no longer mixed with it",
-                                ctx.agent_id, j, exc)
-                self.stale.add(j)
+                self.mark_stale({j}, str(exc))
         pull = torch.zeros_like(half)
         for j in sorted(set(ctx.weights) - self.stale):
             pull += ctx.weights[j] * (self.hats[j] - self.hat_self)
         set_flat_params(ctx.model, half + self.options["gamma"] * pull)
         return {"loss": loss, "lr": lr, "neighbours_heard": len(received), "stale_neighbours": len(self.stale)}
 
+    def mark_stale(self, peers: set[int], why: str) -> None:
+        for j in sorted(peers - self.stale):
+            log.warning("agent %s: copy of neighbour %s is stale (%s); no longer mixed with it",
+                        self.ctx.agent_id, j, why)
+        self.stale |= peers
+
     def state_dict(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "hat_self": self.hat_self, "hats": dict(self.hats),
-                "stale": sorted(self.stale)}
+                "stale": sorted(self.stale), "next_round": self.next_round}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.momentum, self.hat_self = state["momentum"], state["hat_self"]
         self.hats = dict(state["hats"])
-        self.stale = set(state["stale"])
+        self.stale, self.next_round = set(state["stale"]), state["next_round"]
