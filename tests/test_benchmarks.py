@@ -47,3 +47,12 @@ def test_ccl_reference_benchmark_quick_mode_reads_authors_runs_and_resumes(tmp_p
     module.main(["--quick", "--results", str(tmp_path)])  # resumes: nothing runs again
     assert (tmp_path / "ccl_reference_quick_runs.json").read_text() == runs
     assert module.read_authors(authors)["0.01-qgm-123"]["local"] == 70.0
+
+
+def test_choco_benchmark_quick_mode_writes_table_and_plot(tmp_path):
+    load("choco").main(["--quick", "--results", str(tmp_path)])
+    table = (tmp_path / "choco_quick.md").read_text()
+    for label in ("DSGDm-N (uncompressed)", "CHOCO top-k 1%", "CHOCO sign", "CHOCO qsgd s=15"):
+        assert f"| {label} |" in table, label
+    assert "| 1/1.0 |" in table and "| 1/30." in table  # sign: about 32 times fewer bytes, headers included
+    assert (tmp_path / "choco_quick.png").read_bytes()[:4] == b"\x89PNG"
