@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from p2pfl.algorithms.base import AgentContext, reject_unknown, set_flat_params
+from p2pfl.algorithms.base import AgentContext, flat_params, reject_unknown, set_flat_params
 from p2pfl.algorithms.compressors import COMPRESSORS, build_compressor
 from p2pfl.algorithms.dsgd import DSGD
 from p2pfl.errors import UserError
@@ -54,9 +54,8 @@ class Choco(DSGD):
         self.options = check_choco_options(options)
         self.ctx = ctx
         self.beta, self.nesterov = ctx.optim.momentum, ctx.optim.nesterov
-        params = [p.detach() for p in ctx.model.parameters()]
-        self.momentum = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
-        self.compressor = build_compressor(self.options["compressor"], [p.numel() for p in params],
+        self.momentum = torch.zeros_like(flat_params(ctx.model))
+        self.compressor = build_compressor(self.options["compressor"], [p.numel() for p in ctx.model.parameters()],
                                            self.options["ratio"], self.options["levels"], seed=ctx.agent_id)
         self.hat_self = torch.zeros_like(self.momentum)
         self.hats = {j: torch.zeros_like(self.momentum) for j in ctx.weights}
