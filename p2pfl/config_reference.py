@@ -28,8 +28,8 @@ MEANINGS: dict[str, str] = {
                      "loopback (anyone on the network may pose as an agent)",
     "rounds": "training rounds; a gossip round is one local step and one exchange with the neighbours",
     "eval_every": "evaluate the test accuracy every N rounds (0: only after the last round)",
-    "algorithm": "dpsgd, dsgdm, dsgdm-n, qgm, ccl, local; coordinator methods fedavg, ifca, clove, cpcfl, "
-                 "fedtsdp, mtl, local-only",
+    "algorithm": "dpsgd, dsgdm, dsgdm-n, qgm, ccl, choco (compressed gossip), local; coordinator methods fedavg, "
+                 "ifca, clove, cpcfl, fedtsdp, mtl, local-only",
     "model": "mlp, cnn, lenet5, resnet20, autoencoder, or an import path `package.module:Class`",
     "model_args": "keyword arguments of the model class, e.g. {hidden: [128, 64]} for mlp",
     "device": "torch device of every agent, e.g. cpu or cuda:0",

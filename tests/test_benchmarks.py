@@ -70,3 +70,12 @@ def test_dynamic_topologies_benchmark_writes_both_tables(tmp_path):
     assert "| 8 | one-peer-exponential | 3 |" in text and "| ring |" in text
     error = float(text.split("| 8 | one-peer-exponential | 3 | ")[1].split(" ")[0])
     assert error < 1e-6  # exact averaging after log2(8) rounds
+
+
+def test_choco_benchmark_quick_mode_writes_table_and_plot(tmp_path):
+    load("choco").main(["--quick", "--results", str(tmp_path)])
+    table = (tmp_path / "choco_quick.md").read_text()
+    for label in ("DSGDm-N (uncompressed)", "CHOCO top-k 1%", "CHOCO sign", "CHOCO qsgd s=15"):
+        assert f"| {label} |" in table, label
+    assert "| 1/1.0 |" in table and "| 1/30." in table  # sign: about 32 times fewer bytes, headers included
+    assert (tmp_path / "choco_quick.png").read_bytes()[:4] == b"\x89PNG"

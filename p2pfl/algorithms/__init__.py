@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 from p2pfl.algorithms.base import AgentContext
 from p2pfl.algorithms.ccl import CCL, CCL_OPTIONS
+from p2pfl.algorithms.choco import CHOCO_OPTIONS, Choco
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
 from p2pfl.algorithms.federated import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
 from p2pfl.algorithms.qgm import QGM, QGM_OPTIONS
@@ -28,6 +29,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "dsgdm-n": AlgorithmEntry(partial(DSGD, nesterov=True), DSGD.check_options, "D-PSGD with Nesterov momentum"),
     "qgm": AlgorithmEntry(QGM, QGM.check_options, "Quasi-Global Momentum (Lin et al. 2021)"),
     "ccl": AlgorithmEntry(CCL, CCL.check_options, "Cross-feature Contrastive Loss on top of QGM (Aketi & Roy 2024)"),
+    "choco": AlgorithmEntry(Choco, Choco.check_options,
+                            "CHOCO-SGD: gossip of compressed differences to public copies (Koloskova et al. 2019)"),
     "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
                             "local steps only (Nesterov momentum), no communication"),
     "fedavg": AlgorithmEntry(None, partial(check_federated_options, method="fedavg"), "FedAvg",
@@ -55,6 +58,7 @@ OPTION_DEFAULTS: dict[str, Mapping[str, Any]] = {
     **{name: DSGD.OPTIONS for name in ("dpsgd", "dsgdm", "dsgdm-n", "local")},
     "qgm": QGM_OPTIONS,
     "ccl": {**QGM_OPTIONS, **CCL_OPTIONS},
+    "choco": CHOCO_OPTIONS,
     **{name: {**FEDERATED_OPTIONS, **options} for name, options in METHOD_OPTIONS.items()},
 }
 
