@@ -37,7 +37,6 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     run is summarized too, with status "diverged"; agents_died lists agents that died mid-run)."""
     from p2pfl.agents import rundir
     from p2pfl.agents.setup import prepare
-    from p2pfl.algorithms import ALGORITHMS
     from p2pfl.config import save_config
     from p2pfl.topologies.draw import draw_topology
 
@@ -72,19 +71,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     except Diverged:
         pass  # every agent was stopped; the summary below records where and why
 
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import print_federated, summarize_federated
+    from p2pfl.run_summary import summarize_run
 
-        from p2pfl.federated_plots import federated_title, plot_federated
-
-        summary = summarize_federated(config, run_dir)
-        plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
-        if print_table:
-            print_federated(summary)
-        return {**summary, "agents_died": died}
-    from p2pfl.report import print_summary, summarize
-
-    summary = summarize(config, setup.dataset, run_dir, mode)
-    if print_table:
-        print_summary(summary)
+    summary = summarize_run(config, run_dir, mode, setup.dataset, print_table=print_table)
     return {**summary, "agents_died": died}

@@ -159,25 +159,10 @@ def agent(config_path, agent_id, out, resume, sets):
 def report(run_dir):
     """Summarize a finished run folder (e.g. after collecting hand-started agents' folders)."""
     from p2pfl.agents import rundir
-    from p2pfl.agents.setup import dataset_of
     from p2pfl.config import load_config
-    from p2pfl.report import print_summary, summarize
+    from p2pfl.run_summary import summarize_run
 
-    from p2pfl.algorithms import ALGORITHMS
-
-    config = load_config(Path(run_dir) / rundir.CONFIG)
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
-
-        if not rundir.metrics_path(Path(run_dir), COORDINATOR).exists():
-            raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
-        from p2pfl.federated_plots import federated_title, plot_federated
-
-        summary = summarize_federated(config, Path(run_dir))
-        plot_federated(summary, Path(run_dir) / rundir.PLOT, federated_title(config, summary))
-        print_federated(summary)
-        return
-    print_summary(summarize(config, dataset_of(config), Path(run_dir), "report"))
+    summarize_run(load_config(Path(run_dir) / rundir.CONFIG), Path(run_dir), "report")
 
 
 @cli.group()
@@ -217,7 +202,7 @@ def spawn(config_path, hosts_path, out, dry_run):
     from p2pfl.agents.setup import prepare
     from p2pfl.agents.spawn import load_hosts, spawn as spawn_run
     from p2pfl.config import load_config
-    from p2pfl.report import print_summary, summarize
+    from p2pfl.run_summary import summarize_run
 
     config = load_config(config_path)
     hosts = load_hosts(hosts_path)
@@ -227,8 +212,7 @@ def spawn(config_path, hosts_path, out, dry_run):
     if dry_run:
         click.echo("\n".join(plan))
         return
-    setup = prepare(config)
-    print_summary(summarize(config, setup.dataset, run_dir, "spawn"))
+    summarize_run(config, run_dir, "spawn", prepare(config).dataset)
 
 
 @cli.group()
