@@ -15,7 +15,8 @@ from p2pfl.algorithms.fedtsdp import (hopkins, hopkins_once, js_divergence, pair
                                       stage1_groups, stage2_split, two_stage_clusters)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.algorithms.multitask import proximal_term, sharing_groups
-from p2pfl.config import load_config, validate_config
+from p2pfl.config import load_config
+from p2pfl.validation import validate_config
 from p2pfl.errors import UserError
 from p2pfl.models.mlp import MLP
 from tests.conftest import ROOT

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.agents.evaluation import evaluate
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.algorithms import build_algorithm
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
@@ -27,6 +26,8 @@ from p2pfl.agents.divergence import check_divergence
 from p2pfl.errors import Diverged, PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.models import build_model
+from p2pfl.models.evaluation import evaluate
+from p2pfl.models.initial import initial_model
 from p2pfl.topologies.mixing import SELF_WEIGHT
 
 log = logging.getLogger("p2pfl.agent")
@@ -34,13 +35,6 @@ log = logging.getLogger("p2pfl.agent")
 
 class Stopped(Exception):
     """The run was asked to stop (Ctrl-C, a failed sibling in --simulate)."""
-
-
-def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
-    """Every agent starts from the same parameters: built under the run seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)
 
 
 def reference_rng_state(config: RunConfig, dataset: ArrayDataset, agent_id: int) -> torch.Tensor:

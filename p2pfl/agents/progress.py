@@ -130,8 +130,8 @@ class RunProgress:
         import numpy as np
         import torch
 
-        from p2pfl.agents.agent import initial_model
-        from p2pfl.agents.evaluation import evaluate
+        from p2pfl.models.initial import initial_model
+        from p2pfl.models.evaluation import evaluate
         from p2pfl.agents.setup import dataset_of
         from p2pfl.algorithms.base import set_flat_params
 

@@ -50,7 +50,7 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
 
 
 # Every option of each algorithm with its default: what `options:` may set, and the type each value must have
-# (checked in config.validate_config, before any agent starts).
+# (checked in validation.validate_config, before any agent starts).
 OPTION_DEFAULTS: dict[str, Mapping[str, Any]] = {
     **{name: DSGD.OPTIONS for name in ("dpsgd", "dsgdm", "dsgdm-n", "local")},
     "qgm": QGM_OPTIONS,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from p2pfl.agents.evaluation import evaluate
+from p2pfl.models.evaluation import evaluate
 from p2pfl.algorithms.base import flat_params
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.data.clusters import client_data, true_cluster

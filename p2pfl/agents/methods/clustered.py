@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from p2pfl.agents.agent import initial_model
+from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, mean_loss,
                                        n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from p2pfl.agents.agent import initial_model
+from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
                                        make_optimizer, n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params
