@@ -143,7 +143,7 @@ class AgentLoop:
         directory = rundir.agent_dir(self.run_dir, self.agent_id)
         directory.mkdir(parents=True, exist_ok=True)
         self.handshake()
-        stats = self.exchange.stats  # type: ignore[attr-defined]
+        stats = self.exchange.stats
         last = None
         with open(rundir.metrics_path(self.run_dir, self.agent_id), "a" if self.resumed else "w") as sink:
             for round_ in range(self.start_round, self.config.rounds):

@@ -82,11 +82,11 @@ class CoordinatorLoop:
     # -- rounds ----------------------------------------------------------------------------
     def phase(self, round_: int, tag: str, requests: dict[int, dict]) -> dict[int, dict]:
         """Send every client its request (empty for those sitting out) and collect the participants' replies."""
-        self.exchange.exchange(round_, tag, {c: requests.get(c, {}) for c in self.clients}, expect_from=[])
+        self.exchange.send(round_, tag, {c: requests.get(c, {}) for c in self.clients})
         asked = sorted(c for c, payload in requests.items() if payload)
-        replies = self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
-                                         expect={c: self.method.reply_spec(tag, c) for c in asked},
-                                         timeout=self.options["client_timeout"])
+        replies = self.exchange.collect(round_, f"{tag}-reply", asked,
+                                        expect={c: self.method.reply_spec(tag, c) for c in asked},
+                                        timeout=self.options["client_timeout"])
         usable = {}
         for client, reply in replies.items():
             problem = unusable(reply)
@@ -168,13 +168,12 @@ class ClientLoop:
         self.stop = stop or threading.Event()
 
     def coordinator_round(self) -> int:
-        return getattr(self.exchange, "latest_seen", {}).get(COORDINATOR, -1)
+        return self.exchange.latest_round(COORDINATOR)
 
     def request(self, round_: int, tag: str) -> dict | None:
         # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
         expected = {COORDINATOR: (self.method.request_spec(tag), {})}
-        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], expect=expected,
-                                     timeout=self.options["client_timeout"])
+        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=self.options["client_timeout"])
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())
@@ -196,7 +195,7 @@ class ClientLoop:
                     if payload:
                         request = {k: v.to(self.context.device) for k, v in payload.items()}
                         reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}
-                        self.exchange.exchange(round_, f"{tag}-reply", {COORDINATOR: reply}, expect_from=[])
+                        self.exchange.send(round_, f"{tag}-reply", {COORDINATOR: reply})
                 round_ += 1
             except CoordinatorAhead as ahead:
                 log.warning("client %s: the coordinator is at round %s; skipping there from round %s", self.agent_id,
