@@ -29,6 +29,7 @@ from p2pfl.models import build_model
 from p2pfl.models.evaluation import evaluate
 from p2pfl.models.initial import initial_model
 from p2pfl.topologies.mixing import SELF_WEIGHT
+from p2pfl.seeds import stream_seed
 
 log = logging.getLogger("p2pfl.agent")
 
@@ -52,7 +53,7 @@ def batch_stream(config: RunConfig, dataset: ArrayDataset, agent_id: int, shard)
     shuffler = None
     if config.data.order == "reference":
         shuffler = ReferenceShuffler(reference_rng_state(config, dataset, agent_id))
-    return BatchStream(shard, config.optim.batch_size, seed=config.seed * 100_003 + agent_id,
+    return BatchStream(shard, config.optim.batch_size, seed=stream_seed(config.seed, "batches", agent_id),
                        drop_last=config.data.drop_last, shuffler=shuffler)
 
 

@@ -31,6 +31,7 @@ from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
 from p2pfl.exchange import Exchange
 from p2pfl.wire import spec_of
+from p2pfl.seeds import stream_seed
 
 log = logging.getLogger("p2pfl.federated")
 COORDINATOR = 0
@@ -45,7 +46,7 @@ class CoordinatorLoop:
         truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
         self.method = METHODS[config.algorithm].coordinator(CoordinatorContext(config, dataset, self.options,
                                                                                self.clients, truth))
-        self.rng = np.random.default_rng(config.seed)  # who participates in each round
+        self.rng = np.random.default_rng(stream_seed(config.seed, "participation"))  # who participates in each round
         self.stop = stop or threading.Event()
         self.start_round = 0
         self.invalid: set[int] = set()  # clients whose reply this round could not be used

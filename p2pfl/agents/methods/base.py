@@ -21,6 +21,7 @@ from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.data.clusters import client_data, true_cluster
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.wire import TensorSpec
+from p2pfl.seeds import stream_seed
 
 Payload = dict[str, torch.Tensor]
 Spec = dict[str, TensorSpec]
@@ -68,7 +69,7 @@ def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, 
     device = torch.device(config.device)
     return ClientContext(config, dataset, options, agent_id,
                          *on_device(device, *local_data(config, dataset, options, agent_id)),
-                         torch.Generator().manual_seed(config.seed * 100_003 + agent_id), device)
+                         torch.Generator().manual_seed(stream_seed(config.seed, "batches", agent_id)), device)
 
 
 def on_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:

@@ -6,7 +6,6 @@ first pre-trains the shared encoder contrastively ("pretrain" rounds, or on the 
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import torch
@@ -24,10 +23,12 @@ from p2pfl.algorithms.federated import (StabilityTracker, aggregate_per_model, c
 from p2pfl.config import RunConfig
 from p2pfl.data.clusters import transform
 from p2pfl.data.dataset import ArrayDataset
+from p2pfl.seeds import stream_seed
 
 
 def seeded_model(config: RunConfig, dataset: ArrayDataset, k: int, identical: bool) -> nn.Module:
-    return initial_model(dataclasses.replace(config, seed=config.seed + (0 if identical else 7919 * k)), dataset)
+    """Cluster model k: the run's initial model (init: identical), else its own random start."""
+    return initial_model(config, dataset, None if identical else stream_seed(config.seed, "cluster-model", k))
 
 
 class ContrastiveNet(nn.Module):
@@ -45,7 +46,7 @@ class ContrastiveNet(nn.Module):
 
 def contrastive_net(config: RunConfig, dataset: ArrayDataset, projection_dim: int) -> ContrastiveNet:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 31)
+        torch.manual_seed(stream_seed(config.seed, "projection-head"))
         return ContrastiveNet(initial_model(config, dataset), projection_dim)
 
 
@@ -89,7 +90,7 @@ class ClusteredCoordinator(ClusteredSchedule):
         self.ctx, config, options = ctx, ctx.config, ctx.options
         identical = options["init"] == "identical"
         self.models = [params_of(seeded_model(config, ctx.dataset, k, identical)) for k in range(options["models"])]
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(stream_seed(config.seed, "assignment"))
         self.stability = StabilityTracker(options.get("patience", 3))
         self.assignment: dict[int, int] = {}  # last known model of every client
         self.training: dict[int, int] = {}  # this round's assignment
@@ -103,19 +104,19 @@ class ClusteredCoordinator(ClusteredSchedule):
     def unlabeled_pool(self) -> torch.Tensor:
         """The coordinator's own unlabeled set: a sample of images under every cluster's transformation."""
         config, options, dataset = self.ctx.config, self.ctx.options, self.ctx.dataset
-        rng = np.random.default_rng(config.seed + 17)
+        rng = np.random.default_rng(stream_seed(config.seed, "coordinator-pool"))
         clusters = options["clusters"]
         parts = []
         for cluster in range(clusters):
             picked = rng.choice(len(dataset.y_train), options["coordinator_samples"] // clusters, replace=False)
             parts.append(transform(options["cluster_kind"], cluster, dataset.x_train[picked], dataset.y_train[picked],
-                                   dataset.num_classes, clusters)[0])
+                                   dataset.num_classes, config.seed)[0])
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
 
     def pretrain_on_coordinator(self) -> None:
         config, options = self.ctx.config, self.ctx.options
         net = contrastive_net(config, self.ctx.dataset, options["projection_dim"])
-        generator = torch.Generator().manual_seed(config.seed + 23)
+        generator = torch.Generator().manual_seed(stream_seed(config.seed, "coordinator-pretrain"))
         pretrain_epochs(net, self.unlabeled_pool(), options, config,
                         options["pretrain_rounds"] * options["pretrain_epochs"], generator)
         self.encoder = params_of(net)
@@ -147,8 +148,8 @@ class ClusteredCoordinator(ClusteredSchedule):
         if round_ == self.pretrain_rounds:
             chosen = random_assignment(len(clients), K, self.rng)
         else:
-            o = self.ctx.options
-            chosen = clove_assign(matrix, self.ctx.config.seed, o["sqrt_losses"], o["unknown_k"])
+            o, seed = self.ctx.options, stream_seed(self.ctx.config.seed, "clustering")
+            chosen = clove_assign(matrix, seed, o["sqrt_losses"], o["unknown_k"])
         self.centroids = {int(m): matrix[chosen == m].mean(axis=0) for m in np.unique(chosen)}
         return dict(zip(clients, chosen.tolist()))
 
