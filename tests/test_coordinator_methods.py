@@ -205,15 +205,15 @@ def test_bad_options_are_clear_errors():
 
 def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
     from p2pfl.agents.methods.base import CoordinatorContext
-    from p2pfl.agents.methods.clustered import ClusteredCoordinator
-    from p2pfl.algorithms.federated import check_federated_options
+    from p2pfl.agents.methods.clustered import CLoVECoordinator
+    from p2pfl.algorithms.method_options import check_federated_options
     from p2pfl.data import load_dataset
 
     config = config_for("clove", models=3, clusters=3, patience=1)
     config.agents = 8
     options = check_federated_options(config.options, "clove")
-    coordinator = ClusteredCoordinator(CoordinatorContext(config, load_dataset("digits"), options,
-                                                          list(range(1, 8)), {c: 0 for c in range(1, 8)}))
+    coordinator = CLoVECoordinator(CoordinatorContext(config, load_dataset("digits"), options,
+                                                      list(range(1, 8)), {c: 0 for c in range(1, 8)}))
     centers = np.array([[0.1, 2.0, 2.0], [2.0, 0.1, 2.0], [2.0, 2.0, 0.1]])
     known = {c: centers[(c - 1) % 3] + 0.01 * c for c in range(1, 7)}
     coordinator.assign(0, known)  # random first round

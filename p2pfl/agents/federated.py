@@ -25,7 +25,7 @@ from p2pfl.agents.agent import Stopped
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
-from p2pfl.algorithms.federated import check_federated_options
+from p2pfl.algorithms.method_options import check_federated_options
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
@@ -207,9 +207,7 @@ class ClientLoop:
 
 def describe_split(algorithm: str, options: dict) -> str:
     """How a coordinator run's clients differ: tasks for the multi-task method, else the clusters."""
-    if algorithm == "mtl":
-        return f"{len(options['tasks'])} tasks ({', '.join(options['tasks'])})"
-    return f"{options['cluster_kind']} clusters"
+    return METHODS[algorithm].split(options)
 
 
 def metric_name(config: RunConfig) -> str:
@@ -252,7 +250,7 @@ def print_federated(summary: dict) -> None:
     from rich.table import Table
 
     o = summary["options"]
-    models = "" if summary["algorithm"] == "mtl" else f"{o['models']} models, "
+    models = f"{o['models']} models, " if METHODS[summary["algorithm"]].model_count else ""
     what = models + describe_split(summary["algorithm"], o)
     table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
     table.add_column("round")  # counted from 1, as the progress line and the plots

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 from p2pfl.algorithms.base import AgentContext
 from p2pfl.algorithms.ccl import CCL, CCL_OPTIONS
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
-from p2pfl.algorithms.federated import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
+from p2pfl.algorithms.method_options import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
 from p2pfl.algorithms.qgm import QGM, QGM_OPTIONS
 
 

@@ -80,6 +80,11 @@ def on_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
 class CoordinatorMethod(Protocol):
     total_rounds: int  # rounds with training; one more round only evaluates
 
+    @classmethod
+    def rounds_before(cls, options: dict) -> int:
+        """Rounds before config.rounds (e.g. pre-training): total_rounds = config.rounds + this."""
+        ...
+
     def phases(self, round_: int) -> tuple[str, ...]: ...
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]: ...
     def reply_spec(self, tag: str, client: int) -> Spec: ...
@@ -101,6 +106,10 @@ class TrainEachRound:
 
     def __init__(self, rounds: int):
         self.total_rounds = rounds
+
+    @classmethod
+    def rounds_before(cls, options: dict) -> int:
+        return 0
 
     def phases(self, round_: int) -> tuple[str, ...]:
         return ("evaluate",) if round_ == self.total_rounds else ("train",)
