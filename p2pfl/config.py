@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -190,99 +189,3 @@ def load_config(path: str | Path | None) -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def validate_config(config: RunConfig) -> None:
-    """Check everything that can be checked before a process starts; raise one clear UserError."""
-    from p2pfl.algorithms import ALGORITHMS
-    from p2pfl.data import DATASETS
-    from p2pfl.data.normalize import NORMALIZATIONS
-    from p2pfl.data.partition import PARTITIONS
-    from p2pfl.models import MODELS, model_class
-    from p2pfl.plugins import is_import_path
-    from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TOPOLOGIES
-
-    checks = [
-        (config.agents >= 2, f"agents must be >= 2, got {config.agents}; raise --agents"),
-        (config.rounds >= 1, f"rounds must be >= 1, got {config.rounds}"),
-        (config.eval_every >= 0, "eval_every must be >= 0 (0 evaluates only at the end)"),
-        (config.max_loss >= 0, f"max_loss must be >= 0 (0 checks only for non-finite values), got {config.max_loss}"),
-        (config.eval_samples >= 0, "eval_samples must be >= 0 (0 uses the whole test set)"),
-        (config.topology.kind in TOPOLOGIES + DYNAMIC_TOPOLOGIES,
-         f"unknown topology {config.topology.kind!r}; choose one of {', '.join(TOPOLOGIES + DYNAMIC_TOPOLOGIES)}"),
-        (config.data.name in DATASETS or is_import_path(config.data.name),
-         f"unknown dataset {config.data.name!r}; choose one of {', '.join(DATASETS)} or give package.module:function"),
-        (config.data.partition in PARTITIONS, f"unknown partition {config.data.partition!r}; "
-                                              f"choose one of {', '.join(PARTITIONS)}"),
-        (config.data.normalize in NORMALIZATIONS, f"unknown data.normalize {config.data.normalize!r}; "
-                                                  f"choose one of {', '.join(NORMALIZATIONS)}"),
-        (config.data.std > 0, f"data.std must be > 0, got {config.data.std}"),
-        (config.data.order in ("agent", "reference"), f"unknown data.order {config.data.order!r}; "
-                                                      "choose agent or reference"),
-        (config.data.alpha > 0, f"Dirichlet alpha must be > 0, got {config.data.alpha}; use e.g. 0.1 or 10"),
-        (config.model in MODELS or is_import_path(config.model),
-         f"unknown model {config.model!r}; choose one of {', '.join(MODELS)} or give package.module:Class"),
-        (config.algorithm in ALGORITHMS, f"unknown algorithm {config.algorithm!r}; choose one of "
-                                         f"{', '.join(ALGORITHMS)}"),
-        (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
-        (config.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {config.optim.batch_size}"),
-        (0 <= config.optim.momentum < 1, f"optim.momentum must be in [0, 1), got {config.optim.momentum}"),
-        (config.optim.schedule in ("constant", "step", "warmup"),
-         f"unknown optim.schedule {config.optim.schedule!r}; choose constant, step or warmup"),
-        (config.network.round_timeout > 0, "network.round_timeout must be > 0 seconds"),
-        (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
-        (1 <= config.network.base_port <= 65535 - config.agents,
-         f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
-        (config.security.mode in SECURITY_MODES, f"unknown security.mode {config.security.mode!r}; "
-                                                 f"choose {', '.join(SECURITY_MODES)}"),
-        (not config.security.public_keys or len(config.security.public_keys) == config.agents,
-         f"security.public_keys lists {len(config.security.public_keys or [])} keys for {config.agents} agents"),
-        (not config.network.addresses or len(config.network.addresses) == config.agents,
-         f"network.addresses lists {len(config.network.addresses or [])} addresses for {config.agents} agents; "
-         "give one tcp://host:port per agent"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
-    if is_import_path(config.data.name):
-        from p2pfl.plugins import load_object
-
-        load_object(config.data.name, "data.name")  # an import error fails here, before any agent starts
-    if getattr(model_class(config.model), "unsupervised", False) and not ALGORITHMS[config.algorithm].unsupervised:
-        fitting = ", ".join(name for name, entry in ALGORITHMS.items() if entry.unsupervised)
-        raise UserError(f"model {config.model} is unsupervised; it runs with {fitting}, not {config.algorithm}; "
-                        "choose a classifier model")
-    from p2pfl.algorithms import OPTION_DEFAULTS
-
-    check_option_types(config.options, OPTION_DEFAULTS.get(config.algorithm, {}))
-    ALGORITHMS[config.algorithm].check_options(config.options)
-
-
-def _kind_of(default: Any) -> tuple[str, Any]:
-    """What a value must be to replace `default`: a phrase for the message, and a test."""
-    if isinstance(default, bool):
-        return "true or false", lambda v: isinstance(v, bool)
-    if isinstance(default, int):
-        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
-    if isinstance(default, float):
-        return "a finite number", lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and math.isfinite(v))
-    if isinstance(default, str):
-        return "a string", lambda v: isinstance(v, str)
-    if isinstance(default, list):
-        item = _kind_of(default[0])[1] if default else (lambda v: True)
-        return "a list", lambda v: isinstance(v, list) and all(item(x) for x in v)
-    return "any value", lambda v: True
-
-
-def check_option_types(options: dict[str, Any], defaults: typing.Mapping[str, Any]) -> None:
-    """Each option must have its default's type (`local_epochs: "2"` is a string, not 2); unknown keys are
-    left to the algorithm's own check, which names the known ones."""
-    for key, value in options.items():
-        if key not in defaults:
-            continue
-        phrase, test = _kind_of(defaults[key])
-        if not test(value):
-            hint = " (written in quotes: drop them)" if isinstance(value, str) and phrase != "a string" else ""
-            raise UserError(f"options.{key} must be {phrase} like its default {defaults[key]!r}, "
-                            f"got {value!r}{hint}")

@@ -29,19 +29,6 @@ Expected = Mapping[str, TensorSpec] | tuple[Mapping[str, TensorSpec], ...]
 log = logging.getLogger("p2pfl.exchange")
 
 
-class Exchange(Protocol):
-    agent_id: PeerId
-
-    def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
-                 expect_from: Iterable[PeerId] | None = None,
-                 expect: Mapping[PeerId, Expected] | None = None,
-                 timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
-        """Send each peer its tensors for (round, tag); return what each live peer sent for it."""
-        ...
-
-    def close(self) -> None: ...
-
-
 @dataclass
 class ExchangeStats:
     """Cumulative counters; the agent loop reports per-round differences."""
@@ -63,6 +50,37 @@ class ExchangeStats:
                 "comm_seconds": self.comm_seconds, "wait_seconds": self.wait_seconds,
                 "sent_by_tag": dict(self.sent_by_tag), "sent_by_tensor": dict(self.sent_by_tensor),
                 "dropped": sum(self.dropped.values())}
+
+
+class Exchange(Protocol):
+    """Gossip uses `exchange` (send to the neighbours, take theirs); a coordinator and its clients use its
+    two halves: `send` a request (or a reply) and `collect` what the asked peers sent back."""
+
+    agent_id: PeerId
+    stats: ExchangeStats
+
+    def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
+                 expect_from: Iterable[PeerId] | None = None,
+                 expect: Mapping[PeerId, Expected] | None = None,
+                 timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+        """Send each peer its tensors for (round, tag); return what each live peer sent for it."""
+        ...
+
+    def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
+        """Send each peer its tensors for (round, tag) and wait for nothing."""
+        ...
+
+    def collect(self, round: int, tag: str, peers: Iterable[PeerId], *,
+                expect: Mapping[PeerId, Expected] | None = None,
+                timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+        """What each of `peers` sent for (round, tag), checked against `expect`, until the timeout."""
+        ...
+
+    def latest_round(self, peer: PeerId) -> int:
+        """The newest round `peer` has been heard in (-1: never); it will not send earlier rounds again."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class MailboxExchange:
@@ -107,21 +125,29 @@ class MailboxExchange:
                  expect_from: Iterable[PeerId] | None = None,
                  expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
-        start = time.perf_counter()
-        if round > self._round:
-            self._round = round
-            self._done = {key for key in self._done if key[0] >= round}
-            for key in [key for key in self._buffer if key[0] < round]:  # parked for a round nobody asked for
-                for envelope in self._unpark(key).values():
-                    self._drop("stale round", envelope)
-        self._send_all(round, tag, outbox)
+        self.send(round, tag, outbox)
         wanted = set(outbox if expect_from is None else expect_from)
+        # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
+        if expect is None:
+            expect = {peer: spec_of(outbox[peer]) for peer in wanted if peer in outbox}
+        return self.collect(round, tag, wanted, expect=expect, timeout=timeout)
+
+    def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
+        start = time.perf_counter()
+        self._enter(round)
+        self._send_all(round, tag, outbox)
+        self.stats.comm_seconds += time.perf_counter() - start
+
+    def collect(self, round: int, tag: str, peers: Iterable[PeerId], *,
+                expect: Mapping[PeerId, Expected] | None = None,
+                timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+        start = time.perf_counter()
+        self._enter(round)
+        wanted = set(peers)
         unknown = wanted - self.peers
         if unknown:
             raise ValueError(f"agent {self.agent_id} has no link to {sorted(unknown)}")
-        # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
-        specs = {peer: (expect[peer] if expect is not None else spec_of(outbox[peer]) if peer in outbox else None)
-                 for peer in wanted}
+        specs = {peer: (expect or {}).get(peer) for peer in wanted}  # None: unchecked
         got = self._collect(round, tag, specs, self.round_timeout if timeout is None else timeout)
         self._done.add((round, tag))
         for peer in sorted(wanted - got.keys()) if round >= 0 else ():  # control rounds report themselves
@@ -129,6 +155,18 @@ class MailboxExchange:
             self.mark_down(peer, f"silent in round {round} ({tag})")
         self.stats.comm_seconds += time.perf_counter() - start
         return {peer: got[peer].tensors for peer in sorted(got)}
+
+    def latest_round(self, peer: PeerId) -> int:
+        return self.latest_seen.get(peer, -1)
+
+    def _enter(self, round: int) -> None:
+        """A new round: what is still parked for an earlier one will never be asked for."""
+        if round > self._round:
+            self._round = round
+            self._done = {key for key in self._done if key[0] >= round}
+            for key in [key for key in self._buffer if key[0] < round]:  # parked for a round nobody asked for
+                for envelope in self._unpark(key).values():
+                    self._drop("stale round", envelope)
 
     def _send_all(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
         encoded: dict[int, list[Buffer]] = {}

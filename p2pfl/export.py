@@ -34,7 +34,7 @@ def final_params(config: RunConfig, run_dir: Path, agent: int) -> np.ndarray | N
 
 
 def save_state_dict(config: RunConfig, dataset: ArrayDataset, flat: np.ndarray, path: Path) -> Path:
-    from p2pfl.agents.agent import initial_model
+    from p2pfl.models.initial import initial_model
     from p2pfl.models.custom import inner_module
 
     model = initial_model(config, dataset)
@@ -61,7 +61,7 @@ def export_models(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> Pa
 
 def load_model(run_dir: str | Path, agent: int | None = None) -> torch.nn.Module:
     """The consensus model (or agent `agent`'s) of a finished gossip run, rebuilt from its config.yaml."""
-    from p2pfl.agents.agent import initial_model
+    from p2pfl.models.initial import initial_model
     from p2pfl.agents.setup import dataset_of
     from p2pfl.config import load_config
     from p2pfl.models.custom import inner_module

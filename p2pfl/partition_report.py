@@ -28,7 +28,7 @@ def agent_labels(config: RunConfig, dataset: ArrayDataset) -> dict[int, np.ndarr
         shards = partition(dataset.y_train, config.agents, config.data.partition, config.data.alpha, config.seed)
         return {a: dataset.y_train[idx] for a, idx in enumerate(shards)}
     from p2pfl.agents.methods import METHODS
-    from p2pfl.algorithms.federated import check_federated_options
+    from p2pfl.algorithms.method_options import check_federated_options
 
     options = check_federated_options(config.options, config.algorithm)
     local_data = METHODS[config.algorithm].local_data
@@ -59,7 +59,7 @@ def true_groups(config: RunConfig) -> dict[int, int] | None:
     if not ALGORITHMS[config.algorithm].centralized:
         return None
     from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms.federated import check_federated_options
+    from p2pfl.algorithms.method_options import check_federated_options
 
     options = check_federated_options(config.options, config.algorithm)
     return {c: true_cluster_of(config, options, c) for c in range(1, config.agents)}
@@ -113,7 +113,7 @@ def split_text(config: RunConfig) -> str:
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import describe_split
-        from p2pfl.algorithms.federated import check_federated_options
+        from p2pfl.algorithms.method_options import check_federated_options
 
         return describe_split(config.algorithm, check_federated_options(config.options, config.algorithm))
     return f"Dirichlet α={config.data.alpha:g}" if config.data.partition == "dirichlet" else config.data.partition

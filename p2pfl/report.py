@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.agents.agent import initial_model
-from p2pfl.agents.evaluation import evaluate
+from p2pfl.models.initial import initial_model
+from p2pfl.models.evaluation import evaluate
 from p2pfl.algorithms.base import set_flat_params
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset

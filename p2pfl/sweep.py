@@ -115,7 +115,7 @@ def run_grid(base: RunConfig, grid: list[tuple[str, list[Any]]], seeds: list[int
     """Run every (cell, seed) not finished yet; returns one row per run with the cell, seed and summary."""
     cells = cells_of(grid)
     configs = {(i, s): cell_config(base, cell, s) for i, cell in enumerate(cells) for s in seeds}
-    from p2pfl.config import validate_config
+    from p2pfl.validation import validate_config
 
     for config in configs.values():  # every cell is checked before the first run starts
         validate_config(config)

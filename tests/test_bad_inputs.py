@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from p2pfl.config import load_config, save_config, validate_config
+from p2pfl.config import load_config, save_config
+from p2pfl.validation import validate_config
 from p2pfl.data.sources import load_npz
 from p2pfl.errors import UserError
 from tests.conftest import run_cli, small_config

@@ -215,3 +215,13 @@ def test_a_short_digits_run_learns(tmp_path):
                data__partition="iid", optim__lr=0.05)
     accuracy = [r[-1]["test_accuracy"] for r in rows]
     assert min(accuracy) > 0.6, accuracy  # 10 classes: chance is 0.1
+
+
+def test_choco_refuses_a_topology_that_changes_per_round():
+    """Its public copies are per neighbour: a neighbour of one round only would leave a stale copy."""
+    from tests.conftest import small_config
+
+    config = small_config(agents=4, rounds=2)
+    config.algorithm, config.topology.kind = "choco", "random-matching"
+    with pytest.raises(UserError, match="needs a fixed graph"):
+        prepare(config)

@@ -25,10 +25,11 @@ class ScriptedExchange:
     def __init__(self, seed: int = 0):
         self.rng = torch.Generator().manual_seed(seed)
 
-    def exchange(self, round, tag, outbox, *, expect_from=None, expect=None, timeout=None):
-        if not tag.endswith("-reply"):
-            return {}
-        return {c: self.reply(tag, c, expect[c]) for c in expect_from}
+    def send(self, round, tag, outbox):
+        pass
+
+    def collect(self, round, tag, peers, *, expect=None, timeout=None):
+        return {c: self.reply(tag, c, expect[c]) for c in peers}
 
     def reply(self, tag, client, spec):
         out = {name: torch.rand(s.shape, generator=self.rng, dtype=getattr(torch, s.dtype)) for name, s in spec.items()}

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pfl.config import load_config, validate_config
+from p2pfl.config import load_config
+from p2pfl.validation import validate_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 

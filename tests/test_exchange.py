@@ -132,3 +132,25 @@ def test_concurrent_first_use_of_a_mailbox_yields_one_queue(monkeypatch):
     for t in threads:
         t.join()
     assert len({id(b) for b in boxes}) == 1
+
+
+def test_request_and_reply_are_send_and_collect_with_their_bytes_and_the_peers_round():
+    """The coordinator's pattern: send a request to each client, collect the replies of those asked;
+    a client collects its request (checked against its spec), sends its reply; nothing waits on a send."""
+    from p2pfl.wire import TensorSpec
+
+    _, a, b, c = pair(timeout=0.5)
+    request = {"model": torch.ones(4)}
+    assert a.latest_round(1) == -1
+    a.send(3, "train", {1: request, 2: {}})  # client 2 sits the round out: an empty request
+    got = b.collect(3, "train", [0], expect={0: ({"model": TensorSpec("float32", (4,))}, {})})
+    assert got[0]["model"].tolist() == [1, 1, 1, 1] and c.collect(3, "train", [0])[0] == {}
+    b.send(3, "train-reply", {0: {"n": torch.tensor([5.0])}})
+    replies = a.collect(3, "train-reply", [1, 2], expect={p: {"n": TensorSpec("float32", (1,))} for p in (1, 2)})
+    assert list(replies) == [1] and replies[1]["n"].tolist() == [5.0]
+    assert a.stats.absent[2] == 1 and 2 in a.down and a.latest_round(1) == 3 and b.latest_round(0) == 3
+    assert a.stats.sent_by_tag.keys() == {"train"} and a.stats.received_by_tag.keys() == {"train-reply"}
+    assert b.stats.sent_by_tag["train-reply"] == a.stats.received_by_tag["train-reply"] > 4
+    a.send(4, "train", {1: {"model": torch.ones(5)}})  # not what the client expects: dropped, not returned
+    assert b.collect(4, "train", [0], expect={0: {"model": TensorSpec("float32", (4,))}}, timeout=0.2) == {}
+    assert b.stats.dropped["unexpected tensors"] == 1

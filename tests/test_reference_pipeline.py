@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from p2pfl.agents.agent import batch_stream, initial_model, reference_rng_state
+from p2pfl.agents.agent import batch_stream, reference_rng_state
 from p2pfl.algorithms.base import flat_params, learning_rate
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.data import BatchStream, Shard
@@ -14,6 +14,7 @@ from p2pfl.data.normalize import normalized
 from p2pfl.data.order import ReferenceShuffler
 from p2pfl.data.partition import lin_dirichlet_partition, partition
 from p2pfl.errors import UserError
+from p2pfl.models.initial import initial_model
 from tests.helpers import graph, make_agents, step_all
 
 LABELS = (np.arange(1200) * 7 % 10).astype(np.int64)

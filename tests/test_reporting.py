@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from p2pfl.agents import rundir
-from p2pfl.agents.evaluation import evaluate
+from p2pfl.models.evaluation import evaluate
 from p2pfl.agents.progress import RunProgress
 from p2pfl.cli.main import cli
 from p2pfl.config import load_config, save_config

@@ -82,3 +82,34 @@ def test_spawn_over_ssh_runs_collects_and_summarizes(tmp_path, sshd, no_leaked_a
     summary = json.loads((tmp_path / "collected" / "summary.json").read_text())
     assert summary["agents_finished"] == 3 and summary["mode"] == "spawn"
     assert (tmp_path / "remote" / "collected" / "agents" / "000" / "metrics.jsonl").exists()  # ran over there
+
+
+def test_spawn_summarizes_a_coordinator_method_like_run_and_report(tmp_path, monkeypatch):
+    """In-process stand-in for the hosts (the ssh path is tested above): the agents of a coordinator method
+    run where spawn would start them, and spawn summarizes the coordinator's records, as `run` does."""
+    from click.testing import CliRunner
+
+    from p2pfl.agents.setup import prepare
+    from p2pfl.agents.simulate import run_simulation
+    from p2pfl.cli.main import cli
+    from p2pfl.config import load_config
+    from tests.conftest import ROOT
+
+    def run_here(config, hosts, run_dir, run_name, dry_run=False):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_simulation(prepare(config), run_dir)
+        return []
+
+    monkeypatch.setattr("p2pfl.agents.spawn.spawn", run_here)
+    config = load_config(ROOT / "examples" / "fedavg_rotated.yaml")
+    config.agents, config.rounds = 5, 2
+    config.options["local_epochs"] = 1
+    save_config(config, tmp_path / "run.yaml")
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump({"hosts": [{"address": "lab1", "agents": 5}]}))
+    result = CliRunner().invoke(cli, ["spawn", str(tmp_path / "run.yaml"), "--hosts", str(tmp_path / "hosts.yaml"),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["algorithm"] == "fedavg" and summary["clients"] == 4
+    assert summary["rounds_logged"] == [0, 1, 2] and summary["final_accuracy"] > 0.1
+    assert "ARI" in result.output and (tmp_path / "run" / "curves.png").exists()

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.agents.evaluation import evaluate
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.algorithms import build_algorithm
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
@@ -27,21 +26,17 @@ from p2pfl.agents.divergence import check_divergence
 from p2pfl.errors import Diverged, PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.models import build_model
+from p2pfl.models.evaluation import evaluate
+from p2pfl.models.initial import initial_model
 from p2pfl.topologies.dynamic import TopologySequence
 from p2pfl.topologies.mixing import SELF_WEIGHT
+from p2pfl.seeds import stream_seed
 
 log = logging.getLogger("p2pfl.agent")
 
 
 class Stopped(Exception):
     """The run was asked to stop (Ctrl-C, a failed sibling in --simulate)."""
-
-
-def initial_model(config: RunConfig, dataset: ArrayDataset) -> torch.nn.Module:
-    """Every agent starts from the same parameters: built under the run seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return build_model(config.model, dataset.input_shape, dataset.num_classes, config.model_args)
 
 
 def reference_rng_state(config: RunConfig, dataset: ArrayDataset, agent_id: int) -> torch.Tensor:
@@ -59,7 +54,7 @@ def batch_stream(config: RunConfig, dataset: ArrayDataset, agent_id: int, shard)
     shuffler = None
     if config.data.order == "reference":
         shuffler = ReferenceShuffler(reference_rng_state(config, dataset, agent_id))
-    return BatchStream(shard, config.optim.batch_size, seed=config.seed * 100_003 + agent_id,
+    return BatchStream(shard, config.optim.batch_size, seed=stream_seed(config.seed, "batches", agent_id),
                        drop_last=config.data.drop_last, shuffler=shuffler)
 
 
@@ -160,7 +155,7 @@ class AgentLoop:
         directory = rundir.agent_dir(self.run_dir, self.agent_id)
         directory.mkdir(parents=True, exist_ok=True)
         self.handshake()
-        stats = self.exchange.stats  # type: ignore[attr-defined]
+        stats = self.exchange.stats
         last = None
         with open(rundir.metrics_path(self.run_dir, self.agent_id), "a" if self.resumed else "w") as sink:
             for round_ in range(self.start_round, self.config.rounds):

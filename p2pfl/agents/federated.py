@@ -25,12 +25,13 @@ from p2pfl.agents.agent import Stopped
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
-from p2pfl.algorithms.federated import check_federated_options
+from p2pfl.algorithms.method_options import check_federated_options
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
 from p2pfl.exchange import Exchange
 from p2pfl.wire import spec_of
+from p2pfl.seeds import stream_seed
 
 log = logging.getLogger("p2pfl.federated")
 COORDINATOR = 0
@@ -45,7 +46,7 @@ class CoordinatorLoop:
         truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
         self.method = METHODS[config.algorithm].coordinator(CoordinatorContext(config, dataset, self.options,
                                                                                self.clients, truth))
-        self.rng = np.random.default_rng(config.seed)  # who participates in each round
+        self.rng = np.random.default_rng(stream_seed(config.seed, "participation"))  # who participates in each round
         self.stop = stop or threading.Event()
         self.start_round = 0
         self.invalid: set[int] = set()  # clients whose reply this round could not be used
@@ -82,11 +83,11 @@ class CoordinatorLoop:
     # -- rounds ----------------------------------------------------------------------------
     def phase(self, round_: int, tag: str, requests: dict[int, dict]) -> dict[int, dict]:
         """Send every client its request (empty for those sitting out) and collect the participants' replies."""
-        self.exchange.exchange(round_, tag, {c: requests.get(c, {}) for c in self.clients}, expect_from=[])
+        self.exchange.send(round_, tag, {c: requests.get(c, {}) for c in self.clients})
         asked = sorted(c for c, payload in requests.items() if payload)
-        replies = self.exchange.exchange(round_, f"{tag}-reply", {}, expect_from=asked,
-                                         expect={c: self.method.reply_spec(tag, c) for c in asked},
-                                         timeout=self.options["client_timeout"])
+        replies = self.exchange.collect(round_, f"{tag}-reply", asked,
+                                        expect={c: self.method.reply_spec(tag, c) for c in asked},
+                                        timeout=self.options["client_timeout"])
         usable = {}
         for client, reply in replies.items():
             problem = unusable(reply)
@@ -168,13 +169,12 @@ class ClientLoop:
         self.stop = stop or threading.Event()
 
     def coordinator_round(self) -> int:
-        return getattr(self.exchange, "latest_seen", {}).get(COORDINATOR, -1)
+        return self.exchange.latest_round(COORDINATOR)
 
     def request(self, round_: int, tag: str) -> dict | None:
         # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
         expected = {COORDINATOR: (self.method.request_spec(tag), {})}
-        got = self.exchange.exchange(round_, tag, {}, expect_from=[COORDINATOR], expect=expected,
-                                     timeout=self.options["client_timeout"])
+        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=self.options["client_timeout"])
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())
@@ -196,7 +196,7 @@ class ClientLoop:
                     if payload:
                         request = {k: v.to(self.context.device) for k, v in payload.items()}
                         reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}
-                        self.exchange.exchange(round_, f"{tag}-reply", {COORDINATOR: reply}, expect_from=[])
+                        self.exchange.send(round_, f"{tag}-reply", {COORDINATOR: reply})
                 round_ += 1
             except CoordinatorAhead as ahead:
                 log.warning("client %s: the coordinator is at round %s; skipping there from round %s", self.agent_id,
@@ -207,9 +207,7 @@ class ClientLoop:
 
 def describe_split(algorithm: str, options: dict) -> str:
     """How a coordinator run's clients differ: tasks for the multi-task method, else the clusters."""
-    if algorithm == "mtl":
-        return f"{len(options['tasks'])} tasks ({', '.join(options['tasks'])})"
-    return f"{options['cluster_kind']} clusters"
+    return METHODS[algorithm].split(options)
 
 
 def metric_name(config: RunConfig) -> str:
@@ -252,7 +250,7 @@ def print_federated(summary: dict) -> None:
     from rich.table import Table
 
     o = summary["options"]
-    models = "" if summary["algorithm"] == "mtl" else f"{o['models']} models, "
+    models = f"{o['models']} models, " if METHODS[summary["algorithm"]].model_count else ""
     what = models + describe_split(summary["algorithm"], o)
     table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
     table.add_column("round")  # counted from 1, as the progress line and the plots

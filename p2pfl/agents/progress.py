@@ -130,8 +130,8 @@ class RunProgress:
         import numpy as np
         import torch
 
-        from p2pfl.agents.agent import initial_model
-        from p2pfl.agents.evaluation import evaluate
+        from p2pfl.models.initial import initial_model
+        from p2pfl.models.evaluation import evaluate
         from p2pfl.agents.setup import dataset_of
         from p2pfl.algorithms.base import set_flat_params
 
@@ -198,7 +198,8 @@ def watching(progress: RunProgress, interval: float = 0.3) -> Iterator[RunProgre
 
 def coordinator_rows(config: RunConfig) -> int:
     """Rows the coordinator of a centralized method writes: its training rounds and the final evaluation."""
-    from p2pfl.agents.methods.clustered import pretrain_rounds
-    from p2pfl.algorithms.federated import check_federated_options
+    from p2pfl.agents.methods import METHODS
+    from p2pfl.algorithms.method_options import check_federated_options
 
-    return config.rounds + pretrain_rounds(config, check_federated_options(config.options, config.algorithm)) + 1
+    options = check_federated_options(config.options, config.algorithm)
+    return config.rounds + METHODS[config.algorithm].coordinator.rounds_before(options) + 1

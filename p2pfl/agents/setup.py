@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from p2pfl.config import RunConfig, validate_config
+from p2pfl.config import RunConfig
 from p2pfl.constants import ROUND_WINDOW
+from p2pfl.validation import validate_config
 from p2pfl.data import load_dataset
 from p2pfl.errors import UserError
 from p2pfl.data.dataset import ArrayDataset

@@ -10,7 +10,7 @@ from p2pfl.algorithms.base import AgentContext
 from p2pfl.algorithms.ccl import CCL, CCL_OPTIONS
 from p2pfl.algorithms.choco import CHOCO_OPTIONS, Choco
 from p2pfl.algorithms.dsgd import DSGD, LocalOnly
-from p2pfl.algorithms.federated import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
+from p2pfl.algorithms.method_options import FEDERATED_OPTIONS, METHOD_OPTIONS, check_federated_options
 from p2pfl.algorithms.qgm import QGM, QGM_OPTIONS
 
 
@@ -21,6 +21,7 @@ class AlgorithmEntry:
     summary: str
     centralized: bool = False  # runs as a coordinator peer (agent 0) and clients on a star
     unsupervised: bool = False  # also trains label-free models (an autoencoder scored by reconstruction)
+    static_graph: bool = False  # keeps per-neighbour state (CHOCO's public copies): peers may not change per round
 
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
@@ -30,7 +31,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "qgm": AlgorithmEntry(QGM, QGM.check_options, "Quasi-Global Momentum (Lin et al. 2021)"),
     "ccl": AlgorithmEntry(CCL, CCL.check_options, "Cross-feature Contrastive Loss on top of QGM (Aketi & Roy 2024)"),
     "choco": AlgorithmEntry(Choco, Choco.check_options,
-                            "CHOCO-SGD: gossip of compressed differences to public copies (Koloskova et al. 2019)"),
+                            "CHOCO-SGD: gossip of compressed differences to public copies (Koloskova et al. 2019)",
+                            static_graph=True),
     "local": AlgorithmEntry(partial(LocalOnly, nesterov=True), LocalOnly.check_options,
                             "local steps only (Nesterov momentum), no communication"),
     "fedavg": AlgorithmEntry(None, partial(check_federated_options, method="fedavg"), "FedAvg",
@@ -53,7 +55,7 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
 
 
 # Every option of each algorithm with its default: what `options:` may set, and the type each value must have
-# (checked in config.validate_config, before any agent starts).
+# (checked in validation.validate_config, before any agent starts).
 OPTION_DEFAULTS: dict[str, Mapping[str, Any]] = {
     **{name: DSGD.OPTIONS for name in ("dpsgd", "dsgdm", "dsgdm-n", "local")},
     "qgm": QGM_OPTIONS,

@@ -8,7 +8,7 @@ first round, and a stop once every client kept its model for `patience` rounds.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +16,6 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import silhouette_score
 
-from p2pfl.algorithms.base import reject_unknown
-from p2pfl.data.clusters import CLUSTER_KINDS
-from p2pfl.errors import UserError
 
 
 def usable_weight(weight: float) -> bool:
@@ -121,62 +118,3 @@ class StabilityTracker:
             self.previous[client] = model
         self.frozen = self.frozen or (bool(self.kept) and min(self.kept.values()) >= self.patience)
         return self.frozen
-
-
-FEDERATED_OPTIONS: dict[str, Any] = {
-    "models": 4,  # K cluster models (1 for FedAvg)
-    "clusters": 4,  # true clusters the partition creates
-    "cluster_kind": "rotation",
-    "participation": 1.0,
-    "local_epochs": 1,
-    "client_optimizer": "adam",  # CLoVE authors: Adam, lr 1e-2
-    "client_timeout": 60.0,
-    "init": "random",  # random | identical (IFCA's collapse case)
-}
-METHOD_OPTIONS: dict[str, dict[str, Any]] = {
-    "fedavg": {},
-    "ifca": {},
-    "local-only": {},
-    "clove": {"sqrt_losses": False, "unknown_k": False, "patience": 3},  # unknown_k: `models` is an upper bound
-    "cpcfl": {"pretrain_mode": "federated",  # federated (FedAvg of encoder + head) | coordinator (its unlabeled set)
-              "pretrain_rounds": 5, "pretrain_epochs": 1, "temperature": 0.5, "projection_dim": 32,
-              "augment_shift": 1, "augment_noise": 0.1, "augment_erase": 0.5, "coordinator_samples": 400},
-    "fedtsdp": {"warmup_rounds": 2, "public_samples": 100, "hopkins_threshold": 0.75, "hopkins_repeats": 20,
-                "hopkins_dims": 2, "hopkins_patience": 2,  # rounds in a row with H >= threshold before clustering
-                "js_threshold": 0.35, "cos_ratio": 0.5, "min_split_size": 4, "p_max": 2},
-    "mtl": {"tasks": ["digit", "parity-size"], "decoders": ["linear", "mlp"], "samples_per_client": [0, 0],
-            "mu": 1.0, "sharing": "mfed"},  # mu: best of the spec's {0.01, 0.1, 1} in benchmarks/clustered.py
-}
-
-
-def check_federated_options(options: Mapping[str, Any], method: str) -> dict[str, Any]:
-    from p2pfl.algorithms.multitask import SHARING
-    from p2pfl.data.tasks import DECODERS, TASKS
-
-    merged = reject_unknown(options, {**FEDERATED_OPTIONS, **METHOD_OPTIONS[method]}, method)
-    if merged["cluster_kind"] not in CLUSTER_KINDS:
-        raise UserError(f"options.cluster_kind must be one of {', '.join(CLUSTER_KINDS)}")
-    if not 0 < merged["participation"] <= 1:
-        raise UserError(f"options.participation must be in (0, 1], got {merged['participation']}")
-    if merged["init"] not in ("random", "identical") or merged["client_optimizer"] not in ("adam", "sgd"):
-        raise UserError("options.init must be random or identical; options.client_optimizer adam or sgd")
-    if merged["local_epochs"] < 1 or merged["models"] < 1 or merged["clusters"] < 1:
-        raise UserError("options.local_epochs, options.models and options.clusters must be >= 1")
-    if method == "fedavg":
-        merged["models"] = 1
-    if method == "cpcfl" and merged["pretrain_mode"] not in ("federated", "coordinator"):
-        raise UserError(f"options.pretrain_mode must be federated or coordinator, got {merged['pretrain_mode']!r}")
-    if method == "fedtsdp" and (merged["p_max"] < 1 or not 0 < merged["hopkins_threshold"] <= 1):
-        raise UserError("options.p_max must be >= 1 and options.hopkins_threshold in (0, 1]")
-    if method == "mtl":
-        tasks = merged["tasks"]
-        if not tasks or any(t not in TASKS for t in tasks):
-            raise UserError(f"options.tasks must list tasks among {', '.join(TASKS)}, got {tasks!r}")
-        if len(merged["decoders"]) != len(tasks) or any(d not in DECODERS for d in merged["decoders"]):
-            raise UserError(f"options.decoders must give one of {', '.join(DECODERS)} per task ({len(tasks)})")
-        if len(merged["samples_per_client"]) != len(tasks):
-            raise UserError("options.samples_per_client must give one number per task (0: the whole shard)")
-        if merged["sharing"] not in SHARING:
-            raise UserError(f"options.sharing must be one of {', '.join(SHARING)}, got {merged['sharing']!r}")
-        merged["clusters"] = len(tasks)
-    return merged

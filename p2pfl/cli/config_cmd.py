@@ -33,8 +33,9 @@ def show_command(config_path, sets) -> None:
     """Print CONFIG_PATH (or the defaults) with the --set overrides applied and validated, as YAML."""
     import yaml
 
-    from p2pfl.config import load_config, validate_config
+    from p2pfl.config import load_config
     from p2pfl.overrides import apply_sets
+    from p2pfl.validation import validate_config
 
     config = apply_sets(load_config(config_path), sets)
     validate_config(config)

@@ -74,7 +74,9 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     except Diverged:
         pass  # every agent was stopped; the summary below records where and why
 
-    summary = summarize_folder(config, run_dir, mode, dataset=setup.dataset, print_table=print_table)
+    from p2pfl.run_summary import summarize_run
+
+    summary = summarize_run(config, run_dir, mode, setup.dataset, print_table=print_table)
     return {**summary, "agents_died": died}
 
 
@@ -97,30 +99,3 @@ def write_preamble(setup, run_dir: Path, mode: str) -> Callable[[], None]:
         draw_partition(config, partition, setup.dataset.name, run_dir)
 
     return draw_plots
-
-
-def summarize_folder(config: RunConfig, run_dir: Path, mode: str, *, dataset=None, print_table: bool = True) -> dict:
-    """summary.json and the plots of a run folder whose agents have stopped (run here, collected, or on a
-    cluster's shared file system); the table printed. Gossip and coordinator methods alike."""
-    from p2pfl.agents import rundir
-    from p2pfl.algorithms import ALGORITHMS
-
-    if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
-        from p2pfl.errors import UserError
-        from p2pfl.federated_plots import federated_title, plot_federated
-
-        if not rundir.metrics_path(run_dir, COORDINATOR).exists():
-            raise UserError(f"no coordinator metrics under {run_dir}; collect agent 0's folder (agents/000) into it")
-        summary = summarize_federated(config, run_dir)
-        plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
-        if print_table:
-            print_federated(summary)
-        return summary
-    from p2pfl.agents.setup import dataset_of
-    from p2pfl.report import print_summary, summarize
-
-    summary = summarize(config, dataset if dataset is not None else dataset_of(config), run_dir, mode)
-    if print_table:
-        print_summary(summary)
-    return summary

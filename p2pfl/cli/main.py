@@ -165,10 +165,10 @@ def agent(config_path, agent_id, out, resume, sets):
 def report(run_dir):
     """Summarize a finished run folder (e.g. after collecting hand-started agents' folders)."""
     from p2pfl.agents import rundir
-    from p2pfl.cli.execute import summarize_folder
     from p2pfl.config import load_config
+    from p2pfl.run_summary import summarize_run
 
-    summarize_folder(load_config(Path(run_dir) / rundir.CONFIG), Path(run_dir), "report")
+    summarize_run(load_config(Path(run_dir) / rundir.CONFIG), Path(run_dir), "report")
 
 
 @cli.group()
@@ -219,8 +219,8 @@ def topology_show(kind, agents, path, degree, p, seed, rounds, png):
 def spawn(config_path, hosts_path, out, dry_run):
     """Start every agent of CONFIG_PATH on the listed LAN hosts over ssh, stream their output, collect results."""
     from p2pfl.agents.spawn import load_hosts, spawn as spawn_run
-    from p2pfl.cli.execute import summarize_folder
     from p2pfl.config import load_config
+    from p2pfl.run_summary import summarize_run
 
     config = load_config(config_path)
     hosts = load_hosts(hosts_path)
@@ -230,7 +230,7 @@ def spawn(config_path, hosts_path, out, dry_run):
     if dry_run:
         click.echo("\n".join(plan))
         return
-    summarize_folder(config, run_dir, "spawn")
+    summarize_run(config, run_dir, "spawn")
 
 
 @cli.group()

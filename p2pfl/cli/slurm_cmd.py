@@ -65,7 +65,7 @@ def run_job(config, run_dir: Path) -> None:
     from p2pfl.agents.progress import RunProgress, watching
     from p2pfl.agents.slurm_job import submit, wait_for
     from p2pfl.agents.slurm_script import JOB_OUTPUT, SCRIPT
-    from p2pfl.cli.execute import summarize_folder
+    from p2pfl.run_summary import summarize_run
     from p2pfl.cli.main import exit_unless_all_finished
     from p2pfl.config import load_config
 
@@ -80,7 +80,7 @@ def run_job(config, run_dir: Path) -> None:
 
         raise UserError(f"job {job} ended ({state}) before it wrote {run_dir / rundir.CONFIG}; see {output}")
     resolved = load_config(run_dir / rundir.CONFIG)  # with the allocation's addresses
-    summary = summarize_folder(resolved, run_dir, "slurm")
+    summary = summarize_run(resolved, run_dir, "slurm")
     exit_unless_all_finished(run_dir, summary.get("agents_not_finished", []))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.partition import iid_partition
 from p2pfl.errors import UserError
+from p2pfl.seeds import stream_seed
 
 CLUSTER_KINDS = ("rotation", "label-swap", "label-groups")
 
@@ -22,17 +23,18 @@ def true_cluster(client: int, clients: int, clusters: int) -> int:
     return client * clusters // clients
 
 
-def label_permutation(cluster: int, classes: int) -> np.ndarray:
+def label_permutation(cluster: int, classes: int, seed: int) -> np.ndarray:
+    """Cluster 0 keeps the labels; each other cluster permutes them, its permutation drawn from the run seed."""
     if cluster == 0:
         return np.arange(classes)
-    return np.random.default_rng(1000 + cluster).permutation(classes)
+    return np.random.default_rng(stream_seed(seed, "label-swap", cluster)).permutation(classes)
 
 
-def transform(kind: str, cluster: int, x: np.ndarray, y: np.ndarray, classes: int, clusters: int):
+def transform(kind: str, cluster: int, x: np.ndarray, y: np.ndarray, classes: int, seed: int):
     if kind == "rotation":
         return np.ascontiguousarray(np.rot90(x, k=cluster, axes=(-2, -1))), y
     if kind == "label-swap":
-        return x, label_permutation(cluster, classes)[y]
+        return x, label_permutation(cluster, classes, seed)[y]
     if kind == "label-groups":
         return x, y
     raise UserError(f"unknown cluster kind {kind!r}; choose one of {', '.join(CLUSTER_KINDS)}")
@@ -52,6 +54,6 @@ def client_data(dataset: ArrayDataset, client: int, clients: int, clusters: int,
         return (dataset.x_train[shard], dataset.y_train[shard], dataset.x_test[keep_test],
                 dataset.y_test[keep_test], cluster)
     shard = iid_partition(dataset.y_train, clients, seed)[client]
-    x, y = transform(kind, cluster, dataset.x_train[shard], dataset.y_train[shard], classes, clusters)
-    x_test, y_test = transform(kind, cluster, dataset.x_test, dataset.y_test, classes, clusters)
+    x, y = transform(kind, cluster, dataset.x_train[shard], dataset.y_train[shard], classes, seed)
+    x_test, y_test = transform(kind, cluster, dataset.x_test, dataset.y_test, classes, seed)
     return x, y, x_test, y_test, cluster

@@ -3,27 +3,38 @@ function that gives a client its local data (the clustered partitions, or a task
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from p2pfl.agents.methods.base import LocalData, cluster_data
-from p2pfl.agents.methods.clustered import ClusteredClient, ClusteredCoordinator
+from p2pfl.agents.methods.clustered import ClusteredClient, CLoVECoordinator, FedAvgCoordinator, IFCACoordinator
+from p2pfl.agents.methods.cpcfl import CPCFLClient, CPCFLCoordinator
 from p2pfl.agents.methods.fedtsdp import FedTSDPClient, FedTSDPCoordinator
 from p2pfl.agents.methods.local_only import LocalOnlyClient, LocalOnlyCoordinator
 from p2pfl.agents.methods.multitask import MultiTaskClient, MultiTaskCoordinator, task_data
+
+
+def clusters_of(options: Mapping[str, Any]) -> str:
+    return f"{options['cluster_kind']} clusters"
+
+
+def tasks_of(options: Mapping[str, Any]) -> str:
+    return f"{len(options['tasks'])} tasks ({', '.join(options['tasks'])})"
 
 
 class Method(NamedTuple):
     coordinator: type
     client: type
     local_data: LocalData = cluster_data
+    split: Callable[[Mapping[str, Any]], str] = clusters_of  # how the clients differ, for titles
+    model_count: bool = True  # whether the title names options.models (not per-task models)
 
 
 METHODS: dict[str, Method] = {
-    "fedavg": Method(ClusteredCoordinator, ClusteredClient),
-    "ifca": Method(ClusteredCoordinator, ClusteredClient),
-    "clove": Method(ClusteredCoordinator, ClusteredClient),
-    "cpcfl": Method(ClusteredCoordinator, ClusteredClient),
+    "fedavg": Method(FedAvgCoordinator, ClusteredClient),
+    "ifca": Method(IFCACoordinator, ClusteredClient),
+    "clove": Method(CLoVECoordinator, ClusteredClient),
+    "cpcfl": Method(CPCFLCoordinator, CPCFLClient),
     "fedtsdp": Method(FedTSDPCoordinator, FedTSDPClient),
-    "mtl": Method(MultiTaskCoordinator, MultiTaskClient, task_data),
+    "mtl": Method(MultiTaskCoordinator, MultiTaskClient, task_data, tasks_of, model_count=False),
     "local-only": Method(LocalOnlyCoordinator, LocalOnlyClient),
 }

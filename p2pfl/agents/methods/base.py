@@ -15,12 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from p2pfl.agents.evaluation import evaluate
+from p2pfl.models.evaluation import evaluate
 from p2pfl.algorithms.base import flat_params
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.data.clusters import client_data, true_cluster
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.wire import TensorSpec
+from p2pfl.seeds import stream_seed
 
 Payload = dict[str, torch.Tensor]
 Spec = dict[str, TensorSpec]
@@ -68,7 +69,7 @@ def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, 
     device = torch.device(config.device)
     return ClientContext(config, dataset, options, agent_id,
                          *on_device(device, *local_data(config, dataset, options, agent_id)),
-                         torch.Generator().manual_seed(config.seed * 100_003 + agent_id), device)
+                         torch.Generator().manual_seed(stream_seed(config.seed, "batches", agent_id)), device)
 
 
 def on_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
@@ -78,6 +79,11 @@ def on_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
 
 class CoordinatorMethod(Protocol):
     total_rounds: int  # rounds with training; one more round only evaluates
+
+    @classmethod
+    def rounds_before(cls, options: dict) -> int:
+        """Rounds before config.rounds (e.g. pre-training): total_rounds = config.rounds + this."""
+        ...
 
     def phases(self, round_: int) -> tuple[str, ...]: ...
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]: ...
@@ -100,6 +106,10 @@ class TrainEachRound:
 
     def __init__(self, rounds: int):
         self.total_rounds = rounds
+
+    @classmethod
+    def rounds_before(cls, options: dict) -> int:
+        return 0
 
     def phases(self, round_: int) -> tuple[str, ...]:
         return ("evaluate",) if round_ == self.total_rounds else ("train",)

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from p2pfl.agents.agent import initial_model
+from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
                                        make_optimizer, n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params
 from p2pfl.algorithms.fedtsdp import (cosine_matrix, hopkins, pairwise_js, personalization_layers, reduce_dims,
                                       two_stage_clusters, within_and_across)
 from p2pfl.algorithms.federated import group_average
+from p2pfl.seeds import stream_seed
 
 
 def personal_mask(model: torch.nn.Module, p: int) -> torch.Tensor:
@@ -28,7 +29,7 @@ def personal_mask(model: torch.nn.Module, p: int) -> torch.Tensor:
 
 def public_batch(ctx_dataset, samples: int, seed: int) -> torch.Tensor:
     """Unlabeled public images every client scores; the coordinator sends them, labels never leave."""
-    order = np.random.default_rng(seed + 101).permutation(len(ctx_dataset.x_test))[:samples]
+    order = np.random.default_rng(stream_seed(seed, "public-sample")).permutation(len(ctx_dataset.x_test))[:samples]
     return torch.from_numpy(np.ascontiguousarray(ctx_dataset.x_test[order]))
 
 
@@ -42,7 +43,7 @@ class FedTSDPCoordinator(TrainEachRound):
         self.clustered = False
         self.above = 0  # consecutive rounds with H >= the threshold
         self.public = public_batch(ctx.dataset, self.options["public_samples"], ctx.config.seed)
-        self.rng = np.random.default_rng(ctx.config.seed + 5)
+        self.rng = np.random.default_rng(stream_seed(ctx.config.seed, "hopkins"))
         self.sent: dict[int, torch.Tensor] = {}
 
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from p2pfl.agents.agent import initial_model
+from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
                                        make_optimizer, spec, test_metric, train_epochs)
 

@@ -24,6 +24,7 @@ from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.partition import iid_partition
 from p2pfl.data.tasks import TASKS, task_targets
 from p2pfl.models.encoder_decoder import EncoderDecoder
+from p2pfl.seeds import stream_seed
 
 
 def task_model(config: RunConfig, dataset: ArrayDataset, options: dict, task: int) -> EncoderDecoder:
@@ -44,7 +45,7 @@ def task_data(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, An
     shard = iid_partition(dataset.y_train, config.agents - 1, config.seed)[client - 1]
     keep = options["samples_per_client"][task]
     if keep:
-        shard = np.random.default_rng(config.seed + client).permutation(shard)[:keep]
+        shard = np.random.default_rng(stream_seed(config.seed, "task-samples", client)).permutation(shard)[:keep]
     name = options["tasks"][task]
     return (dataset.x_train[shard], task_targets(name, dataset.y_train[shard]), dataset.x_test,
             task_targets(name, dataset.y_test))

@@ -1,0 +1,42 @@
+"""Coordinator methods: one class per method behind one registry; nothing else branches on a method's name."""
+
+import ast
+from pathlib import Path
+
+from p2pfl.agents.methods import METHODS
+from p2pfl.algorithms import ALGORITHMS
+from p2pfl.algorithms.method_options import check_federated_options
+
+PACKAGE = Path(__file__).resolve().parents[1] / "p2pfl"
+NAMES = set(METHODS)  # the coordinator methods (a gossip option may share a name: qgm variant "ccl")
+
+
+def test_every_coordinator_method_has_its_own_coordinator_class():
+    assert set(METHODS) == {name for name, entry in ALGORITHMS.items() if entry.centralized}
+    assert len({method.coordinator for method in METHODS.values()}) == len(METHODS)
+
+
+def test_rounds_before_the_clustered_rounds_come_from_the_method_class():
+    before = {name: m.coordinator.rounds_before(check_federated_options({}, name)) for name, m in METHODS.items()}
+    assert before == {**{name: 0 for name in METHODS}, "cpcfl": 5}
+    coordinator_mode = check_federated_options({"pretrain_mode": "coordinator"}, "cpcfl")
+    assert METHODS["cpcfl"].coordinator.rounds_before(coordinator_mode) == 0
+    assert METHODS["cpcfl"].client.rounds_before(coordinator_mode) == 0
+
+
+def names_compared(tree: ast.AST) -> list[str]:
+    """String constants that an `==`, `!=` or `in` compares with, where one is a coordinator method's name."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in [node.left, *node.comparators]:
+                items = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                found += [i.value for i in items if isinstance(i, ast.Constant) and i.value in NAMES]
+    return found
+
+
+def test_no_code_branches_on_a_coordinator_method_name():
+    assert names_compared(ast.parse('if config.algorithm in ("ifca", "cpcfl"): pass')) == ["ifca", "cpcfl"]
+    branches = {str(path.relative_to(PACKAGE)): names_compared(ast.parse(path.read_text()))
+                for path in PACKAGE.rglob("*.py")}
+    assert {path: names for path, names in branches.items() if names} == {}
