@@ -23,6 +23,7 @@ STREAMS: dict[str, str] = {
     "clustering": "k-means initialisation of CLoVE",
     "task-samples": "which samples a low-data client of the multi-task method keeps; key: the client",
     "label-swap": "the label permutation of a label-swap cluster; key: the cluster",
+    "compression": "CHOCO's random-k indices and QSGD's rounding, seeded by the agent id; key: the round",
 }
 
 

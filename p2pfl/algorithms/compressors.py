@@ -16,6 +16,8 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from p2pfl.seeds import stream_seed
+
 from p2pfl.errors import UserError
 
 Payload = dict[str, torch.Tensor]
@@ -29,7 +31,7 @@ class Compressor(Protocol):
 
 def round_generator(seed: int, round_: int) -> torch.Generator:
     """Randomness of one agent in one round: reproducible, and nothing to checkpoint."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + round_)
+    return torch.Generator().manual_seed(stream_seed(seed, "compression", round_))
 
 
 def pack_bits(bits: np.ndarray) -> torch.Tensor:
