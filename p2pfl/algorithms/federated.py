@@ -12,10 +12,9 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import AgglomerativeClustering, KMeans
-from sklearn.metrics import silhouette_score
 
+# scikit-learn and scipy are imported where they are used: every agent process imports this module, and
+# a gossip agent that never clusters would otherwise carry ~100 MB of them in its resident memory.
 
 
 def usable_weight(weight: float) -> bool:
@@ -70,6 +69,8 @@ def random_assignment(clients: int, models: int, rng: np.random.Generator) -> np
 
 def match_clusters_to_models(labels: np.ndarray, losses: np.ndarray) -> np.ndarray:
     """Hungarian matching on C[c, m] = sum_{i in c} L_i[m]; returns the model of every client."""
+    from scipy.optimize import linear_sum_assignment
+
     clusters, models = int(labels.max()) + 1, losses.shape[1]
     cost = np.zeros((clusters, models))
     for c in range(clusters):
@@ -82,6 +83,9 @@ def match_clusters_to_models(labels: np.ndarray, losses: np.ndarray) -> np.ndarr
 def choose_k(features: np.ndarray, k_max: int, margin: float = 1.1) -> np.ndarray:
     """Unknown K: Ward clustering for K in [2, min(n, k_max)], scored by silhouette; a larger K wins
     only if its score beats the best so far by `margin` (ALGORITHMS.md B2.6). Returns the labels."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import silhouette_score
+
     best_labels, best_score = np.zeros(len(features), dtype=int), -np.inf
     for k in range(2, min(len(features) - 1, k_max) + 1):
         labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(features)
@@ -94,6 +98,8 @@ def choose_k(features: np.ndarray, k_max: int, margin: float = 1.1) -> np.ndarra
 def clove_assign(losses: np.ndarray, seed: int, use_sqrt: bool = False, unknown_k: bool = False) -> np.ndarray:
     """k-means (k-means++ init, fixed seed) on the loss vectors, then Hungarian matching to the models;
     with `unknown_k` the number of clusters is chosen by silhouette (at most the number of models)."""
+    from sklearn.cluster import KMeans
+
     check_finite(losses)
     features = np.sqrt(np.maximum(losses, 0)) if use_sqrt else losses
     if unknown_k:

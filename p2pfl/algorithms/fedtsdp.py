@@ -10,14 +10,12 @@ nearest other data point, d = the dimension. H -> 1: clustered; H ~ 0.5: uniform
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.spatial.distance import jensenshannon
-from sklearn.cluster import AgglomerativeClustering
-from sklearn.decomposition import PCA
 
 
 def hopkins_once(points: np.ndarray, sampled: np.ndarray, uniform: np.ndarray) -> float:
     """One draw: `sampled` are row indices of `points`, `uniform` are points in the bounding box."""
+    from scipy.spatial import cKDTree
+
     tree = cKDTree(points)
     w = tree.query(points[sampled], k=2)[0][:, 1]
     u = tree.query(uniform, k=1)[0]
@@ -40,12 +38,16 @@ def hopkins(points: np.ndarray, rng: np.random.Generator, sample_fraction: float
 
 def reduce_dims(points: np.ndarray, dims: int) -> np.ndarray:
     """The Hopkins test needs low dimensions (a bounding box of 1,000 dimensions is empty); project by PCA."""
+    from sklearn.decomposition import PCA
+
     dims = min(dims, len(points) - 1, points.shape[1])
     return PCA(n_components=dims, random_state=0).fit_transform(points) if dims < points.shape[1] else points
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """JS(p||q) in bits over the last axis, in [0, 1] (scipy gives the distance, its square root)."""
+    from scipy.spatial.distance import jensenshannon
+
     return jensenshannon(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64), base=2, axis=-1) ** 2
 
 
@@ -61,6 +63,8 @@ def pairwise_js(outputs: np.ndarray) -> np.ndarray:
 
 def stage1_groups(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Average-linkage agglomerative clustering of a distance matrix cut at `threshold` (K not fixed)."""
+    from sklearn.cluster import AgglomerativeClustering
+
     if len(distance) < 2:
         return np.zeros(len(distance), dtype=int)
     return AgglomerativeClustering(n_clusters=None, distance_threshold=threshold, metric="precomputed",
@@ -77,6 +81,8 @@ def stage2_split(updates: np.ndarray, ratio: float, min_size: int) -> np.ndarray
     kept only when the halves are far apart: mean cross-half similarity < `ratio` x mean within-half
     similarity. Relative, because the scale of the similarities differs between data sets (digits:
     about 0.5 within a cluster, Fashion-MNIST 0.2). Labels 0/1; all 0 when the group stays whole."""
+    from sklearn.cluster import AgglomerativeClustering
+
     n = len(updates)
     whole = np.zeros(n, dtype=int)
     if n < min_size:

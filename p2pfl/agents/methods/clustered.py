@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, make_optimizer, mean_loss,
@@ -87,6 +86,8 @@ class ClusteredCoordinator(ClusteredSchedule):
         return spec(model=(len(self.models[0]),), n=(1,))
 
     def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        from sklearn.metrics import adjusted_rand_score
+
         if tag == "evaluate":
             losses = {c: r["losses"].numpy() for c, r in replies.items()}
             assignment = self.assign(round_, losses) if losses else {}

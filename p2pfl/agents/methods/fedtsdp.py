@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score
 
 from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
@@ -60,6 +59,8 @@ class FedTSDPCoordinator(TrainEachRound):
         return spec(model=(size,), n=(1,), signature=(len(self.public), self.ctx.dataset.num_classes), accuracy=(1,))
 
     def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        from sklearn.metrics import adjusted_rand_score
+
         if replies:
             record["accuracy"] = float(np.mean([float(r["accuracy"][0]) for r in replies.values()]))
             clients = sorted(replies)
