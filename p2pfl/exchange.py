@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -120,6 +121,10 @@ class MailboxExchange:
     def close(self) -> None:
         pass
 
+    def _aborted(self) -> bool:
+        """True once the whole run is stopping: no wait should run on to its deadline."""
+        return False
+
     # -- the exchange ----------------------------------------------------------------------
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None,
@@ -199,7 +204,7 @@ class MailboxExchange:
 
         while waiting():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._aborted():
                 break
             waited = time.perf_counter()
             item = self._receive(remaining)
@@ -357,6 +362,13 @@ class InMemoryHub:
 
     def __init__(self) -> None:
         self.mailboxes: dict[PeerId, queue.Queue] = {}
+        self.stopping = threading.Event()
+
+    def abort(self) -> None:
+        """One agent failed: wake every agent waiting for a message, so it stops now, not at its deadline."""
+        self.stopping.set()
+        for box in list(self.mailboxes.values()):
+            box.put(None)
 
     def mailbox(self, agent_id: PeerId) -> queue.Queue:
         """Created once, atomically: with a lazy defaultdict two threads could each create one, and a
@@ -385,6 +397,9 @@ class InMemoryExchange(MailboxExchange):
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
         try:
-            return self.hub.mailbox(self.agent_id).get(timeout=timeout)
+            return self.hub.mailbox(self.agent_id).get(timeout=timeout)  # None: the hub's wake-up call
         except queue.Empty:
             return None
+
+    def _aborted(self) -> bool:
+        return self.hub.stopping.is_set()

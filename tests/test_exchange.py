@@ -154,3 +154,14 @@ def test_request_and_reply_are_send_and_collect_with_their_bytes_and_the_peers_r
     a.send(4, "train", {1: {"model": torch.ones(5)}})  # not what the client expects: dropped, not returned
     assert b.collect(4, "train", [0], expect={0: {"model": TensorSpec("float32", (4,))}}, timeout=0.2) == {}
     assert b.stats.dropped["unexpected tensors"] == 1
+
+
+def test_an_aborted_hub_wakes_an_agent_waiting_for_a_silent_neighbour():
+    """A failed agent in --simulate must not leave the others waiting a whole round timeout."""
+    hub, a, _, _ = pair(timeout=600.0)
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(got=a.exchange(0, "params", {1: {"x": torch.zeros(3)}})))
+    waiter.start()
+    hub.abort()
+    waiter.join(60)
+    assert not waiter.is_alive() and result["got"] == {}

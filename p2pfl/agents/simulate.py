@@ -36,6 +36,7 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
         except BaseException as exc:  # recorded and re-raised in the caller's thread
             errors[agent] = exc
             stop.set()
+            hub.abort()
 
     threads = [threading.Thread(target=body, args=(agent, loop), name=f"agent-{agent}", daemon=True)
                for agent, loop in loops]
@@ -47,6 +48,7 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
                 thread.join(timeout=0.2)
     except KeyboardInterrupt:
         stop.set()
+        hub.abort()
         for thread in threads:
             thread.join(timeout=config.network.round_timeout + 5)
         raise
