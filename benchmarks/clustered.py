@@ -72,13 +72,14 @@ def first_perfect(summaries: list[dict]) -> str:
     return ", ".join("never" if r is None else str(r - o) for r, o in zip(rounds, offsets))
 
 
-def clustered_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list) -> list[str]:
+def clustered_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list,
+                    quick: bool = False) -> list[str]:
     lines = ["| data | clusters | initial models | method | ARI per round (seed 0; first clustered round .. final) | "
              "first round with ARI = 1 (per seed) | share of the most chosen model, first round | "
              "final accuracy (%) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for dataset in datasets:
-        for kind in ("rotation", "label-swap"):
-            for init in ("random", "identical"):
+        for kind in ("rotation",) if quick else ("rotation", "label-swap"):
+            for init in ("random",) if quick else ("random", "identical"):
                 for method in ("fedavg", "ifca", "clove", "cpcfl", "fedtsdp", "local-only"):
                     if init == "identical" and method not in INIT_MATTERS:
                         continue
@@ -99,10 +100,11 @@ def clustered_table(datasets: list[str], seeds: dict[str, list[int]], rounds: in
     return lines
 
 
-def unsupervised_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
+def unsupervised_table(seeds: list[int], rounds: int, runs: list, quick: bool = False) -> list[str]:
     lines = ["| method | initial models | ARI per round (seed 0) | final ARI (per seed) | "
              "final reconstruction MSE |", "| --- | --- | --- | --- | --- |"]
-    for method, init in (("clove", "random"), ("clove", "identical"), ("ifca", "identical")):
+    variants = (("clove", "random"), ("clove", "identical"), ("ifca", "identical"))
+    for method, init in variants[:1] if quick else variants:
         summaries = [run("clove_autoencoder.yaml", "digits", seed, rounds, method, init=init) for seed in seeds]
         runs.extend(summaries)
         aris = " ".join(f"{a:.2f}" for a in summaries[0]["ari_per_round"])
@@ -114,13 +116,15 @@ def unsupervised_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
     return lines
 
 
-def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list) -> list[str]:
+def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list,
+                  quick: bool = False) -> list[str]:
     lines = ["| data | split | Hopkins per round after warm-up (seed 0) | mean Hopkins (all seeds) | "
              "clustering triggered (seeds) | clusters found | final ARI | personal layers | "
              "JS divergence within / across true clusters (seed 0) | update cosine within / across (seed 0) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     splits = [("IID (1 cluster)", {"clusters": 1}), ("rotation", {"cluster_kind": "rotation"}),
               ("label-swap", {"cluster_kind": "label-swap"}), ("label-groups", {"cluster_kind": "label-groups"})]
+    splits = splits[:2] if quick else splits
     for dataset in datasets:
         for name, options in splits:
             summaries = [run("fedtsdp_label_swap.yaml", dataset, seed, rounds, **options) for seed in seeds[dataset]]
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fmnist-seeds", nargs="+", type=int, default=[0], help="seeds for Fashion-MNIST")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: one cluster kind and initialisation, two Hopkins splits, --rounds everywhere")
     parser.add_argument("--cpcfl-variants", action="store_true",
                         help="only: CP-CFL variants on rotated Fashion-MNIST (writes cpcfl_variants.md)")
     args = parser.parse_args(argv)
@@ -195,13 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     sections = [f"Command: `python benchmarks/clustered.py --datasets {' '.join(args.datasets)} --seeds "
                 f"{' '.join(map(str, args.seeds))} --fmnist-seeds {' '.join(map(str, args.fmnist_seeds))} "
                 f"--rounds {args.rounds}`", "", "## Clustered FL (4 clusters x 5 clients)"]
-    sections += clustered_table(args.datasets, seeds, args.rounds, runs)
+    sections += clustered_table(args.datasets, seeds, args.rounds, runs, args.quick)
     sections += ["", "## CLoVE unsupervised (autoencoders, 10 one-class clusters x 2 clients, digits)"]
-    sections += unsupervised_table(args.seeds, 6, runs)
+    sections += unsupervised_table(args.seeds, args.rounds if args.quick else 6, runs, args.quick)
     sections += ["", "## FedTSDP: Hopkins statistic (threshold 0.75), 4 clusters x 5 clients"]
-    sections += hopkins_table(args.datasets, seeds, args.rounds, runs)
+    sections += hopkins_table(args.datasets, seeds, args.rounds, runs, args.quick)
     sections += ["", "## Multi-task, heterogeneous decoders (digits)"]
-    sections += multitask_table(args.seeds, 10, runs)
+    sections += multitask_table(args.seeds, args.rounds if args.quick else 10, runs)
     sections += ["", f"{len(runs)} runs in {time.perf_counter() - started:.0f} s."]
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

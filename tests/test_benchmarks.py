@@ -27,15 +27,15 @@ def test_ccl_benchmark_quick_mode_writes_table_and_plot(tmp_path):
 
 
 def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
-    load("clustered").main(["--seeds", "0", "--rounds", "2", "--results", str(tmp_path)])
+    load("clustered").main(["--quick", "--seeds", "0", "--rounds", "2", "--results", str(tmp_path)])
     table = (tmp_path / "clustered.md").read_text()
     for label in ("| FedAvg |", "| IFCA |", "| CLoVE |", "| CP-CFL |", "| FedTSDP |", "| local only |",
-                  "CLoVE (autoencoders)", "IID (1 cluster)", "M-Fed", "FedAvg within each task"):
+                  "CLoVE (autoencoders)", "IID (1 cluster)", "| rotation |", "M-Fed", "FedAvg within each task"):
         assert label in table, label
     import json
 
     runs = json.loads((tmp_path / "clustered_runs.json").read_text())
-    assert len(runs) == 30 and all(r["final_accuracy"] is not None for r in runs)
+    assert len(runs) == 6 + 1 + 2 + 5 and all(r["final_accuracy"] is not None for r in runs)
 
 
 def test_ccl_reference_benchmark_quick_mode_reads_authors_runs_and_resumes(tmp_path, no_leaked_agents):
