@@ -97,11 +97,12 @@ def test_mix_with_step_gamma_and_absent_neighbours():
     assert mix_with_step(own, {1: torch.tensor([3.0])}, {1: 0.25, 2: 0.25}, 0.9).item() == pytest.approx(1.45)
 
 
-def test_ccl_first_iteration_matches_the_hand_written_loss_and_its_gradient():
-    """Two agents, one class missing on one of them; targets and cross-features carry no gradient."""
+def ccl_first_step(options):
+    """Two agents, one class missing on one of them: agent 0 after one CCL step, and its loss terms by hand
+    (CE, lambda-weighted alignment) at its mixed model, whose parameters they differentiate."""
     graph = assign_mixing_weights(nx.path_graph(2))
     optim = OptimConfig(lr=LR, momentum=BETA, nesterov=True, weight_decay=WD)
-    agents = make_agents("ccl", graph, optim, {"lambda_m": 0.3, "lambda_d": 0.2}, classes=3, seed=0)
+    agents = make_agents("ccl", graph, optim, options, classes=3, seed=0)
     # Different starting models, so that f_i|j differs from f_i.
     torch.manual_seed(5)
     other = TinyNet()
@@ -110,17 +111,14 @@ def test_ccl_first_iteration_matches_the_hand_written_loss_and_its_gradient():
     data = [(torch.randn(4, 3), torch.tensor([0, 0, 1, 1])), (torch.randn(4, 3), torch.tensor([1, 1, 1, 1]))]
     step_all(agents, 0, data)
 
-    mixed = [0.5 * x0[0] + 0.5 * x0[1]] * 2  # 2-agent path: w = 1/2 everywhere, gamma = 1
-    models = []
-    for params in mixed:
-        m = TinyNet()
-        torch.nn.utils.vector_to_parameters(params.clone(), m.parameters())
-        models.append(m)
+    mixed = 0.5 * x0[0] + 0.5 * x0[1]  # 2-agent path: w = 1/2 everywhere, gamma = 1
+    model = TinyNet()
+    torch.nn.utils.vector_to_parameters(mixed.clone(), model.parameters())
     # Agent 0's loss by hand: its features, its neighbour's model (= the received x_1 = x0[1]) on its batch.
     neighbour = TinyNet()
     torch.nn.utils.vector_to_parameters(x0[1].clone(), neighbour.parameters())
     x, y = data[0]
-    f = models[0].features(x)
+    f = model.features(x)
     with torch.no_grad():
         f_cross = neighbour.features(x)
         # Agent 1 sends agent 0 the class sums of ITS batch through the x_0 it received (x0[0]).
@@ -131,12 +129,38 @@ def test_ccl_first_iteration_matches_the_hand_written_loss_and_its_gradient():
         counts = class_counts(y, 3) + class_counts(data[1][1], 3)
         targets, mask = class_means(sums, counts)
     assert mask.tolist() == [True, True, False]  # class 2 is on nobody's batch
-    loss = F.cross_entropy(models[0].head(f), y) + 0.3 * F.mse_loss(f, f_cross) + 0.2 * F.mse_loss(f, targets[y])
-    grads = torch.autograd.grad(loss, list(models[0].parameters()))
-    g = torch.cat([t.reshape(-1) for t in grads]) + WD * mixed[0]
-    expected = mixed[0] - LR * (g + BETA * g)
+    ce = F.cross_entropy(model.head(f), y)
+    align = options["lambda_m"] * F.mse_loss(f, f_cross) + options["lambda_d"] * F.mse_loss(f, targets[y])
+    return agents, model, mixed, ce, align
+
+
+def flat(grads, params=None):
+    """Flattened gradients; an unused parameter (the head, for the alignment terms) counts as zero."""
+    params = params or [None] * len(grads)
+    return torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1) for t, p in zip(grads, params)])
+
+
+def test_ccl_first_iteration_matches_the_hand_written_loss_and_its_gradient():
+    """Targets and cross-features carry no gradient."""
+    agents, model, mixed, ce, align = ccl_first_step({"lambda_m": 0.3, "lambda_d": 0.2})
+    g = flat(torch.autograd.grad(ce + align, list(model.parameters()))) + WD * mixed
+    expected = mixed - LR * (g + BETA * g)
     torch.testing.assert_close(flat_params(agents[0].ctx.model), expected, rtol=1e-5, atol=1e-6)
     assert all(p.grad is None for p in agents[0].shadow.parameters())  # no gradient through a neighbour's model
+
+
+def test_align_bound_scales_the_alignment_gradient_to_a_multiple_of_the_ce_gradient():
+    options = {"lambda_m": 300.0, "lambda_d": 200.0, "align_bound": 0.5}  # alignment far stronger than CE
+    agents, model, mixed, ce, align = ccl_first_step(options)
+    g_ce = flat(torch.autograd.grad(ce, list(model.parameters()), retain_graph=True))
+    g_align = flat(torch.autograd.grad(align, list(model.parameters()), allow_unused=True), list(model.parameters()))
+    assert g_align.norm() > 0.5 * g_ce.norm()  # so the bound bites
+    g = g_ce + (0.5 * g_ce.norm() / g_align.norm()) * g_align + WD * mixed
+    torch.testing.assert_close(flat_params(agents[0].ctx.model), mixed - LR * (g + BETA * g), rtol=1e-5, atol=1e-6)
+    # A bound that does not bite leaves the step exactly the plain CCL step.
+    loose, model, mixed, ce, align = ccl_first_step({**options, "align_bound": 1e6})
+    g = flat(torch.autograd.grad(ce + align, list(model.parameters()))) + WD * mixed
+    torch.testing.assert_close(flat_params(loose[0].ctx.model), mixed - LR * (g + BETA * g), rtol=1e-5, atol=1e-6)
 
 
 def test_ccl_overhead_on_lenet5_is_c_times_d_plus_c_floats_per_neighbour(tmp_path):
@@ -162,4 +186,6 @@ def test_bad_qgm_and_ccl_options_are_user_errors():
         ALGORITHMS["qgm"].check_options({"variant": "fast"})
     with pytest.raises(UserError, match="unknown option 'lambda'"):
         ALGORITHMS["ccl"].check_options({"lambda": 1})
+    with pytest.raises(UserError, match="align_bound"):
+        ALGORITHMS["ccl"].check_options({"align_bound": -1})
     ALGORITHMS["ccl"].check_options({"lambda_m": 0.5, "gamma": 0.9, "variant": "ccl"})
