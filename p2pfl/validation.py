@@ -12,6 +12,26 @@ from p2pfl.config import SECURITY_MODES, RunConfig
 from p2pfl.errors import UserError
 
 
+def check_device_name(device: str) -> None:
+    """The spelling only: whether this host has that device is the agent's check (devices are per host)."""
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+
+
+def check_device_present(device: str) -> None:
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: this machine has no CUDA GPU that torch can use; set device: cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r}: MPS is not available on this machine; set device: cpu")
+
+
 def validate_config(config: RunConfig) -> None:
     """Check everything that can be checked before a process starts; raise one clear UserError."""
     from p2pfl.data import DATASETS
@@ -63,6 +83,7 @@ def validate_config(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_device_name(config.device)
     if is_import_path(config.data.name):
         from p2pfl.plugins import load_object
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from p2pfl.agents import rundir
+from p2pfl.agents.device_exchange import DeviceExchange
+from p2pfl.validation import check_device_present
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.algorithms import build_algorithm
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
@@ -77,7 +79,10 @@ class AgentLoop:
         self.links = sorted(graph[agent_id])
         self.run_dir = Path(run_dir)
         self.stop = stop or threading.Event()
+        check_device_present(config.device)
         self.device = torch.device(config.device)
+        if self.device.type != "cpu":  # neighbours' tensors arrive on the host; mix them where the model is
+            self.exchange = exchange = DeviceExchange(exchange, self.device)
         self.shard = agent_shard(dataset, agent_id, config.agents, config.data.partition, config.data.alpha,
                                  config.seed)
         if len(self.shard) == 0:

@@ -84,14 +84,15 @@ class CCL:
             spec = spec_of({"sums": class_sums(features.detach(), y, classes), "counts": counts})
             received = ctx.exchange.exchange(round_, "features", outbox, expect_from=ctx.send_to,
                                              expect={j: spec for j in ctx.send_to})
+        device = features.device
         sums = class_sums(features.detach(), y, classes) + sum((r["sums"] for r in received.values()),
-                                                               torch.zeros(classes, features.shape[1]))
-        totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes))
+                                                               torch.zeros(classes, features.shape[1], device=device))
+        totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes, device=device))
         targets, has_target = class_means(sums, totals)
         clip = self.options["align_clip"]
-        model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros(()))
+        model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros((), device=device))
         rows = has_target[y]
-        data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros(())
+        data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros((), device=device)
         align = self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
         self.last_terms = (ce, align)
         return ce + align, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
