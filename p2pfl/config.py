@@ -53,6 +53,7 @@ class OptimConfig:
     batch_size: int = 32
     schedule: str = "constant"  # constant | step (x0.1 at 50% and 75%) | warmup (QGM: lr*n, linear warm-up)
     warmup_rounds: int = 0  # linear lr warm-up over these rounds (with step or constant: from lr/warmup_rounds up to lr)
+    grad_clip: float = 0.0  # > 0: the loss gradient's L2 norm is cut to this before weight decay and momentum
     scale_lr_by_agents: bool = False
 
 

@@ -53,6 +53,8 @@ MEANINGS: dict[str, str] = {
     "optim.nesterov": "Nesterov momentum",
     "optim.weight_decay": "L2 weight decay",
     "optim.batch_size": "mini-batch size of every local step",
+    "optim.grad_clip": "0 = off; > 0: the loss gradient's L2 norm is cut to this before weight decay and momentum "
+                       "(a remedy for steps that explode at a high learning rate)",
     "optim.warmup_rounds": "rounds of linear learning-rate warm-up (schedule warmup: from lr to lr*n; step or "
                            "constant: from lr/warmup_rounds up to lr)",
     "optim.scale_lr_by_agents": "multiply the learning rate by the number of agents (as the QGM code)",

@@ -64,6 +64,7 @@ def validate_config(config: RunConfig) -> None:
         (config.algorithm in ALGORITHMS, f"unknown algorithm {config.algorithm!r}; choose one of "
                                          f"{', '.join(ALGORITHMS)}"),
         (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
+        (config.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0: off), got {config.optim.grad_clip}"),
         (config.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {config.optim.batch_size}"),
         (0 <= config.optim.momentum < 1, f"optim.momentum must be in [0, 1), got {config.optim.momentum}"),
         (config.optim.schedule in ("constant", "step", "warmup"),

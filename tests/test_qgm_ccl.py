@@ -97,11 +97,11 @@ def test_mix_with_step_gamma_and_absent_neighbours():
     assert mix_with_step(own, {1: torch.tensor([3.0])}, {1: 0.25, 2: 0.25}, 0.9).item() == pytest.approx(1.45)
 
 
-def ccl_first_step(options):
+def ccl_first_step(options, grad_clip=0.0):
     """Two agents, one class missing on one of them: agent 0 after one CCL step, and its loss terms by hand
     (CE, lambda-weighted alignment) at its mixed model, whose parameters they differentiate."""
     graph = assign_mixing_weights(nx.path_graph(2))
-    optim = OptimConfig(lr=LR, momentum=BETA, nesterov=True, weight_decay=WD)
+    optim = OptimConfig(lr=LR, momentum=BETA, nesterov=True, weight_decay=WD, grad_clip=grad_clip)
     agents = make_agents("ccl", graph, optim, options, classes=3, seed=0)
     # Different starting models, so that f_i|j differs from f_i.
     torch.manual_seed(5)
@@ -179,6 +179,16 @@ def test_ccl_overhead_on_lenet5_is_c_times_d_plus_c_floats_per_neighbour(tmp_pat
     assert record["bytes_by_tensor"]["params"] / 2 == lenet_params * 4
     print(f"CCL overhead per neighbour: {per_neighbour:.0f} B = {100 * per_neighbour / (lenet_params * 4):.2f}% "
           "of a LeNet-5 parameter message")
+
+
+def test_grad_clip_cuts_the_loss_gradient_before_weight_decay_and_momentum():
+    options = {"lambda_m": 0.3, "lambda_d": 0.2}
+    agents, model, mixed, ce, align = ccl_first_step(options)
+    raw = flat(torch.autograd.grad(ce + align, list(model.parameters())))
+    clip = 0.25 * float(raw.norm())  # so the clip bites
+    agents, model, mixed, ce, align = ccl_first_step(options, grad_clip=clip)
+    g = raw * (clip / raw.norm()) + WD * mixed
+    torch.testing.assert_close(flat_params(agents[0].ctx.model), mixed - LR * (g + BETA * g), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_qgm_and_ccl_options_are_user_errors():

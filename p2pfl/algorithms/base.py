@@ -52,6 +52,18 @@ def flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
 
 
+def task_gradient(ctx: "AgentContext", params: torch.Tensor) -> torch.Tensor:
+    """The model's .grad, cut to optim.grad_clip in L2 norm when set, plus weight decay: one flat vector.
+    Clipping before weight decay and momentum, as torch's clip_grad_norm_ before an optimizer step."""
+    g = flat_grad(ctx.model)
+    clip = ctx.optim.grad_clip
+    if clip > 0:
+        norm = torch.linalg.vector_norm(g)
+        if norm > clip:
+            g = g * (clip / norm)
+    return g + ctx.optim.weight_decay * params
+
+
 def exchange_params(ctx: AgentContext, round_: int, payload: Mapping[str, torch.Tensor]) -> dict[PeerId, dict]:
     """Round "params": send `payload` to this round's recipients, return what the peers we mix in sent."""
     if ctx.send_to is None:

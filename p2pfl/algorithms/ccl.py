@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from p2pfl.algorithms.base import AgentContext, flat_grad, flat_params, learning_rate, set_flat_params
+from p2pfl.algorithms.base import AgentContext, flat_params, learning_rate, set_flat_params, task_gradient
 from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qgm_options, gossip_then_correct,
                                  load_pending, pending_state)
 from p2pfl.wire import spec_of
@@ -126,7 +126,7 @@ class CCL:
         ctx.model.zero_grad(set_to_none=False)
         loss, parts = self.loss(round_, x, y, neighbour_params)
         parts.update(self.backward(loss))
-        g = flat_grad(ctx.model) + ctx.optim.weight_decay * params
+        g = task_gradient(ctx, params)
         set_flat_params(ctx.model, params - lr * self.buffer.direction(g))
         self.pending = PendingCorrection(params, g, lr)
         return {"loss": float(loss.detach()), "lr": lr, "neighbours_heard": len(neighbour_params), **parts}

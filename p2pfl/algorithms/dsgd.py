@@ -7,17 +7,17 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_grad, flat_params, gossip_average,
-                                   learning_rate, reject_unknown, set_flat_params)
+from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_params, gossip_average, learning_rate,
+                                   reject_unknown, set_flat_params, task_gradient)
 
 
 def local_gradient(ctx: AgentContext, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
                    loss_fn=None) -> tuple[torch.Tensor, float]:
-    """g = grad CE(x_i; batch) + lambda x_i, weight decay on every parameter, as one flat vector."""
+    """g = grad CE(x_i; batch) (clipped if asked) + lambda x_i, weight decay on every parameter, as one flat vector."""
     ctx.model.zero_grad(set_to_none=False)
     loss = loss_fn(x, y) if loss_fn else F.cross_entropy(ctx.model(x), y)
     loss.backward()
-    return flat_grad(ctx.model) + ctx.optim.weight_decay * params, float(loss.detach())
+    return task_gradient(ctx, params), float(loss.detach())
 
 
 class DSGD:
