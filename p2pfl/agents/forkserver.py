@@ -10,8 +10,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import multiprocessing.forkserver
 
-# Imported once in the forkserver, inherited by every agent: torch and the agent's code.
-PRELOAD = ["p2pfl.agents.process"]
+# Imported once in the forkserver, inherited by every agent: a guard that ends the forkserver with the
+# launcher, then torch and the agent's code.
+PRELOAD = ["p2pfl.agents.forkserver_guard", "p2pfl.agents.process"]
 
 
 def forkserver_context() -> mp.context.ForkServerContext:
