@@ -178,13 +178,13 @@ def test_a_killed_coordinator_restarted_with_resume_continues_and_the_clients_fo
 @pytest.mark.parametrize("example", ["cpcfl_rotated.yaml", "fedtsdp_label_swap.yaml", "mtl_digits.yaml"])
 def test_each_method_runs_as_processes_and_matches_simulate(tmp_path, no_leaked_agents, example):
     config = load_config(ROOT / "examples" / example)
-    config.agents, config.rounds = 9, 3
+    config.agents, config.rounds = 5, 3
     config.options.update(clusters=2, local_epochs=1)
     if config.algorithm == "cpcfl":
         config.options.update(models=2, pretrain_rounds=2)
     if config.algorithm == "mtl":
         config.options.pop("clusters")
-    config.network.addresses = small_config(agents=9).network.addresses
+    config.network.addresses = small_config(agents=5).network.addresses
     save_config(config, tmp_path / "run.yaml")
     result = run_cli("run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "proc"), "--no-progress")
     assert result.returncode == 0, result.stderr
