@@ -41,7 +41,6 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "ccl": ("ccl", CCL, {}),
     "ccl-clip": ("ccl", {**CCL, "align_clip": 1.0}, {}),
     "ccl-warmup": ("ccl", CCL, {"optim.warmup_rounds": 118}),
-    "ccl-bound": ("ccl", {**CCL, "align_bound": 1.0}, {}),
     "ccl-gradclip": ("ccl", CCL, {"optim.grad_clip": 10.0}),
     "ccl-unit": ("ccl", {**CCL, "align_normalize": True}, {}),
     "qgm-zscore": ("qgm", QGM, {"data.normalize": "zscore"}),
@@ -51,7 +50,7 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "qgm-step-first": ("qgm", {**QGM, "mix_first": False}, {}),
 }
 LABELS = {"dsgdm-n": "DSGDm-N", "qgm": "QGM", "ccl": "CCL", "ccl-clip": "CCL, align_clip 1",
-          "ccl-warmup": "CCL, 1-epoch warm-up", "ccl-bound": "CCL, align_bound 1", "ccl-gradclip": "CCL, grad_clip 10", "ccl-unit": "CCL, align_normalize", "qgm-zscore": "QGM, z-score inputs",
+          "ccl-warmup": "CCL, 1-epoch warm-up", "ccl-gradclip": "CCL, grad_clip 10", "ccl-unit": "CCL, align_normalize", "qgm-zscore": "QGM, z-score inputs",
           "qgm-dirichlet": "QGM, p2pfl's capped Dirichlet split", "qgm-drop-last": "QGM, last partial batch dropped",
           "qgm-own-order": "QGM, p2pfl's per-agent batch order", "qgm-step-first": "QGM, step then gossip"}
 AUTHORS_NAMES = {"dsgdm-n": "dsgdm", "qgm": "qgm", "ccl": "ccl"}

@@ -18,7 +18,7 @@ from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qg
                                  load_pending, pending_state)
 from p2pfl.wire import spec_of
 
-CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0, "align_bound": 0.0,
+CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0,
                                "align_normalize": False}
 
 
@@ -100,29 +100,8 @@ class CCL:
         data_term = (alignment(features[rows], targets[y][rows], clip, unit) if rows.any()
                      else torch.zeros((), device=device))
         align = self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
-        self.last_terms = (ce, align)
         return ce + align, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
                             "data_term": float(data_term.detach())}
-
-    def backward(self, loss: torch.Tensor) -> dict[str, float]:
-        """loss.backward(); with align_bound b > 0 the alignment terms' gradient is scaled down to at most b
-        times the CE gradient's norm, so they can steer the features but never outweigh the task (the
-        remedy for the authors' setting, where L_m and L_d run away within a few dozen rounds)."""
-        bound = self.options["align_bound"]
-        if bound <= 0:
-            loss.backward()
-            return {}
-        ce, align = self.last_terms
-        params = list(self.ctx.model.parameters())
-        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
-        g_align = torch.autograd.grad(align, params, allow_unused=True)  # the head takes no part in it
-        g_ce, g_align = ([torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)] for gs in (g_ce, g_align))
-        norm_ce = torch.sqrt(sum((g * g).sum() for g in g_ce))
-        norm_align = torch.sqrt(sum((g * g).sum() for g in g_align))
-        scale = min(1.0, float(bound * norm_ce / norm_align)) if norm_align > 0 else 1.0
-        for p, a, b in zip(params, g_ce, g_align):
-            p.grad = a + scale * b
-        return {"align_scale": scale}
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
@@ -131,7 +110,7 @@ class CCL:
         params = flat_params(ctx.model)
         ctx.model.zero_grad(set_to_none=False)
         loss, parts = self.loss(round_, x, y, neighbour_params)
-        parts.update(self.backward(loss))
+        loss.backward()
         g = task_gradient(ctx, params)
         set_flat_params(ctx.model, params - lr * self.buffer.direction(g))
         self.pending = PendingCorrection(params, g, lr)

@@ -26,8 +26,6 @@ def check_qgm_options(options: Mapping[str, Any], algorithm: str, extra: Mapping
                         f"(undamped, CCL code), got {merged['variant']!r}")
     if merged.get("align_clip", 0) < 0:
         raise UserError(f"options.align_clip must be >= 0 (0: plain MSE), got {merged['align_clip']}")
-    if merged.get("align_bound", 0) < 0:
-        raise UserError(f"options.align_bound must be >= 0 (0: off), got {merged['align_bound']}")
     if not 0 <= merged["mu"] < 1:
         raise UserError(f"options.mu must be in [0, 1), got {merged['mu']}")
     return merged
