@@ -42,7 +42,6 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "ccl-clip": ("ccl", {**CCL, "align_clip": 1.0}, {}),
     "ccl-warmup": ("ccl", CCL, {"optim.warmup_rounds": 118}),
     "ccl-gradclip": ("ccl", CCL, {"optim.grad_clip": 10.0}),
-    "ccl-unit": ("ccl", {**CCL, "align_normalize": True}, {}),
     "qgm-zscore": ("qgm", QGM, {"data.normalize": "zscore"}),
     "qgm-dirichlet": ("qgm", QGM, {"data.partition": "dirichlet"}),
     "qgm-drop-last": ("qgm", QGM, {"data.drop_last": True}),
@@ -50,7 +49,7 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "qgm-step-first": ("qgm", {**QGM, "mix_first": False}, {}),
 }
 LABELS = {"dsgdm-n": "DSGDm-N", "qgm": "QGM", "ccl": "CCL", "ccl-clip": "CCL, align_clip 1",
-          "ccl-warmup": "CCL, 1-epoch warm-up", "ccl-gradclip": "CCL, grad_clip 10", "ccl-unit": "CCL, align_normalize", "qgm-zscore": "QGM, z-score inputs",
+          "ccl-warmup": "CCL, 1-epoch warm-up", "ccl-gradclip": "CCL, grad_clip 10", "qgm-zscore": "QGM, z-score inputs",
           "qgm-dirichlet": "QGM, p2pfl's capped Dirichlet split", "qgm-drop-last": "QGM, last partial batch dropped",
           "qgm-own-order": "QGM, p2pfl's per-agent batch order", "qgm-step-first": "QGM, step then gossip"}
 AUTHORS_NAMES = {"dsgdm-n": "dsgdm", "qgm": "qgm", "ccl": "ccl"}

@@ -159,16 +159,6 @@ def test_grad_clip_cuts_the_loss_gradient_before_weight_decay_and_momentum():
     torch.testing.assert_close(flat_params(agents[0].ctx.model), mixed - LR * (g + BETA * g), rtol=1e-5, atol=1e-6)
 
 
-def test_normalized_alignment_is_two_minus_twice_the_cosine_whatever_the_scale():
-    from p2pfl.algorithms.ccl import alignment
-
-    f, t = torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [5.0, 5.0]])
-    expected = torch.tensor((2 - 2 * 0.0 + 2 - 2 * 1.0) / 2)
-    torch.testing.assert_close(alignment(f, t, 0.0, normalize=True), expected)
-    torch.testing.assert_close(alignment(1e6 * f, 1e-3 * t, 0.0, normalize=True), expected)
-    assert float(alignment(f, t, 0.0)) == pytest.approx(float(F.mse_loss(f, t)))  # off: the authors' MSE
-
-
 def test_bad_qgm_and_ccl_options_are_user_errors():
     with pytest.raises(UserError, match="variant"):
         ALGORITHMS["qgm"].check_options({"variant": "fast"})

@@ -18,17 +18,12 @@ from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qg
                                  load_pending, pending_state)
 from p2pfl.wire import spec_of
 
-CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0,
-                               "align_normalize": False}
+CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0}
 
 
-def alignment(features: torch.Tensor, targets: torch.Tensor, clip: float, normalize: bool = False) -> torch.Tensor:
+def alignment(features: torch.Tensor, targets: torch.Tensor, clip: float) -> torch.Tensor:
     """MSE, the authors' alignment term; with clip > 0, elements further apart than clip count
-    linearly (2 clip |d| - clip^2, twice the Huber loss), so one wild neighbour cannot blow up the step.
-    With normalize, rows are compared on the unit sphere: ||f/|f| - t/|t|||^2 = 2 - 2 cos, in [0, 4]
-    whatever the features' scale, so growing features cannot feed a growing term."""
-    if normalize:
-        return (F.normalize(features, dim=1) - F.normalize(targets, dim=1)).pow(2).sum(dim=1).mean()
+    linearly (2 clip |d| - clip^2, twice the Huber loss), so one wild neighbour cannot blow up the step."""
     if clip <= 0:
         return F.mse_loss(features, targets)
     return 2 * F.huber_loss(features, targets, delta=clip)
@@ -94,11 +89,10 @@ class CCL:
                                                                torch.zeros(classes, features.shape[1], device=device))
         totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes, device=device))
         targets, has_target = class_means(sums, totals)
-        clip, unit = self.options["align_clip"], self.options["align_normalize"]
-        model_term = sum((alignment(features, f, clip, unit) for f in cross.values()), torch.zeros((), device=device))
+        clip = self.options["align_clip"]
+        model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros((), device=device))
         rows = has_target[y]
-        data_term = (alignment(features[rows], targets[y][rows], clip, unit) if rows.any()
-                     else torch.zeros((), device=device))
+        data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros((), device=device)
         align = self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
         return ce + align, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
                             "data_term": float(data_term.detach())}
