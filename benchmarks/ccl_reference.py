@@ -40,6 +40,7 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "qgm": ("qgm", QGM, {}),
     "ccl": ("ccl", CCL, {}),
     "ccl-clip": ("ccl", {**CCL, "align_clip": 1.0}, {}),
+    "ccl-clip2": ("ccl", {**CCL, "align_clip": 2.0}, {}),
     "ccl-warmup": ("ccl", CCL, {"optim.warmup_rounds": 118}),
     "ccl-gradclip": ("ccl", CCL, {"optim.grad_clip": 10.0}),
     "qgm-zscore": ("qgm", QGM, {"data.normalize": "zscore"}),
@@ -48,7 +49,7 @@ ALGORITHMS: dict[str, tuple[str, dict, dict]] = {
     "qgm-own-order": ("qgm", QGM, {"data.order": "agent"}),
     "qgm-step-first": ("qgm", {**QGM, "mix_first": False}, {}),
 }
-LABELS = {"dsgdm-n": "DSGDm-N", "qgm": "QGM", "ccl": "CCL", "ccl-clip": "CCL, align_clip 1",
+LABELS = {"dsgdm-n": "DSGDm-N", "qgm": "QGM", "ccl": "CCL", "ccl-clip": "CCL, align_clip 1", "ccl-clip2": "CCL, align_clip 2",
           "ccl-warmup": "CCL, 1-epoch warm-up", "ccl-gradclip": "CCL, grad_clip 10", "qgm-zscore": "QGM, z-score inputs",
           "qgm-dirichlet": "QGM, p2pfl's capped Dirichlet split", "qgm-drop-last": "QGM, last partial batch dropped",
           "qgm-own-order": "QGM, p2pfl's per-agent batch order", "qgm-step-first": "QGM, step then gossip"}
