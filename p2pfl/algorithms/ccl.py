@@ -93,9 +93,9 @@ class CCL:
         model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros((), device=device))
         rows = has_target[y]
         data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros((), device=device)
-        align = self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
-        return ce + align, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
-                            "data_term": float(data_term.detach())}
+        total = ce + self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
+        return total, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
+                       "data_term": float(data_term.detach())}
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
