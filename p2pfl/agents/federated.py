@@ -171,14 +171,17 @@ class ClientLoop:
     def coordinator_round(self) -> int:
         return self.exchange.latest_round(COORDINATOR)
 
-    def request(self, round_: int, tag: str) -> dict | None:
+    def request(self, round_: int, tag: str, patience: float) -> dict | None:
+        """The coordinator's request for (round, phase), or None to sit it out. `patience` is
+        options.coordinator_timeout, longer than the coordinator's own wait for its slowest client
+        (client_timeout): a client sitting out a phase where another is late must outlast that wait."""
         # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
         expected = {COORDINATOR: (self.method.request_spec(tag), {})}
-        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=self.options["client_timeout"])
+        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=patience)
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())
-            raise UserError(f"client {self.agent_id}: the coordinator was silent for {self.options['client_timeout']:.0f}s "
+            raise UserError(f"client {self.agent_id}: the coordinator was silent for {patience:.0f}s "
                             f"in round {round_}; it is gone or unreachable, this client stops")
         payload = got[COORDINATOR]
         if payload and spec_of(payload) != self.method.request_spec(tag):  # empty = sit this phase out
@@ -192,7 +195,7 @@ class ClientLoop:
                 raise Stopped(f"client {self.agent_id} stopped")
             try:
                 for tag in self.method.phases(round_):
-                    payload = self.request(round_, tag)
+                    payload = self.request(round_, tag, self.options["coordinator_timeout"])
                     if payload:
                         request = {k: v.to(self.context.device) for k, v in payload.items()}
                         reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}
