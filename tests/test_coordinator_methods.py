@@ -144,8 +144,40 @@ def run_sim(config, tmp_path):
     return summarize_federated(config, tmp_path)
 
 
-def test_cpcfl_from_identical_models_finds_the_clusters_where_ifca_collapses(tmp_path):
-    cpcfl = run_sim(config_for("cpcfl", init="identical", pretrain_rounds=3), tmp_path / "cpcfl")
+def cpcfl_models_after_pretraining(init):
+    """CP-CFL's K cluster models right after federated pre-training, before their first cluster round."""
+    from p2pfl.agents.methods.base import CoordinatorContext
+    from p2pfl.agents.methods.cpcfl import CPCFLCoordinator
+    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.data import load_dataset
+    from p2pfl.models.initial import initial_model
+
+    config = config_for("cpcfl", init=init, pretrain_rounds=2)
+    options = check_federated_options(config.options, "cpcfl")
+    clients = list(range(1, config.agents))
+    coordinator = CPCFLCoordinator(CoordinatorContext(config, load_dataset("digits"), options, clients,
+                                                      {c: 0 for c in clients}))
+    encoder = torch.randn(len(coordinator.encoder), generator=torch.Generator().manual_seed(1))
+    coordinator.absorb("pretrain", 1, {1: {"encoder": encoder, "n": torch.tensor([10.0]),
+                                           "loss": torch.tensor([1.0])}}, {})  # the last pre-training round
+    body = sum(p.numel() for p in initial_model(config, coordinator.ctx.dataset).body.parameters())
+    return coordinator.models, encoder, body  # body: how many leading parameters are the encoder
+
+
+def test_cpcfl_from_identical_models_starts_the_k_models_equal_and_ties_like_ifca(tmp_path):
+    models, encoder, body = cpcfl_models_after_pretraining("identical")
+    assert all(torch.equal(m, models[0]) for m in models[1:])  # one head for all: init identical
+    assert torch.equal(models[0][:body], encoder[:body])  # on the pre-trained encoder
+    models, _, _ = cpcfl_models_after_pretraining("random")
+    assert all(torch.equal(m[:body], encoder[:body]) for m in models)  # random: the same encoder,
+    assert all(not torch.equal(m[body:], models[0][body:]) for m in models[1:])  # a head each
+    # Equal models tie on every client's loss: all pick the first, as IFCA from identical models.
+    summary = run_sim(config_for("cpcfl", rounds=1, init="identical", pretrain_rounds=1, local_epochs=1), tmp_path)
+    assert summary["round0_collapse_share"] == 1.0 and summary["ari_per_round"][0] == 0.0
+
+
+def test_cpcfl_with_a_head_per_model_finds_the_clusters_where_ifca_from_identical_models_collapses(tmp_path):
+    cpcfl = run_sim(config_for("cpcfl", init="random", pretrain_rounds=3), tmp_path / "cpcfl")
     ifca = run_sim(config_for("ifca", init="identical"), tmp_path / "ifca")
     assert len(cpcfl["pretrain_loss_per_round"]) == 3
     assert cpcfl["pretrain_loss_per_round"][-1] < cpcfl["pretrain_loss_per_round"][0]
