@@ -193,6 +193,48 @@ def test_cpcfl_pretraining_on_the_coordinator_needs_no_pretrain_rounds(tmp_path)
     assert summary["final_ari"] == 1.0
 
 
+def test_fedtsdp_labels_every_client_when_it_clusters_not_only_that_rounds_participants():
+    from p2pfl.agents.methods.base import CoordinatorContext
+    from p2pfl.agents.methods.fedtsdp import FedTSDPCoordinator
+    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.data import load_dataset
+
+    config = config_for("fedtsdp", warmup_rounds=2, hopkins_patience=1, public_samples=10)
+    config.agents = 10
+    options = check_federated_options(config.options, "fedtsdp")
+    truth = {c: 0 if c <= 4 else 1 for c in range(1, 10)}  # 1-4 one cluster, 5-9 the other
+    coordinator = FedTSDPCoordinator(CoordinatorContext(config, load_dataset("digits"), options, list(truth), truth))
+    rng = np.random.default_rng(0)
+
+    def train(round_, clients):
+        """One train phase: each client's outputs peak on its cluster's class (0 or 1), a little noise."""
+        coordinator.request("train", round_, clients)
+        replies = {}
+        for c in clients:
+            logits = rng.normal(0, 0.1, (10, 10))
+            logits[:, truth[c]] += 4.0
+            signature = torch.softmax(torch.tensor(logits, dtype=torch.float32), dim=1)
+            model = coordinator.sent[c] + 0.01 * torch.randn(len(coordinator.sent[c]))
+            replies[c] = {"model": model, "n": torch.tensor([10.0]), "signature": signature,
+                          "accuracy": torch.tensor([0.5])}
+        record = {}
+        coordinator.absorb("train", round_, replies, record)
+        return record
+
+    train(0, [4, 8, 1])  # warm-up: 4 and 8 leave a signature; 9 never trains before the clustering
+    record = train(1, [1, 2, 3, 5, 6, 7])
+    assert record.get("clustered_now") and sorted(coordinator.cluster_of) == list(range(1, 10))
+    a, b = coordinator.cluster_of[1], coordinator.cluster_of[5]
+    assert a != b and [coordinator.cluster_of[c] for c in (2, 3, 6, 7)] == [a, a, b, b]
+    assert coordinator.cluster_of[4] == a and coordinator.cluster_of[8] == b  # by their latest signature
+    assert coordinator.provisional == {4, 8, 9}  # 9 sits in the largest cluster until it trains
+    train(2, [9, 1, 5])
+    assert coordinator.cluster_of[9] == b and coordinator.provisional == {4, 8}  # its own outputs now
+    restored = FedTSDPCoordinator(CoordinatorContext(config, load_dataset("digits"), options, list(truth), truth))
+    restored.load_state_dict(coordinator.state_dict())
+    assert restored.provisional == {4, 8} and restored.nearest(coordinator.signature_of[8]) == b
+
+
 def test_fedtsdp_clusters_only_when_hopkins_finds_structure(tmp_path):
     clustered = run_sim(config_for("fedtsdp", rounds=5, cluster_kind="label-swap"), tmp_path / "swap")
     iid = run_sim(config_for("fedtsdp", rounds=5, clusters=1), tmp_path / "iid")
