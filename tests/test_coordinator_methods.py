@@ -280,8 +280,10 @@ def test_bad_options_are_clear_errors():
 def test_clients_wait_for_the_coordinator_longer_than_it_waits_for_them():
     from p2pfl.algorithms.method_options import COORDINATOR_PATIENCE, check_federated_options
 
-    assert check_federated_options({"client_timeout": 5.0}, "clove")["coordinator_timeout"] == COORDINATOR_PATIENCE * 5.0
-    assert check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 7.5}, "ifca")["coordinator_timeout"] == 7.5
+    patience = check_federated_options({"client_timeout": 5.0}, "clove")["coordinator_timeout"]
+    assert patience == COORDINATOR_PATIENCE * 5.0
+    given = check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 7.5}, "ifca")
+    assert given["coordinator_timeout"] == 7.5
     with pytest.raises(UserError, match="coordinator_timeout .* must be greater than options.client_timeout"):
         check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 5.0}, "clove")
     with pytest.raises(UserError, match="client_timeout must be > 0"):
