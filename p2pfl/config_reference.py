@@ -63,7 +63,8 @@ MEANINGS: dict[str, str] = {
     "network.host": "host of every agent when network.addresses is not given",
     "network.addresses": "one tcp://host:port per agent (LAN runs); default base_port + id on host",
     "network.round_timeout": "seconds to wait for a neighbour in a round before going on without it",
-    "network.startup_timeout": "seconds to wait for every neighbour to come up",
+    "network.startup_timeout": ("seconds to wait for every neighbour to come up (a coordinator: for every "
+                                "client's hello; one missing is absent)"),
     "network.max_message_mb": "largest accepted message, in MiB",
 }
 

@@ -81,6 +81,10 @@ class Exchange(Protocol):
         """The newest round `peer` has been heard in (-1: never); it will not send earlier rounds again."""
         ...
 
+    def mark_down(self, peer: PeerId, reason: str) -> None:
+        """Stop waiting for `peer` (once others answered) until a message from it arrives."""
+        ...
+
     def close(self) -> None: ...
 
 

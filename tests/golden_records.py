@@ -34,6 +34,7 @@ COORDINATOR_RUNS: dict[str, tuple[str, dict]] = {
     "clove": ("clove_rotated.yaml", {"patience": 1}),
     "clove-autoencoder": ("clove_autoencoder.yaml", {}),
     "cpcfl": ("cpcfl_rotated.yaml", {"pretrain_rounds": 1}),
+    "cpcfl-identical": ("cpcfl_rotated.yaml", {"pretrain_rounds": 1, "init": "identical"}),
     "cpcfl-coordinator": ("cpcfl_rotated.yaml", {"pretrain_mode": "coordinator", "pretrain_rounds": 1,
                                                  "coordinator_samples": 40}),
     "fedtsdp": ("fedtsdp_label_swap.yaml", {"warmup_rounds": 1, "hopkins_patience": 1}),

@@ -144,8 +144,40 @@ def run_sim(config, tmp_path):
     return summarize_federated(config, tmp_path)
 
 
-def test_cpcfl_from_identical_models_finds_the_clusters_where_ifca_collapses(tmp_path):
-    cpcfl = run_sim(config_for("cpcfl", init="identical", pretrain_rounds=3), tmp_path / "cpcfl")
+def cpcfl_models_after_pretraining(init):
+    """CP-CFL's K cluster models right after federated pre-training, before their first cluster round."""
+    from p2pfl.agents.methods.base import CoordinatorContext
+    from p2pfl.agents.methods.cpcfl import CPCFLCoordinator
+    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.data import load_dataset
+    from p2pfl.models.initial import initial_model
+
+    config = config_for("cpcfl", init=init, pretrain_rounds=2)
+    options = check_federated_options(config.options, "cpcfl")
+    clients = list(range(1, config.agents))
+    coordinator = CPCFLCoordinator(CoordinatorContext(config, load_dataset("digits"), options, clients,
+                                                      {c: 0 for c in clients}))
+    encoder = torch.randn(len(coordinator.encoder), generator=torch.Generator().manual_seed(1))
+    coordinator.absorb("pretrain", 1, {1: {"encoder": encoder, "n": torch.tensor([10.0]),
+                                           "loss": torch.tensor([1.0])}}, {})  # the last pre-training round
+    body = sum(p.numel() for p in initial_model(config, coordinator.ctx.dataset).body.parameters())
+    return coordinator.models, encoder, body  # body: how many leading parameters are the encoder
+
+
+def test_cpcfl_from_identical_models_starts_the_k_models_equal_and_ties_like_ifca(tmp_path):
+    models, encoder, body = cpcfl_models_after_pretraining("identical")
+    assert all(torch.equal(m, models[0]) for m in models[1:])  # one head for all: init identical
+    assert torch.equal(models[0][:body], encoder[:body])  # on the pre-trained encoder
+    models, _, _ = cpcfl_models_after_pretraining("random")
+    assert all(torch.equal(m[:body], encoder[:body]) for m in models)  # random: the same encoder,
+    assert all(not torch.equal(m[body:], models[0][body:]) for m in models[1:])  # a head each
+    # Equal models tie on every client's loss: all pick the first, as IFCA from identical models.
+    summary = run_sim(config_for("cpcfl", rounds=1, init="identical", pretrain_rounds=1, local_epochs=1), tmp_path)
+    assert summary["round0_collapse_share"] == 1.0 and summary["ari_per_round"][0] == 0.0
+
+
+def test_cpcfl_with_a_head_per_model_finds_the_clusters_where_ifca_from_identical_models_collapses(tmp_path):
+    cpcfl = run_sim(config_for("cpcfl", init="random", pretrain_rounds=3), tmp_path / "cpcfl")
     ifca = run_sim(config_for("ifca", init="identical"), tmp_path / "ifca")
     assert len(cpcfl["pretrain_loss_per_round"]) == 3
     assert cpcfl["pretrain_loss_per_round"][-1] < cpcfl["pretrain_loss_per_round"][0]
@@ -159,6 +191,48 @@ def test_cpcfl_pretraining_on_the_coordinator_needs_no_pretrain_rounds(tmp_path)
     summary = run_sim(config_for("cpcfl", rounds=4, pretrain_mode="coordinator", pretrain_rounds=2), tmp_path)
     assert "pretrain_loss_per_round" not in summary and len(summary["accuracy_per_round"]) == 5
     assert summary["final_ari"] == 1.0
+
+
+def test_fedtsdp_labels_every_client_when_it_clusters_not_only_that_rounds_participants():
+    from p2pfl.agents.methods.base import CoordinatorContext
+    from p2pfl.agents.methods.fedtsdp import FedTSDPCoordinator
+    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.data import load_dataset
+
+    config = config_for("fedtsdp", warmup_rounds=2, hopkins_patience=1, public_samples=10)
+    config.agents = 10
+    options = check_federated_options(config.options, "fedtsdp")
+    truth = {c: 0 if c <= 4 else 1 for c in range(1, 10)}  # 1-4 one cluster, 5-9 the other
+    coordinator = FedTSDPCoordinator(CoordinatorContext(config, load_dataset("digits"), options, list(truth), truth))
+    rng = np.random.default_rng(0)
+
+    def train(round_, clients):
+        """One train phase: each client's outputs peak on its cluster's class (0 or 1), a little noise."""
+        coordinator.request("train", round_, clients)
+        replies = {}
+        for c in clients:
+            logits = rng.normal(0, 0.1, (10, 10))
+            logits[:, truth[c]] += 4.0
+            signature = torch.softmax(torch.tensor(logits, dtype=torch.float32), dim=1)
+            model = coordinator.sent[c] + 0.01 * torch.randn(len(coordinator.sent[c]))
+            replies[c] = {"model": model, "n": torch.tensor([10.0]), "signature": signature,
+                          "accuracy": torch.tensor([0.5])}
+        record = {}
+        coordinator.absorb("train", round_, replies, record)
+        return record
+
+    train(0, [4, 8, 1])  # warm-up: 4 and 8 leave a signature; 9 never trains before the clustering
+    record = train(1, [1, 2, 3, 5, 6, 7])
+    assert record.get("clustered_now") and sorted(coordinator.cluster_of) == list(range(1, 10))
+    a, b = coordinator.cluster_of[1], coordinator.cluster_of[5]
+    assert a != b and [coordinator.cluster_of[c] for c in (2, 3, 6, 7)] == [a, a, b, b]
+    assert coordinator.cluster_of[4] == a and coordinator.cluster_of[8] == b  # by their latest signature
+    assert coordinator.provisional == {4, 8, 9}  # 9 sits in the largest cluster until it trains
+    train(2, [9, 1, 5])
+    assert coordinator.cluster_of[9] == b and coordinator.provisional == {4, 8}  # its own outputs now
+    restored = FedTSDPCoordinator(CoordinatorContext(config, load_dataset("digits"), options, list(truth), truth))
+    restored.load_state_dict(coordinator.state_dict())
+    assert restored.provisional == {4, 8} and restored.nearest(coordinator.signature_of[8]) == b
 
 
 def test_fedtsdp_clusters_only_when_hopkins_finds_structure(tmp_path):
@@ -201,6 +275,19 @@ def test_bad_options_are_clear_errors():
     config = config_for("dsgdm-n", model="autoencoder")
     with pytest.raises(UserError, match="autoencoder"):
         validate_config(config)
+
+
+def test_clients_wait_for_the_coordinator_longer_than_it_waits_for_them():
+    from p2pfl.algorithms.method_options import COORDINATOR_PATIENCE, check_federated_options
+
+    patience = check_federated_options({"client_timeout": 5.0}, "clove")["coordinator_timeout"]
+    assert patience == COORDINATOR_PATIENCE * 5.0
+    given = check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 7.5}, "ifca")
+    assert given["coordinator_timeout"] == 7.5
+    with pytest.raises(UserError, match="coordinator_timeout .* must be greater than options.client_timeout"):
+        check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 5.0}, "clove")
+    with pytest.raises(UserError, match="client_timeout must be > 0"):
+        check_federated_options({"client_timeout": 0.0}, "clove")
 
 
 def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
@@ -247,26 +334,139 @@ def test_partial_participation_asks_half_the_clients_each_round_and_everyone_at_
             assert sorted(map(int, r["assignment"])) == r["participants"]
 
 
+class LateClients:
+    """The coordinator's exchange with the race between its timely clients and client_timeout taken out.
+
+    Each phase it first collects the timely clients' replies with no practical deadline, then gives the
+    clients in `late` the real client_timeout. On a loaded machine a timely client can take longer than a
+    short timeout; here only a late one can miss it, so the test holds however slow the machine is.
+    `gave_up(client, round, tag)` runs when a late client missed its deadline."""
+
+    def __init__(self, inner, late: set, gave_up=lambda client, round_, tag: None):
+        self.inner, self.late, self.gave_up = inner, late, gave_up
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def collect(self, round, tag, peers, *, expect=None, timeout=None):
+        late = set(peers) & self.late
+        got = self.inner.collect(round, tag, set(peers) - late, expect=expect, timeout=600.0)
+        if late:
+            got.update(self.inner.collect(round, tag, late, expect=expect, timeout=timeout))
+            for client in sorted(late - got.keys()):
+                self.gave_up(client, round, tag)
+        return dict(sorted(got.items()))
+
+
+def run_in_threads(config, setup, tmp_path, wrap_coordinator, clients):
+    """The coordinator in this thread, each client loop in its own; the coordinator's records and what
+    each client thread raised (nothing, when every client finished the run)."""
+    import threading
+
+    from p2pfl.agents.federated import CoordinatorLoop
+
+    errors = {}
+
+    def body(loop):
+        try:
+            loop.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors[loop.agent_id] = exc
+
+    threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in clients]
+    for t in threads:
+        t.start()
+    coordinator = CoordinatorLoop(config, setup.dataset, wrap_coordinator, tmp_path)
+    rows = coordinator.run()
+    return rows, threads, errors
+
+
+def endpoints_of(setup, agents):
+    from p2pfl.exchange import InMemoryHub
+
+    hub = InMemoryHub()
+    return {a: hub.endpoint(a, setup.graph[a], setup.run_id, 5.0) for a in range(agents)}
+
+
 def test_a_silent_client_is_absent_for_the_round_and_the_run_goes_on(tmp_path):
     import threading
 
-    from p2pfl.agents.federated import ClientLoop, CoordinatorLoop
-    from p2pfl.exchange import InMemoryHub
+    from p2pfl.agents.agent import Stopped
+    from p2pfl.agents.federated import ClientLoop
 
-    config = config_for("clove", rounds=3, client_timeout=1.0)
+    # The coordinator is never silent here: the clients' patience only has to outlast its waits.
+    config = config_for("clove", rounds=3, client_timeout=1.0, coordinator_timeout=300.0)
     config.agents = 9
     setup = prepare(config)
-    hub = InMemoryHub()
-    endpoints = {a: hub.endpoint(a, setup.graph[a], setup.run_id, 5.0) for a in range(9)}
-    silent = 4  # its endpoint exists (messages reach its mailbox) but nobody answers: a hung peer
-    clients = [ClientLoop(config, a, setup.dataset, endpoints[a], tmp_path) for a in range(1, 9) if a != silent]
-    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
+    endpoints = endpoints_of(setup, 9)
+    silent = 4  # up and asked every round, but hung: it never answers (a hung peer)
+    finished = threading.Event()
+    clients = [ClientLoop(config, a, setup.dataset, endpoints[a], tmp_path) for a in range(1, 9)]
+
+    def hang(tag, round_, payload):
+        finished.wait(600)
+        raise Stopped("the test is over")
+
+    clients[silent - 1].method.handle = hang
+    rows, threads, errors = run_in_threads(config, setup, tmp_path, LateClients(endpoints[0], {silent}), clients)
+    finished.set()
     for t in threads:
-        t.start()
-    rows = CoordinatorLoop(config, setup.dataset, endpoints[0], tmp_path).run()
-    for t in threads:
-        t.join(30)
+        t.join(60)
     assert all(r["absent"] == [silent] for r in rows)
     assert all(str(silent) not in r["assignment"] and len(r["assignment"]) == 7 for r in rows)
+    assert set(errors) == {silent} and isinstance(errors[silent], Stopped)  # the others finished the run
     summary = summarize_federated(config, tmp_path)
     assert summary["absent"] == [silent] and summary["final_accuracy"] > 0.5
+
+
+def test_a_client_slower_than_client_timeout_misses_that_round_and_nobody_quits(tmp_path):
+    """Participation 0.5: while the coordinator waits client_timeout for a slow client, those sitting the
+    round out wait for its next request. The slow reply comes after the coordinator gave up on it: it is
+    dropped as stale, and the slow client answers the next round it is asked."""
+    import threading
+
+    from p2pfl.agents.federated import ClientLoop, CoordinatorLoop
+
+    config = config_for("clove", rounds=4, participation=0.5, local_epochs=1, client_timeout=1.0,
+                        coordinator_timeout=300.0)
+    config.agents = 9
+    setup = prepare(config)
+    endpoints = endpoints_of(setup, 9)
+    probe = CoordinatorLoop(config, setup.dataset, endpoints[0], tmp_path)
+    slow = probe.participants(0)[0]  # the same seeded sample the coordinator will draw in round 0
+    released, sent = threading.Event(), threading.Event()
+    clients = [ClientLoop(config, a, setup.dataset, endpoints[a], tmp_path) for a in range(1, 9)]
+    loop = clients[slow - 1]
+    handle, send = loop.method.handle, endpoints[slow].send
+
+    def slow_handle(tag, round_, payload):  # its first reply (round 0) is held until the coordinator gave up
+        reply = handle(tag, round_, payload)
+        if not released.is_set():
+            released.wait(600)
+        return reply
+
+    def send_and_tell(round_, tag, outbox):
+        send(round_, tag, outbox)
+        if released.is_set():  # the held reply is in the coordinator's mailbox
+            sent.set()
+
+    loop.method.handle = slow_handle
+    endpoints[slow].send = send_and_tell
+    late = {slow}
+
+    def gave_up(client, round_, tag):  # it is late this once; its stale reply is on the way before we go on
+        late.discard(client)
+        released.set()
+        assert sent.wait(600)
+
+    rows, threads, errors = run_in_threads(config, setup, tmp_path, LateClients(endpoints[0], late, gave_up), clients)
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)  # nobody quit, every client finished
+    assert [r["round"] for r in rows] == list(range(5))  # four rounds and the final evaluation
+    assert slow in rows[0]["participants"] and rows[0]["absent"] == [slow]
+    assert str(slow) not in rows[0]["assignment"] and len(rows[0]["assignment"]) == 3
+    assert all(r["absent"] == [] for r in rows[1:])
+    asked_again = [r for r in rows[1:-1] if slow in r["participants"]]
+    assert asked_again and str(slow) in asked_again[0]["assignment"]  # back the next round it is asked
+    assert endpoints[0].stats.dropped["stale round"] >= 1  # the late reply, not mixed into a later round

@@ -88,13 +88,84 @@ def test_label_swap_clusters_are_recovered(tmp_path):
 
 
 def test_a_silent_coordinator_stops_a_client_with_a_clear_error(tmp_path):
+    from p2pfl.constants import HELLO_ROUND, TAG_HELLO
+    from p2pfl.errors import PeerUnreachable
+
     config = clustered("clove", "random")
     config.options["client_timeout"] = 0.3
+    config.network.startup_timeout = 0.3
     setup = prepare(config)
     hub = InMemoryHub()
     client = ClientLoop(config, 3, setup.dataset, hub.endpoint(3, [0], setup.run_id, 1.0), tmp_path)
+    with pytest.raises(PeerUnreachable, match="coordinator .* did not answer"):  # never up
+        client.run()
+    hub = InMemoryHub()
+    client = ClientLoop(config, 3, setup.dataset, hub.endpoint(3, [0], setup.run_id, 1.0), tmp_path)
+    coordinator = hub.endpoint(0, [3], setup.run_id, 1.0)
+    coordinator.send(HELLO_ROUND, TAG_HELLO, {3: {"round": torch.tensor([0])}})  # up, then silent
     with pytest.raises(UserError, match="coordinator was silent"):
         client.run()
+
+
+def start_clients(config, setup, endpoints, run_dir, ids):
+    """Client loops in threads; returns the threads and what each raised."""
+    import threading
+
+    errors = {}
+    loops = [ClientLoop(config, a, setup.dataset, endpoints[a], run_dir) for a in ids]
+
+    def body(loop):
+        try:
+            loop.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors[loop.agent_id] = exc
+
+    threads = [threading.Thread(target=body, args=(loop,), daemon=True) for loop in loops]
+    for t in threads:
+        t.start()
+    return threads, errors
+
+
+def test_the_coordinator_waits_for_every_client_at_start_and_goes_on_without_one_that_never_comes(tmp_path,
+                                                                                                   caplog):
+    import logging
+    import time
+
+    from p2pfl.agents.federated import CoordinatorLoop
+
+    # client_timeout is long: the missing client is marked down at start-up, never waited for in a round.
+    config = clustered("clove", "random", rounds=2, client_timeout=60.0)
+    config.agents, config.network.startup_timeout = 9, 1.0
+    setup = prepare(config)
+    hub = InMemoryHub()
+    endpoints = {a: hub.endpoint(a, setup.graph[a], setup.run_id, 5.0) for a in range(9)}
+    missing = 6  # its endpoint exists (messages reach its mailbox) but it never starts
+    threads, errors = start_clients(config, setup, endpoints, tmp_path, [a for a in range(1, 9) if a != missing])
+    deadline = time.monotonic() + 120
+    while hub.mailbox(0).qsize() < 7 and time.monotonic() < deadline:  # every hello is in before the
+        time.sleep(0.05)  # coordinator's 1 s start-up wait begins: only the missing one can miss it
+    with caplog.at_level(logging.WARNING, logger="p2pfl.federated"):
+        rows = CoordinatorLoop(config, setup.dataset, endpoints[0], tmp_path).run()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["absent"] == [missing] for r in rows)
+    assert all(str(missing) not in r["assignment"] and len(r["assignment"]) == 7 for r in rows)
+    assert any(f"clients [{missing}] did not say hello" in r.getMessage() for r in caplog.records)
+
+
+def test_a_coordinator_no_client_greets_stops_with_a_one_line_error(tmp_path):
+    from p2pfl.agents.federated import CoordinatorLoop
+    from p2pfl.errors import PeerUnreachable
+
+    config = clustered("clove", "random")
+    config.agents, config.network.startup_timeout = 4, 0.3
+    setup = prepare(config)
+    hub = InMemoryHub()
+    endpoints = {a: hub.endpoint(a, setup.graph[a], setup.run_id, 1.0) for a in range(4)}
+    with pytest.raises(PeerUnreachable, match="no client said hello") as error:
+        CoordinatorLoop(config, setup.dataset, endpoints[0], tmp_path).run()
+    assert "\n" not in str(error.value)
 
 
 def test_processes_give_the_same_assignments_as_simulate(tmp_path, no_leaked_agents):

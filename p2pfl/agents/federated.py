@@ -1,9 +1,10 @@
 """Coordinator peer and client role of the centralized methods, over the same exchange and wire.
 
 Agent 0 coordinates on a star; the others are clients that keep their data. A round is the fixed
-sequence of phases the method names; in each, the coordinator sends every client a request (empty
-for one sitting the round out) and collects the participants' replies until a timeout. A silent
-client is absent for the phase; a silent coordinator stops the clients with a clear error. With
+sequence of phases the method names, after a start-up hello from every client (a client that never
+says hello is absent); in each, the coordinator sends every client a request (empty for one sitting
+the round out) and collects the participants' replies until client_timeout. A silent client is absent
+for the phase; a coordinator silent past coordinator_timeout stops the clients with a clear error. With
 `checkpoint_every` the coordinator saves its state; restarted with `--resume` it asks the running
 clients where they are and carries on after that round (clients follow a coordinator that is ahead).
 """
@@ -28,7 +29,8 @@ from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_
 from p2pfl.algorithms.method_options import check_federated_options
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
-from p2pfl.errors import UserError
+from p2pfl.constants import HELLO_ROUND, TAG_HELLO
+from p2pfl.errors import PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.wire import spec_of
 from p2pfl.seeds import stream_seed
@@ -80,6 +82,27 @@ class CoordinatorLoop:
             self.start_round = max(self.start_round, 1 + max(int(h["round"][0]) for h in heard.values()))
         log.info("coordinator: resumed, %s clients answered, continuing at round %s", len(heard), self.start_round)
 
+    def handshake(self) -> None:
+        """Before round 0, wait (up to network.startup_timeout) until every client said hello, as gossip
+        agents do, so a slow starter is not counted absent in round 0. A client that never appears is logged
+        and marked down: absent in the rounds it is asked, not waited for until it is heard from (a late
+        starter's hello is answered with the current round, and it joins there)."""
+        started = time.perf_counter()
+        timeout = self.config.network.startup_timeout
+        hello = {"round": torch.tensor([self.start_round])}
+        heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {c: hello for c in self.clients}, timeout=timeout)
+        missing = sorted(set(self.clients) - set(heard))
+        if len(missing) == len(self.clients):
+            raise PeerUnreachable(f"coordinator: no client said hello within {timeout:.0f}s; start them "
+                                  "(p2pfl agent --id N) or check the addresses and firewall")
+        if missing:
+            log.warning("coordinator: clients %s did not say hello within %.0fs; going on with the %s others, "
+                        "the missing ones are absent until they appear", missing, timeout, len(heard))
+            for client in missing:
+                self.exchange.mark_down(client, "did not say hello at start-up")
+        else:
+            log.info("coordinator: all %s clients up after %.1fs", len(heard), time.perf_counter() - started)
+
     # -- rounds ----------------------------------------------------------------------------
     def phase(self, round_: int, tag: str, requests: dict[int, dict]) -> dict[int, dict]:
         """Send every client its request (empty for those sitting out) and collect the participants' replies."""
@@ -111,6 +134,8 @@ class CoordinatorLoop:
         rundir.agent_dir(self.run_dir, COORDINATOR).mkdir(parents=True, exist_ok=True)
         if self.resumed:
             self.rejoin()
+        else:
+            self.handshake()
         records = []
         with open(rundir.metrics_path(self.run_dir, COORDINATOR), "a" if self.resumed else "w") as sink:
             for round_ in range(self.start_round, self.method.total_rounds + 1):
@@ -171,28 +196,48 @@ class ClientLoop:
     def coordinator_round(self) -> int:
         return self.exchange.latest_round(COORDINATOR)
 
-    def request(self, round_: int, tag: str) -> dict | None:
+    def request(self, round_: int, tag: str, patience: float) -> dict | None:
+        """The coordinator's request for (round, phase), or None to sit it out. `patience` is
+        options.coordinator_timeout, longer than the coordinator's own wait for its slowest client
+        (client_timeout): a client sitting out a phase where another is late must outlast that wait."""
         # A request, or an empty message (sit this phase out): anything else is dropped in the exchange.
         expected = {COORDINATOR: (self.method.request_spec(tag), {})}
-        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=self.options["client_timeout"])
+        got = self.exchange.collect(round_, tag, [COORDINATOR], expect=expected, timeout=patience)
         if COORDINATOR not in got:
             if self.coordinator_round() > round_:  # a resumed coordinator went on at a later round
                 raise CoordinatorAhead(self.coordinator_round())
-            raise UserError(f"client {self.agent_id}: the coordinator was silent for {self.options['client_timeout']:.0f}s "
+            raise UserError(f"client {self.agent_id}: the coordinator was silent for {patience:.0f}s "
                             f"in round {round_}; it is gone or unreachable, this client stops")
         payload = got[COORDINATOR]
         if payload and spec_of(payload) != self.method.request_spec(tag):  # empty = sit this phase out
             raise UserError(f"client {self.agent_id}: malformed {tag} request from the coordinator")
         return payload or None
 
+    def handshake(self) -> int:
+        """Say hello to the coordinator and wait (up to network.startup_timeout) for its hello: the round
+        to start at (0, or the current round when this client starts after the run began)."""
+        timeout = self.config.network.startup_timeout
+        heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {COORDINATOR: {"round": torch.tensor([0])}},
+                                       timeout=timeout)
+        if COORDINATOR not in heard:
+            raise PeerUnreachable(f"client {self.agent_id}: the coordinator (agent 0 at "
+                                  f"{self.config.address(COORDINATOR)}) did not answer within {timeout:.0f}s; start "
+                                  "it or check the address and firewall")
+        return max(0, int(heard[COORDINATOR]["round"][0]))
+
     def run(self) -> None:
-        round_ = 0
+        round_ = self.handshake()
+        if round_:
+            log.warning("client %s: the run is at round %s; joining there", self.agent_id, round_)
+        # The first request may wait behind the coordinator's own handshake with clients slower to start.
+        patience = self.options["coordinator_timeout"] + self.config.network.startup_timeout
         while round_ <= self.method.total_rounds:
             if self.stop.is_set():
                 raise Stopped(f"client {self.agent_id} stopped")
             try:
                 for tag in self.method.phases(round_):
-                    payload = self.request(round_, tag)
+                    payload = self.request(round_, tag, patience)
+                    patience = self.options["coordinator_timeout"]
                     if payload:
                         request = {k: v.to(self.context.device) for k, v in payload.items()}
                         reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}

@@ -61,6 +61,14 @@ def pairwise_js(outputs: np.ndarray) -> np.ndarray:
     return distance
 
 
+def nearest_cluster(output: np.ndarray, members: np.ndarray, labels: np.ndarray) -> int:
+    """The cluster whose members' outputs are closest on average (mean JS divergence: stage 1's average
+    linkage), for a client that was not among those clustered. Stage 2's update directions are not used:
+    such a client's last update was made against an older model."""
+    distance = np.array([float(js_divergence(output, member).mean()) for member in members])
+    return int(min(np.unique(labels), key=lambda k: distance[labels == k].mean()))
+
+
 def stage1_groups(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Average-linkage agglomerative clustering of a distance matrix cut at `threshold` (K not fixed)."""
     from sklearn.cluster import AgglomerativeClustering

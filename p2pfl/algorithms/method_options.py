@@ -11,6 +11,11 @@ from p2pfl.data.clusters import CLUSTER_KINDS
 from p2pfl.data.tasks import DECODERS, TASKS
 from p2pfl.errors import UserError
 
+# A client hears from the coordinator once per phase (an empty request when it sits the phase out), at most
+# client_timeout (the wait for the slowest participant) plus the coordinator's own work apart: the default
+# patience of a client is this many times client_timeout, so a slow client costs a round, never the run.
+COORDINATOR_PATIENCE = 4
+
 FEDERATED_OPTIONS: dict[str, Any] = {
     "models": 4,  # K cluster models (1 for FedAvg)
     "clusters": 4,  # true clusters the partition creates
@@ -18,7 +23,9 @@ FEDERATED_OPTIONS: dict[str, Any] = {
     "participation": 1.0,
     "local_epochs": 1,
     "client_optimizer": "adam",  # CLoVE authors: Adam, lr 1e-2
-    "client_timeout": 60.0,
+    "client_timeout": 60.0,  # seconds the coordinator waits for a client's reply in each phase
+    # seconds a client waits for the coordinator's next request; 0: COORDINATOR_PATIENCE x client_timeout
+    "coordinator_timeout": 0.0,
     "init": "random",  # random | identical (IFCA's collapse case)
 }
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
@@ -78,6 +85,15 @@ def check_federated_options(options: Mapping[str, Any], method: str) -> dict[str
         raise UserError(f"options.participation must be in (0, 1], got {merged['participation']}")
     if merged["init"] not in ("random", "identical") or merged["client_optimizer"] not in ("adam", "sgd"):
         raise UserError("options.init must be random or identical; options.client_optimizer adam or sgd")
+    if merged["client_timeout"] <= 0:
+        raise UserError(f"options.client_timeout must be > 0 seconds, got {merged['client_timeout']}")
+    if not merged["coordinator_timeout"]:
+        merged["coordinator_timeout"] = COORDINATOR_PATIENCE * float(merged["client_timeout"])
+    if merged["coordinator_timeout"] <= merged["client_timeout"]:
+        raise UserError(f"options.coordinator_timeout ({merged['coordinator_timeout']}) must be greater than "
+                        f"options.client_timeout ({merged['client_timeout']}): a client sitting a phase out waits "
+                        "while the coordinator waits up to client_timeout for the slowest participant "
+                        f"(0 for the default, {COORDINATOR_PATIENCE} x client_timeout)")
     if merged["local_epochs"] < 1 or merged["models"] < 1 or merged["clusters"] < 1:
         raise UserError("options.local_epochs, options.models and options.clusters must be >= 1")
     if method in METHOD_CHECKS:

@@ -72,11 +72,13 @@ class CPCFLCoordinator(IFCACoordinator):
         self.install_encoder()
 
     def install_encoder(self) -> None:
-        """The K cluster models share the pre-trained encoder; each keeps its own random head."""
+        """The K cluster models share the pre-trained encoder; each gets its own random head, or with
+        init: identical the run's one head, so that the K models start equal as IFCA's and CLoVE's do."""
         config, dataset = self.ctx.config, self.ctx.dataset
+        identical = self.ctx.options["init"] == "identical"
         models = []
         for k in range(len(self.models)):
-            model = seeded_model(config, dataset, k, identical=False)
+            model = seeded_model(config, dataset, k, identical)
             body = parameters_to_vector(model.body.parameters()).numel()
             vector_to_parameters(self.encoder[:body].clone(), model.body.parameters())
             models.append(params_of(model))

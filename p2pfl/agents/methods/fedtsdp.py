@@ -13,8 +13,8 @@ from p2pfl.models.initial import initial_model
 from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payload, Spec, TrainEachRound,
                                        make_optimizer, n_of, params_of, spec, test_metric, train_epochs)
 from p2pfl.algorithms.base import set_flat_params
-from p2pfl.algorithms.fedtsdp import (cosine_matrix, hopkins, pairwise_js, personalization_layers, reduce_dims,
-                                      two_stage_clusters, within_and_across)
+from p2pfl.algorithms.fedtsdp import (cosine_matrix, hopkins, nearest_cluster, pairwise_js, personalization_layers,
+                                      reduce_dims, two_stage_clusters, within_and_across)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.seeds import stream_seed
 
@@ -44,6 +44,11 @@ class FedTSDPCoordinator(TrainEachRound):
         self.public = public_batch(ctx.dataset, self.options["public_samples"], ctx.config.seed)
         self.rng = np.random.default_rng(stream_seed(ctx.config.seed, "hopkins"))
         self.sent: dict[int, torch.Tensor] = {}
+        # Clients not taking part in the clustering round are labelled too (nearest cluster by their latest
+        # signature, else the largest cluster) and relabelled by their fresh signature the next time they train.
+        self.signature_of: dict[int, np.ndarray] = {}  # each client's latest outputs on the public batch
+        self.reference: dict[int, np.ndarray] = {}  # the clustered clients' outputs, labelled in cluster_of
+        self.provisional: set[int] = set()
 
     def request(self, tag: str, round_: int, participants: list[int]) -> dict[int, Payload]:
         personal = torch.tensor([float(self.personal)])
@@ -61,6 +66,11 @@ class FedTSDPCoordinator(TrainEachRound):
     def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
         from sklearn.metrics import adjusted_rand_score
 
+        if tag == "train":
+            self.signature_of.update({c: r["signature"].numpy() for c, r in replies.items()})
+            for client in sorted(self.provisional & replies.keys()):  # its own outputs now, not older ones
+                self.cluster_of[client] = self.nearest(self.signature_of[client])
+                self.provisional.discard(client)
         if replies:
             record["accuracy"] = float(np.mean([float(r["accuracy"][0]) for r in replies.values()]))
             clients = sorted(replies)
@@ -93,18 +103,44 @@ class FedTSDPCoordinator(TrainEachRound):
             record["js_within"], record["js_across"] = within_and_across(divergence, truth)
             record["cos_within"], record["cos_across"] = within_and_across(cosine_matrix(updates), truth)
             self.cluster_of.update({c: int(label) for c, label in zip(clients, labels)})
+            self.reference = {c: signatures[i] for i, c in enumerate(clients)}
+            self.label_the_others(clients)
             self.cluster_models = {int(k): v for k, v in group_average(models, self.cluster_of, sizes).items()}
             self.clustered = True
             record["clustered_now"] = True
 
+    def nearest(self, signature: np.ndarray) -> int:
+        members = sorted(self.reference)
+        return nearest_cluster(signature, np.stack([self.reference[c] for c in members]),
+                               np.array([self.cluster_of[c] for c in members]))
+
+    def label_the_others(self, clustered: list[int]) -> None:
+        """Every client gets a cluster when clustering happens, not only those in the round: the nearest
+        cluster by its latest known signature, or the largest when it never trained yet. Provisional:
+        its next training round relabels it by its fresh signature (before its update is averaged)."""
+        others = [c for c in self.ctx.clients if c not in set(clustered)]
+        counts = np.bincount([self.cluster_of[c] for c in clustered])
+        for client in others:
+            known = self.signature_of.get(client)
+            self.cluster_of[client] = int(counts.argmax()) if known is None else self.nearest(known)
+        self.provisional = set(others)
+
     def state_dict(self) -> dict:
+        def as_tensors(arrays: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:  # checkpoints hold tensors
+            return {c: torch.from_numpy(a) for c, a in arrays.items()}
+
         return {"cluster_models": self.cluster_models, "cluster_of": self.cluster_of, "personal": self.personal,
-                "clustered": self.clustered, "above": self.above, "rng": self.rng.bit_generator.state}
+                "clustered": self.clustered, "above": self.above, "rng": self.rng.bit_generator.state,
+                "signature_of": as_tensors(self.signature_of), "reference": as_tensors(self.reference),
+                "provisional": sorted(self.provisional)}
 
     def load_state_dict(self, state: dict) -> None:
         self.cluster_models, self.cluster_of = dict(state["cluster_models"]), dict(state["cluster_of"])
         self.personal, self.clustered, self.above = state["personal"], state["clustered"], state["above"]
         self.rng.bit_generator.state = state["rng"]
+        self.signature_of = {c: t.numpy() for c, t in state.get("signature_of", {}).items()}
+        self.reference = {c: t.numpy() for c, t in state.get("reference", {}).items()}
+        self.provisional = set(state.get("provisional", []))
 
 
 class FedTSDPClient(TrainEachRound):
