@@ -239,6 +239,9 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
         value = next((r[key] for r in rows if key in r), None)
         if value is not None:
             summary[key] = value
+    if any("clusters_found" in r for r in scored):  # CLoVE with unknown_k, aligned with rounds_logged
+        summary["clusters_found_per_round"] = [r.get("clusters_found") for r in scored]
+        summary["final_clusters_found"] = scored[-1].get("clusters_found")
     if scored and "accuracy_by_task" in scored[-1]:
         summary["final_accuracy_by_task"] = scored[-1]["accuracy_by_task"]
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -266,6 +269,10 @@ def print_federated(summary: dict) -> None:
     for key, label in extra.items():
         if key in summary:
             print(f"{label} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
+    if "clusters_found_per_round" in summary:
+        found = summary["clusters_found_per_round"]
+        print(f"clusters found (models used of at most {o['models']}): {summary['final_clusters_found']} at the end; "
+              "per round: " + " ".join("-" if k is None else str(k) for k in found))
     if "final_accuracy_by_task" in summary:
         print("final accuracy by task: " + ", ".join(f"{t} {100 * a:.2f}%"
                                                      for t, a in summary["final_accuracy_by_task"].items()))

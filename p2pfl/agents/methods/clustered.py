@@ -155,6 +155,12 @@ class CLoVECoordinator(ClusteredCoordinator):
     def settled(self, assignment: dict[int, int]) -> bool:
         return self.stability.update(assignment)
 
+    def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        super().absorb(tag, round_, replies, record)
+        if tag == "evaluate" and round_ > 0 and "assignment" in record and self.ctx.options["unknown_k"]:
+            # options.models is only an upper bound: how many the clustering actually used (round 0 is random)
+            record["clusters_found"] = len(set(record["assignment"].values()))
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "rng": self.rng.bit_generator.state, "stability": vars(self.stability).copy(),
                 "centroids": {m: torch.from_numpy(c) for m, c in self.centroids.items()}}
