@@ -22,6 +22,7 @@ import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.coordinator_export import export_client_model, export_coordinator_models, exported_files
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
@@ -40,7 +41,7 @@ COORDINATOR = 0
 class CoordinatorLoop:
     def __init__(self, config: RunConfig, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
                  stop: threading.Event | None = None, resume: bool = False):
-        self.config, self.exchange, self.run_dir = config, exchange, Path(run_dir)
+        self.config, self.dataset, self.exchange, self.run_dir = config, dataset, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
         self.clients = list(range(1, config.agents))
         truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
@@ -137,6 +138,8 @@ class CoordinatorLoop:
                 every = self.config.checkpoint_every
                 if every and (round_ + 1) % every == 0 and round_ < self.method.total_rounds:
                     self.save_checkpoint(round_)
+        export_coordinator_models(self.config, self.dataset, self.run_dir, self.method.final_models(),
+                                  self.method.final_clusters())
         return records
 
 
@@ -203,6 +206,7 @@ class ClientLoop:
                             ahead.round, round_)
                 round_ = ahead.round
         rundir.agent_dir(self.run_dir, self.agent_id).mkdir(parents=True, exist_ok=True)
+        export_client_model(self.method.final_model(), self.run_dir, self.agent_id)  # only this client holds it
 
 
 def describe_split(algorithm: str, options: dict) -> str:
@@ -230,6 +234,7 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
                "final_ari": with_ari[-1]["ari"] if with_ari else None, "first_round_with_ari_1": first_perfect,
                "round0_collapse_share": next((r["collapse_share"] for r in rows if "collapse_share" in r), None),
                "absent": sorted({c for r in rows for c in r.get("absent", [])}),
+               "model_files": exported_files(run_dir, config.agents),
                "run_dir": str(run_dir)}
     for key in ("hopkins", "pretrain_loss", "personal_layers", "clusters"):
         values = [r[key] for r in rows if key in r]
@@ -278,4 +283,8 @@ def print_federated(summary: dict) -> None:
                                                      for t, a in summary["final_accuracy_by_task"].items()))
     if summary["absent"]:
         print(f"clients absent in some round: {summary['absent']}")
+    files = summary.get("model_files", [])
+    if files:  # state_dicts: README, "final models"
+        shown = files if len(files) <= 4 else [*files[:2], f"... ({len(files)} files)", files[-1]]
+        print(f"final models: {', '.join(shown)}")
     print(f"run folder: {summary['run_dir']}")
