@@ -223,10 +223,12 @@ def spawn(config_path, hosts_path, out, dry_run, sets):
     from p2pfl.config import load_config
     from p2pfl.overrides import apply_sets
     from p2pfl.run_summary import summarize_run
+    from p2pfl.tensorboard_events import require_tensorboard
 
     # Applied here, once: the resolved config (overrides included) is the file every host receives, so
     # the remote agents run with no --set of their own and cannot disagree.
     config = apply_sets(load_config(config_path), sets)
+    require_tensorboard(config)  # the events are written here at the end: fail before the hosts start
     hosts = load_hosts(hosts_path)
     name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(out) if out else Path("runs") / name
