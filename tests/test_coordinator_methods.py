@@ -319,6 +319,9 @@ def test_coordinator_models_load_into_the_constructor_and_score_what_the_run_rec
         assert summary["model_files"][-1] == "agents/000/clusters.json"
         files = {int(c): models[str(k)] for c, k in table["assignment"].items()}
     mean = np.mean([client_accuracy(files[c], config, setup, c) for c in range(1, 9)])  # float32 on the wire
+    from p2pfl.cli.agent_report import agent_result  # what `p2pfl agent --id 0` prints at the end
+
+    assert f"final model(s): {summary['model_files'][0]}" in agent_result(config, tmp_path, 0)
     assert mean == pytest.approx(final["accuracy"], abs=1e-6) and mean == pytest.approx(summary["final_accuracy"])
 
 
@@ -354,6 +357,9 @@ def test_personalised_client_models_load_and_score_what_the_run_recorded(tmp_pat
             [true_cluster_of(config, check_federated_options(config.options, algorithm), c) for c in clients],
             [ended_in[str(c)] for c in clients])
     options = check_federated_options(config.options, config.algorithm)
+    from p2pfl.cli.agent_report import agent_result  # what `p2pfl agent --id 1` prints at the end
+
+    assert "final model(s): agents/001/model.pt;" in agent_result(config, tmp_path, 1)
 
     def constructor(client: int) -> torch.nn.Module:
         if algorithm != "mtl":
