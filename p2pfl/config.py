@@ -84,6 +84,7 @@ class RunConfig:
     eval_samples: int = 0  # intermediate evaluations on this many test samples (0: all); the last uses all
     checkpoint_every: int = 0  # save model, algorithm state, data order and RNG every N rounds (0: never)
     consensus_curve: bool = True  # save parameters at each evaluation to report the consensus model per round
+    tensorboard: bool = False  # per-round metrics as TensorBoard scalars in RUN/tensorboard too (tensorboardX)
     max_loss: float = 1.0e4  # a loss term above this (or any non-finite loss or parameter) stops the run as diverged; 0: finiteness only
     algorithm: str = "dsgdm-n"
     model: str = "mlp"

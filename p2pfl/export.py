@@ -3,6 +3,9 @@
     run_dir/agents/NNN/model.pt   agent NNN's model after the last round
     run_dir/consensus_model.pt    the exact parameter average of the agents that finished
 
+Coordinator methods write theirs themselves (global, cluster or per-client models, clusters.json):
+see p2pfl/agents/coordinator_export.py.
+
 Each file is a plain state_dict (tensors only: `torch.load(path, weights_only=True)` reads it).
 For a model given by import path without features()/head() the keys are those of the user's own
 module, so `Net(...).load_state_dict(torch.load(path))` works.
@@ -16,16 +19,15 @@ import numpy as np
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.algorithms.base import set_flat_params
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
+from p2pfl.models.state_files import save_flat
 
-AGENT_MODEL = "model.pt"
 CONSENSUS_MODEL = "consensus_model.pt"
 
 
 def agent_model_path(run_dir: Path, agent: int) -> Path:
-    return rundir.agent_dir(run_dir, agent) / AGENT_MODEL
+    return rundir.model_path(run_dir, agent)
 
 
 def final_params(config: RunConfig, run_dir: Path, agent: int) -> np.ndarray | None:
@@ -34,13 +36,7 @@ def final_params(config: RunConfig, run_dir: Path, agent: int) -> np.ndarray | N
 
 
 def save_state_dict(config: RunConfig, dataset: ArrayDataset, flat: np.ndarray, path: Path) -> Path:
-    from p2pfl.models.initial import initial_model
-    from p2pfl.models.custom import inner_module
-
-    model = initial_model(config, dataset)
-    set_flat_params(model, torch.from_numpy(np.ascontiguousarray(flat)))
-    torch.save(inner_module(model).state_dict(), path)
-    return path
+    return save_flat(config, dataset, flat, path)
 
 
 def export_agent_model(config: RunConfig, dataset: ArrayDataset, run_dir: Path, agent: int) -> Path | None:

@@ -20,13 +20,15 @@ def plot_federated(summary: dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from p2pfl.report import fitted_limits
 
     rounds, values = [r + 1 for r in summary["rounds_logged"]], summary["accuracy_per_round"]  # counted from 1
     aris = [(r, a) for r, a in zip(rounds, summary["ari_per_round"]) if a is not None]
     label = "round (from 1; the last point is the final evaluation)"
-    panels = 2 if aris else 1
+    found = [(r, k) for r, k in zip(rounds, summary.get("clusters_found_per_round", [])) if k is not None]
+    panels = 1 + bool(aris) + bool(found)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
     left = axes[0][0]
     metric = summary["metric"]
@@ -42,8 +44,16 @@ def plot_federated(summary: dict, path: Path, title: str) -> None:
         right.set(xlabel=label, ylabel="adjusted Rand index",
                   title="clustering vs the true clusters", ylim=(-0.05, 1.05))
         right.grid(alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
+    if found:  # CLoVE with unknown_k: the number of clusters it settled on, against the bound it was given
+        ax = axes[0][panels - 1]
+        ax.step([r for r, _ in found], [k for _, k in found], where="post", marker="o", color="tab:green")
+        ax.axhline(summary["options"]["models"], ls="--", color="grey", label="upper bound (options.models)")
+        ax.axhline(summary["options"]["clusters"], ls=":", color="black", label="true clusters (options.clusters)")
+        ax.set(xlabel=label, ylabel="clusters found", title="clusters found (models in use)",
+               ylim=(0, summary["options"]["models"] + 1), xlim=left.get_xlim())
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     for ax in axes[0]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=10)

@@ -71,6 +71,7 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
         "bytes_sent_by_tensor_per_agent_per_round": per_row_mean(rows, "bytes_by_tensor"),
         "local_accuracy_curve": [[r, a] for r, a in zip(*mean_curve(metrics, "test_accuracy"))],
         "consensus_accuracy_curve": [[r, a] for r, a, _ in curve],
+        "consensus_loss_curve": [[r, loss] for r, _, loss in curve],
         "seconds_per_round": float(np.mean([np.mean([r["seconds"] for r in a]) for a in metrics if a])),
         "compute_seconds_per_round": float(np.mean([r["compute_seconds"] for r in rows])),
         "wait_seconds_per_round": float(np.mean([r["wait_seconds"] for r in rows])),

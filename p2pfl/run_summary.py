@@ -8,16 +8,29 @@ from pathlib import Path
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.errors import UserError
+from p2pfl.tensorboard_events import require_tensorboard, write_run_events
 
 
 def summarize_run(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDataset | None = None,
                   print_table: bool = True) -> dict:
     """Write summary.json and curves.png of `run_dir` and print its table; `mode` says how the agents ran
-    (simulate, processes, spawn, report); `dataset` saves loading it again when the caller has it."""
+    (simulate, processes, spawn, report); `dataset` saves loading it again when the caller has it. With
+    `tensorboard: true` the per-round metrics go to RUN/tensorboard/ as well."""
+    run_dir = Path(run_dir)
+    require_tensorboard(config)  # `report` on a folder of a run with tensorboard: true, without tensorboardX
+    summary = summarize_folder(config, run_dir, mode, dataset, print_table)
+    if config.tensorboard:
+        events = write_run_events(config, run_dir, summary)
+        if print_table:
+            print(f"TensorBoard events: {events} (tensorboard --logdir {events})")
+    return summary
+
+
+def summarize_folder(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDataset | None,
+                     print_table: bool) -> dict:
     from p2pfl.agents import rundir
     from p2pfl.algorithms import ALGORITHMS
 
-    run_dir = Path(run_dir)
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
         from p2pfl.federated_plots import federated_title, plot_federated

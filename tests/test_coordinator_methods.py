@@ -470,3 +470,105 @@ def test_a_client_slower_than_client_timeout_misses_that_round_and_nobody_quits(
     asked_again = [r for r in rows[1:-1] if slow in r["participants"]]
     assert asked_again and str(slow) in asked_again[0]["assignment"]  # back the next round it is asked
     assert endpoints[0].stats.dropped["stale round"] >= 1  # the late reply, not mixed into a later round
+
+
+# -- final models as state_dict files --------------------------------------------------------
+def client_accuracy(model: torch.nn.Module, config, setup, client: int) -> float:
+    """The client's metric on its own test data, as the client measured it for the coordinator's record."""
+    from p2pfl.agents.methods import METHODS
+    from p2pfl.agents.methods.base import test_metric
+    from p2pfl.algorithms.method_options import check_federated_options
+
+    options = check_federated_options(config.options, config.algorithm)
+    _, _, x_test, y_test = METHODS[config.algorithm].local_data(config, setup.dataset, options, client)
+    return test_metric(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
+
+
+def loaded(model: torch.nn.Module, path) -> torch.nn.Module:
+    model.load_state_dict(torch.load(path, weights_only=True))  # tensors only: no code in the file
+    return model
+
+
+@pytest.mark.parametrize("algorithm, options", [("fedavg", {}), ("clove", {"models": 4, "unknown_k": True}),
+                                                ("cpcfl", {"pretrain_mode": "coordinator", "pretrain_rounds": 1})])
+def test_coordinator_models_load_into_the_constructor_and_score_what_the_run_recorded(tmp_path, algorithm, options):
+    """One file per model the coordinator holds (FedAvg: the global one), clusters.json naming each
+    client's; rebuilt with MLP(...) alone, each client's model scores the final accuracy the run recorded."""
+    import json
+
+    config = config_for(algorithm, rounds=2, clusters=2, local_epochs=1, **options)
+    config.agents = 9
+    setup = prepare(config)
+    run_simulation(setup, tmp_path)
+    summary = summarize_federated(config, tmp_path)
+    final = [json.loads(line) for line in (tmp_path / "agents" / "000" / "metrics.jsonl").open()][-1]
+    coordinator = tmp_path / "agents" / "000"
+
+    def constructor() -> MLP:
+        return MLP(setup.dataset.input_shape, setup.dataset.num_classes, **config.model_args)
+
+    if algorithm == "fedavg":
+        assert not (coordinator / "clusters.json").exists() and summary["model_files"] == ["agents/000/global_model.pt"]
+        model = loaded(constructor(), coordinator / "global_model.pt")
+        files = {c: model for c in range(1, 9)}
+    else:
+        table = json.loads((coordinator / "clusters.json").read_text())
+        assert table["assignment"] == final["assignment"]  # where each client ended: the final evaluation's choice
+        models = {k: loaded(constructor(), coordinator / name) for k, name in table["model_files"].items()}
+        assert len(models) == config.options["models"]
+        assert summary["model_files"][-1] == "agents/000/clusters.json"
+        files = {int(c): models[str(k)] for c, k in table["assignment"].items()}
+    mean = np.mean([client_accuracy(files[c], config, setup, c) for c in range(1, 9)])  # float32 on the wire
+    from p2pfl.cli.agent_report import agent_result  # what `p2pfl agent --id 0` prints at the end
+
+    assert f"final model(s): {summary['model_files'][0]}" in agent_result(config, tmp_path, 0)
+    assert mean == pytest.approx(final["accuracy"], abs=1e-6) and mean == pytest.approx(summary["final_accuracy"])
+
+
+@pytest.mark.parametrize("algorithm", ["fedtsdp", "mtl", "local-only"])
+def test_personalised_client_models_load_and_score_what_the_run_recorded(tmp_path, algorithm):
+    """FedTSDP (shared layers + own top layers), multi-task (shared encoder + own decoder) and local-only: the
+    result is each client's own model, saved by the client in agents/NNN/model.pt."""
+    from p2pfl.agents.methods.multitask import task_model
+    from p2pfl.agents.methods.base import true_cluster_of
+    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.models.encoder_decoder import EncoderDecoder
+
+    config = config_for(algorithm, rounds=3, local_epochs=1, **({"cluster_kind": "label-swap"}
+                                                                 if algorithm == "fedtsdp" else {}))
+    if algorithm == "mtl":
+        config = load_config(ROOT / "examples" / "mtl_digits.yaml")
+        config.rounds, config.agents = 2, 7
+        config.options["local_epochs"] = 1
+    setup = prepare(config)
+    run_simulation(setup, tmp_path)
+    summary = summarize_federated(config, tmp_path)
+    clients = range(1, config.agents)
+    table = ["agents/000/clusters.json"] if algorithm == "fedtsdp" else []  # the clusters it found, no models
+    assert summary["model_files"] == table + [f"agents/{c:03d}/model.pt" for c in clients]
+    if algorithm == "fedtsdp":
+        import json
+
+        from sklearn.metrics import adjusted_rand_score
+
+        table = json.loads((tmp_path / "agents" / "000" / "clusters.json").read_text())
+        ended_in = table["assignment"]
+        assert "model_files" not in table and summary["final_ari"] == adjusted_rand_score(
+            [true_cluster_of(config, check_federated_options(config.options, algorithm), c) for c in clients],
+            [ended_in[str(c)] for c in clients])
+    options = check_federated_options(config.options, config.algorithm)
+    from p2pfl.cli.agent_report import agent_result  # what `p2pfl agent --id 1` prints at the end
+
+    assert "final model(s): agents/001/model.pt;" in agent_result(config, tmp_path, 1)
+
+    def constructor(client: int) -> torch.nn.Module:
+        if algorithm != "mtl":
+            return MLP(setup.dataset.input_shape, setup.dataset.num_classes, **config.model_args)
+        task = true_cluster_of(config, options, client)
+        built = task_model(config, setup.dataset, options, task)
+        assert isinstance(built, EncoderDecoder)
+        return built
+
+    scores = [client_accuracy(loaded(constructor(c), tmp_path / "agents" / f"{c:03d}" / "model.pt"), config, setup, c)
+              for c in clients]
+    assert np.mean(scores) == pytest.approx(summary["final_accuracy"], abs=1e-6)  # float32 on the wire

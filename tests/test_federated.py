@@ -198,10 +198,42 @@ def test_unknown_k_is_chosen_by_silhouette_with_the_margin():
     assert len(set(choose_k(two, k_max=6).tolist())) == 2
 
 
-def test_clove_with_an_upper_bound_on_k_recovers_two_clusters(tmp_path):
+def test_clove_with_an_upper_bound_on_k_recovers_two_clusters_and_says_how_many_it_found(tmp_path, capsys):
+    import matplotlib.image
+
+    from click.testing import CliRunner
+
+    from p2pfl.cli.main import cli
+    from p2pfl.run_summary import summarize_run
+
     config = clustered("clove", "random", rounds=4, clusters=2, models=4, unknown_k=True)
-    summary = run_sim(config, tmp_path)
+    run_simulation(prepare(config), tmp_path)
+    save_config(config, tmp_path / "config.yaml")
+    summary = summarize_run(config, tmp_path, "simulate")
     assert summary["final_ari"] == 1.0
+    rows = [json.loads(line) for line in (tmp_path / "agents" / "000" / "metrics.jsonl").open()]
+    assert "clusters_found" not in rows[0]  # round 0 is the random start over all 4 models, not a clustering
+    assert [r["clusters_found"] for r in rows[1:]] == [len(set(r["assignment"].values())) for r in rows[1:]]
+    assert rows[-1]["clusters_found"] == 2
+    assert summary["clusters_found_per_round"] == [None] + [r["clusters_found"] for r in rows[1:]]
+    assert summary["final_clusters_found"] == 2
+    assert "clusters found (models used of at most 4): 2 at the end" in capsys.readouterr().out
+    assert matplotlib.image.imread(tmp_path / "curves.png").shape[1] > 1700  # three panels: metric, ARI, clusters
+    from p2pfl.agents.progress import RunProgress
+
+    progress = RunProgress(config, tmp_path, enabled=False)
+    progress.poll()
+    assert "2 clusters found" in progress.status()
+    (tmp_path / "summary.json").unlink()
+    report = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert report.exit_code == 0, report.output
+    assert "2 at the end" in report.output
+    assert json.loads((tmp_path / "summary.json").read_text())["final_clusters_found"] == 2
+
+
+def test_clove_without_unknown_k_records_no_clusters_found(tmp_path):
+    summary = run_sim(clustered("clove", "random", rounds=1, clusters=2, models=2), tmp_path)
+    assert "clusters_found_per_round" not in summary and "final_clusters_found" not in summary
 
 
 def test_a_killed_coordinator_restarted_with_resume_continues_and_the_clients_follow(tmp_path, no_leaked_agents):

@@ -88,6 +88,24 @@ def test_the_submitted_template_fixes_the_run_id_the_job_keeps(tmp_path):
     assert resolved.resolved_run_id() == config.run_id == load_config(tmp_path / "config.yaml").run_id
 
 
+def test_set_overrides_are_in_the_config_every_task_reads(tmp_path, monkeypatch):
+    """`--set` is applied before submission: the template on the shared file system, and so the config each
+    task reads once the job wrote its addresses, carry the overrides (the tasks get no --set of their own)."""
+    from p2pfl.agents.slurm_script import SCRIPT, write_addresses
+
+    monkeypatch.setattr("p2pfl.cli.slurm_cmd.run_job", lambda config, run_dir: None)  # no Slurm: stop at submission
+    config = write_config(tmp_path, agents=2, network__base_port=31000)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["slurm", str(config), "--nodes", "1", "--tasks-per-node", "2", "--out", str(run),
+                                      "--set", "optim.lr=0.05", "--set", "rounds=7"])
+    assert result.exit_code == 0, result.output
+    template = load_config(run / TEMPLATE)
+    assert template.optim.lr == 0.05 and template.rounds == 7
+    resolved = write_addresses(run / TEMPLATE, ["cn017"], 2, run / "config.yaml")
+    assert resolved.optim.lr == 0.05 and resolved.rounds == 7 and resolved.run_id == template.run_id
+    assert "--set" not in (run / SCRIPT).read_text()
+
+
 def installed(name: str) -> bool:
     return shutil.which(name) is not None or Path("/usr/sbin", name).exists()
 

@@ -113,3 +113,32 @@ def test_spawn_summarizes_a_coordinator_method_like_run_and_report(tmp_path, mon
     assert summary["algorithm"] == "fedavg" and summary["clients"] == 4
     assert summary["rounds_logged"] == [0, 1, 2] and summary["final_accuracy"] > 0.1
     assert "ARI" in result.output and (tmp_path / "run" / "curves.png").exists()
+
+
+def test_set_overrides_reach_every_host_in_the_shipped_config(tmp_path):
+    """`--set` is applied once, before the upload: the config.yaml every host receives is the resolved one,
+    and the remote agents get no --set of their own (so they cannot disagree)."""
+    from click.testing import CliRunner
+
+    from p2pfl.cli.main import cli
+    from p2pfl.config import load_config
+
+    config = small_config(agents=3)
+    config.security.mode = "none"
+    save_config(config, tmp_path / "run.yaml")
+    hosts = [{"address": "10.0.0.5", "agents": 2}, {"address": "lab2", "agents": 1}]
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump({"hosts": hosts}))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["spawn", str(tmp_path / "run.yaml"), "--hosts", str(tmp_path / "hosts.yaml"),
+                                      "--out", str(run), "--dry-run", "--set", "optim.lr=0.05",
+                                      "--set", "topology=torus", "--set", "rounds=7"])
+    assert result.exit_code == 0, result.output
+    shipped = load_config(run / "config.yaml")
+    assert shipped.optim.lr == 0.05 and shipped.topology.kind == "torus" and shipped.rounds == 7
+    uploads = [line for line in result.output.splitlines() if "cat >" in line]
+    assert len(uploads) == 2 and all(line.endswith(f"< {run / 'config.yaml'}") for line in uploads)
+    agents = [line for line in result.output.splitlines() if " agent --config " in line]
+    assert len(agents) == 3 and not any("--set" in line for line in agents)
+    bad = CliRunner().invoke(cli, ["spawn", str(tmp_path / "run.yaml"), "--hosts", str(tmp_path / "hosts.yaml"),
+                                   "--out", str(tmp_path / "bad"), "--dry-run", "--set", "optim.lr=fast"])
+    assert bad.exit_code != 0 and "optim.lr" in bad.output

@@ -23,6 +23,7 @@ import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.coordinator_export import export_client_model, export_coordinator_models, exported_files
 from p2pfl.agents.handshake import hello_until_answered
 from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
@@ -42,7 +43,7 @@ COORDINATOR = 0
 class CoordinatorLoop:
     def __init__(self, config: RunConfig, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
                  stop: threading.Event | None = None, resume: bool = False):
-        self.config, self.exchange, self.run_dir = config, exchange, Path(run_dir)
+        self.config, self.dataset, self.exchange, self.run_dir = config, dataset, exchange, Path(run_dir)
         self.options = check_federated_options(config.options, config.algorithm)
         self.clients = list(range(1, config.agents))
         truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
@@ -162,6 +163,8 @@ class CoordinatorLoop:
                 every = self.config.checkpoint_every
                 if every and (round_ + 1) % every == 0 and round_ < self.method.total_rounds:
                     self.save_checkpoint(round_)
+        export_coordinator_models(self.config, self.dataset, self.run_dir, self.method.final_models(),
+                                  self.method.final_clusters())
         return records
 
 
@@ -248,6 +251,7 @@ class ClientLoop:
                             ahead.round, round_)
                 round_ = ahead.round
         rundir.agent_dir(self.run_dir, self.agent_id).mkdir(parents=True, exist_ok=True)
+        export_client_model(self.method.final_model(), self.run_dir, self.agent_id)  # only this client holds it
 
 
 def describe_split(algorithm: str, options: dict) -> str:
@@ -275,6 +279,7 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
                "final_ari": with_ari[-1]["ari"] if with_ari else None, "first_round_with_ari_1": first_perfect,
                "round0_collapse_share": next((r["collapse_share"] for r in rows if "collapse_share" in r), None),
                "absent": sorted({c for r in rows for c in r.get("absent", [])}),
+               "model_files": exported_files(run_dir, config.agents),
                "run_dir": str(run_dir)}
     for key in ("hopkins", "pretrain_loss", "personal_layers", "clusters"):
         values = [r[key] for r in rows if key in r]
@@ -284,6 +289,9 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
         value = next((r[key] for r in rows if key in r), None)
         if value is not None:
             summary[key] = value
+    if any("clusters_found" in r for r in scored):  # CLoVE with unknown_k, aligned with rounds_logged
+        summary["clusters_found_per_round"] = [r.get("clusters_found") for r in scored]
+        summary["final_clusters_found"] = scored[-1].get("clusters_found")
     if scored and "accuracy_by_task" in scored[-1]:
         summary["final_accuracy_by_task"] = scored[-1]["accuracy_by_task"]
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -311,9 +319,17 @@ def print_federated(summary: dict) -> None:
     for key, label in extra.items():
         if key in summary:
             print(f"{label} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
+    if "clusters_found_per_round" in summary:
+        found = summary["clusters_found_per_round"]
+        print(f"clusters found (models used of at most {o['models']}): {summary['final_clusters_found']} at the end; "
+              "per round: " + " ".join("-" if k is None else str(k) for k in found))
     if "final_accuracy_by_task" in summary:
         print("final accuracy by task: " + ", ".join(f"{t} {100 * a:.2f}%"
                                                      for t, a in summary["final_accuracy_by_task"].items()))
     if summary["absent"]:
         print(f"clients absent in some round: {summary['absent']}")
+    files = summary.get("model_files", [])
+    if files:  # state_dicts: README, "final models"
+        shown = files if len(files) <= 4 else [*files[:2], f"... ({len(files)} files)", files[-1]]
+        print(f"final models: {', '.join(shown)}")
     print(f"run folder: {summary['run_dir']}")

@@ -94,7 +94,9 @@ class RunProgress:
             from p2pfl.agents.federated import metric_name
 
             metric = metric_name(self.config)
-            parts = [f"ARI {row['ari']:.2f}" if "ari" in row else "", f"{metric} {row['accuracy']:.3f}"
+            parts = [f"ARI {row['ari']:.2f}" if "ari" in row else "",
+                     f"{row['clusters_found']} clusters found" if "clusters_found" in row else "",
+                     f"{metric} {row['accuracy']:.3f}"
                      if "accuracy" in row else "", f"pre-training loss {row['pretrain_loss']:.3f}"
                      if "pretrain_loss" in row else ""]
             return ", ".join(p for p in parts if p)

@@ -35,5 +35,10 @@ def log_path(run_dir: Path, agent: int) -> Path:
     return agent_dir(run_dir, agent) / "agent.log"
 
 
+def model_path(run_dir: Path, agent: int) -> Path:
+    """The agent's final model as a state_dict (a gossip agent's, or a coordinator client's own)."""
+    return agent_dir(run_dir, agent) / "model.pt"
+
+
 def checkpoint_path(run_dir: Path, agent: int) -> Path:
     return agent_dir(run_dir, agent) / "checkpoint.pt"

@@ -14,7 +14,13 @@ def agent_result(config: RunConfig, run_dir: Path, agent: int) -> str:
 
     path = rundir.metrics_path(run_dir, agent)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    if ALGORITHMS[config.algorithm].centralized or not rows:
+    if ALGORITHMS[config.algorithm].centralized:
+        from p2pfl.agents.coordinator_export import exported_files
+
+        own = [f for f in exported_files(run_dir, config.agents) if f.startswith(f"agents/{agent:03d}/")]
+        where = f"; final model(s): {', '.join(own)}" if own else ""
+        return f"agent {agent} finished{where}; metrics in {run_dir}"
+    if not rows:
         return f"agent {agent} finished; metrics in {run_dir}"
     from p2pfl.agents.setup import dataset_of
     from p2pfl.export import export_agent_model

@@ -9,7 +9,7 @@ SET_HELP = ("Set any config key, e.g. --set optim.batch_size=64 --set options.mu
 
 
 def set_option(function):
-    """The `--set KEY=VALUE` option shared by run, agent and sweep."""
+    """The `--set KEY=VALUE` option shared by run, agent, spawn, slurm, sweep and config show."""
     return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(function)
 
 

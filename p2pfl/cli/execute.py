@@ -9,6 +9,7 @@ import click
 
 from p2pfl.config import RunConfig
 from p2pfl.errors import Diverged
+from p2pfl.tensorboard_events import require_tensorboard
 
 
 def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
@@ -40,6 +41,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     from p2pfl.agents.setup import prepare
     from p2pfl.config import save_config
 
+    require_tensorboard(config)  # before the run, not after it
     if not simulate:
         from p2pfl.agents.forkserver import warm_forkserver
 

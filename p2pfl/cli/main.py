@@ -216,13 +216,19 @@ def topology_show(kind, agents, path, degree, p, seed, rounds, png):
               help="YAML list of hosts: address, user, port, python, workdir, agents, ssh_options.")
 @click.option("--out", type=click.Path(file_okay=False), help="Local run folder the agents' folders are collected into.")
 @click.option("--dry-run", is_flag=True, help="Print the exact ssh commands and do nothing.")
-def spawn(config_path, hosts_path, out, dry_run):
+@set_option
+def spawn(config_path, hosts_path, out, dry_run, sets):
     """Start every agent of CONFIG_PATH on the listed LAN hosts over ssh, stream their output, collect results."""
     from p2pfl.agents.spawn import load_hosts, spawn as spawn_run
     from p2pfl.config import load_config
+    from p2pfl.overrides import apply_sets
     from p2pfl.run_summary import summarize_run
+    from p2pfl.tensorboard_events import require_tensorboard
 
-    config = load_config(config_path)
+    # Applied here, once: the resolved config (overrides included) is the file every host receives, so
+    # the remote agents run with no --set of their own and cannot disagree.
+    config = apply_sets(load_config(config_path), sets)
+    require_tensorboard(config)  # the events are written here at the end: fail before the hosts start
     hosts = load_hosts(hosts_path)
     name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(out) if out else Path("runs") / name

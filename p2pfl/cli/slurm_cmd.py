@@ -34,8 +34,10 @@ def slurm(config_path, nodes, tasks_per_node, partition, time_limit, python, out
     from p2pfl.agents.slurm_script import SCRIPT, TEMPLATE, Allocation, batch_script, check_allocation
     from p2pfl.config import load_config, save_config
     from p2pfl.overrides import apply_sets
+    from p2pfl.tensorboard_events import require_tensorboard
 
     config = apply_sets(load_config(config_path), sets)
+    require_tensorboard(config)  # the events are written here at the end: fail before the job is queued
     allocation = Allocation(nodes, tasks_per_node, partition, time_limit)
     check_allocation(config, allocation)
     config.network.addresses = None  # the job writes them once it knows its nodes

@@ -92,6 +92,15 @@ class CoordinatorMethod(Protocol):
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
+    def final_models(self) -> dict[int, torch.Tensor]:
+        """Cluster -> flat parameters (of the run's model) of each model the coordinator ends with, exported as
+        state_dicts; empty where the usable models are the clients' own (their `final_model`)."""
+        ...
+
+    def final_clusters(self) -> dict[int, int] | None:
+        """The cluster each client ended in (clusters.json); None where there are no clusters."""
+        ...
+
 
 class ClientMethod(Protocol):
     total_rounds: int
@@ -99,6 +108,11 @@ class ClientMethod(Protocol):
     def phases(self, round_: int) -> tuple[str, ...]: ...
     def request_spec(self, tag: str) -> Spec: ...
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload: ...
+
+    def final_model(self) -> torch.nn.Module | None:
+        """The client's own model after the final evaluation, where the method personalises it (None: the
+        coordinator's models are the result)."""
+        ...
 
 
 class TrainEachRound:

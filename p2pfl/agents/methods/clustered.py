@@ -100,13 +100,19 @@ class ClusteredCoordinator(ClusteredSchedule):
             record["accuracy"] = float(np.mean([replies[c]["accuracy"][assignment[c]].item() for c in clients]))
             record["assignment"] = {str(c): assignment[c] for c in clients}
             record["collapse_share"] = float(np.bincount(list(assignment.values())).max() / len(assignment))
+            self.assignment.update(assignment)  # after the final evaluation: the cluster each client ended in
             if round_ < self.total_rounds:
-                self.assignment.update(assignment)
                 self.training = assignment
                 record["frozen"] = self.settled(assignment)
         elif tag == "train":
             updates = {c: (self.training[c], r["model"], float(r["n"][0])) for c, r in replies.items()}
             self.models = aggregate_per_model(self.models, updates)
+
+    def final_models(self) -> dict[int, torch.Tensor]:
+        return dict(enumerate(self.models))
+
+    def final_clusters(self) -> dict[int, int] | None:
+        return dict(sorted(self.assignment.items()))
 
     def state_dict(self) -> dict:
         return {"models": self.models, "assignment": self.assignment}
@@ -121,6 +127,9 @@ class FedAvgCoordinator(ClusteredCoordinator):
 
     def choose(self, round_: int, clients: list[int], matrix: np.ndarray) -> dict[int, int]:
         return {c: 0 for c in clients}
+
+    def final_clusters(self) -> dict[int, int] | None:
+        return None  # no clusters: every client on the one global model
 
 
 class IFCACoordinator(ClusteredCoordinator):
@@ -155,6 +164,12 @@ class CLoVECoordinator(ClusteredCoordinator):
     def settled(self, assignment: dict[int, int]) -> bool:
         return self.stability.update(assignment)
 
+    def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
+        super().absorb(tag, round_, replies, record)
+        if tag == "evaluate" and round_ > 0 and "assignment" in record and self.ctx.options["unknown_k"]:
+            # options.models is only an upper bound: how many the clustering actually used (round 0 is random)
+            record["clusters_found"] = len(set(record["assignment"].values()))
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "rng": self.rng.bit_generator.state, "stability": vars(self.stability).copy(),
                 "centroids": {m: torch.from_numpy(c) for m, c in self.centroids.items()}}
@@ -178,6 +193,9 @@ class ClusteredClient(ClusteredSchedule):
 
     def request_spec(self, tag: str) -> Spec:
         return self.specs[tag]
+
+    def final_model(self) -> nn.Module | None:
+        return None  # the result is the coordinator's cluster models
 
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
         c = self.ctx

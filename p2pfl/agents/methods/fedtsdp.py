@@ -125,6 +125,12 @@ class FedTSDPCoordinator(TrainEachRound):
             self.cluster_of[client] = int(counts.argmax()) if known is None else self.nearest(known)
         self.provisional = set(others)
 
+    def final_models(self) -> dict[int, torch.Tensor]:
+        return {}  # the cluster averages include layers no client uses: the results are the clients' own models
+
+    def final_clusters(self) -> dict[int, int] | None:
+        return dict(sorted(self.cluster_of.items()))
+
     def state_dict(self) -> dict:
         def as_tensors(arrays: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:  # checkpoints hold tensors
             return {c: torch.from_numpy(a) for c, a in arrays.items()}
@@ -157,6 +163,10 @@ class FedTSDPClient(TrainEachRound):
             return spec(model=(self.size,), personal=(1,))
         return spec(model=(self.size,), personal=(1,),
                     public=(self.ctx.options["public_samples"], *self.ctx.dataset.input_shape))
+
+    def final_model(self) -> torch.nn.Module:
+        """After the final evaluation: its cluster's shared layers and its own top p layers, as evaluated."""
+        return self.model
 
     def merge(self, payload: Payload) -> None:
         """The shared layers from the coordinator, the top p layers kept from this client's own model."""

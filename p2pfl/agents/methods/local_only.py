@@ -26,6 +26,12 @@ class LocalOnlyCoordinator(TrainEachRound):
         if replies:
             record["accuracy"] = float(np.mean([float(r["accuracy"][0]) for r in replies.values()]))
 
+    def final_models(self) -> dict[int, torch.Tensor]:
+        return {}  # nothing is shared: the results are the clients' own models
+
+    def final_clusters(self) -> dict[int, int] | None:
+        return None
+
     def state_dict(self) -> dict:
         return {}
 
@@ -42,6 +48,9 @@ class LocalOnlyClient(TrainEachRound):
 
     def request_spec(self, tag: str) -> Spec:
         return spec(go=(1,))
+
+    def final_model(self) -> torch.nn.Module:
+        return self.model
 
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
         c = self.ctx

@@ -86,6 +86,12 @@ class MultiTaskCoordinator(TrainEachRound):
             self.encoder[c] = encoders.get(encoder_group[c], self.encoder[c])
             self.decoder[c] = decoders.get(decoder_group[c], self.decoder[c])
 
+    def final_models(self) -> dict[int, torch.Tensor]:
+        return {}  # encoder and decoders differ per client under M-Fed: the results are the clients' own models
+
+    def final_clusters(self) -> dict[int, int] | None:
+        return None  # the tasks are fixed by the split, not found
+
     def state_dict(self) -> dict:
         return {"encoder": self.encoder, "decoder": self.decoder}
 
@@ -103,6 +109,10 @@ class MultiTaskClient(TrainEachRound):
 
     def request_spec(self, tag: str) -> Spec:
         return self.spec
+
+    def final_model(self) -> torch.nn.Module:
+        """After the final evaluation: the shared encoder and this client's decoder, as evaluated."""
+        return self.model
 
     def merge(self, payload: Payload) -> None:
         """E_i <- E; under M-Fed the client keeps its own decoder (after its first round), else takes D_tau."""
