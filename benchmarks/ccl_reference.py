@@ -6,7 +6,7 @@ order). Each cell runs 16 agent processes; a diverged run is stopped by the guar
 The authors' figures come from their own code, run on this machine in a scratch folder (see the
 README): one JSON line per run in --authors; they are read, never produced, here.
 
-    python benchmarks/ccl_reference.py                  # 40 runs, about 80 minutes on 2 cores; resumable
+    python benchmarks/ccl_reference.py                  # 50 runs, about 2 hours on 2 cores; resumable
     python benchmarks/ccl_reference.py --quick          # smoke test on digits, seconds
 Writes RESULTS/ccl_reference.md (per cell: mean ± std over the seeds that stayed finite, the
 standard error, the divergence count, beside the authors') and RESULTS/ccl_reference_runs.json.
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(ROOT / "examples" / "ccl_reference.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[123, 124, 125, 126, 127])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.01, 0.1])
-    parser.add_argument("--algorithms", nargs="+", default=["qgm", "ccl", "ccl-clip", "dsgdm-n"],
+    parser.add_argument("--algorithms", nargs="+", default=["qgm", "ccl", "ccl-clip2", "ccl-clip", "dsgdm-n"],
                         choices=list(ALGORITHMS))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--authors", default=str(ROOT / "benchmarks" / "results" / "ccl_reference_authors.jsonl"),
