@@ -65,6 +65,9 @@ MEANINGS: dict[str, str] = {
     "network.round_timeout": "seconds to wait for a neighbour in a round before going on without it",
     "network.startup_timeout": "seconds to wait for every neighbour to come up",
     "network.max_message_mb": "largest accepted message, in MiB",
+    "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a thread with its own "
+                                  "sockets, log and metrics (1: one process per agent; N: N per process; 0: auto, "
+                                  "ceil(agents / (4 x cores)), i.e. about 4 processes per core)",
 }
 
 

@@ -11,7 +11,7 @@ import multiprocessing as mp
 import multiprocessing.forkserver
 
 # Imported once in the forkserver, inherited by every agent: torch and the agent's code.
-PRELOAD = ["p2pfl.agents.process"]
+PRELOAD = ["p2pfl.agents.process", "p2pfl.agents.packing"]
 
 
 def forkserver_context() -> mp.context.ForkServerContext:
