@@ -39,7 +39,7 @@ def test_packed_unpacked_and_simulated_runs_give_the_same_losses(tmp_path, no_le
     path = write_config(tmp_path, config)
     packed = run_cli("run", str(path), "--out", str(tmp_path / "packed"), "--no-progress")
     assert packed.returncode == 0, packed.stderr
-    assert "consensus model" in packed.stdout
+    assert "consensus model" in packed.stdout and "6 agents (processes, 3 agents per process)" in packed.stdout
     unpacked = run_cli("run", str(path), "--out", str(tmp_path / "unpacked"), "--no-progress",
                        "--set", "network.agents_per_process=1")
     assert unpacked.returncode == 0, unpacked.stderr

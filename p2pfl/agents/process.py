@@ -1,4 +1,6 @@
-"""Entry point of one agent OS process: ZeroMQ exchange, logs to its folder, clean exit always."""
+"""Entry point of one agent OS process: ZeroMQ exchange, logs to its folder, clean exit always.
+
+`run_agent` also runs each agent thread of a packed worker (packing.py)."""
 
 from __future__ import annotations
 
