@@ -6,12 +6,14 @@ For each size and topology, two runs of the same agent processes side by side: D
 - s/round: the mean wall time of a round over agents, after the first 10% of rounds, and first vs
   last 10% (flat or not); the gossip run's over the floor's is the ratio the runtime costs;
 - bytes sent per agent per round;
-- memory of the agent processes (named p2pfl-agent-N, carrying this benchmark's marker): peak RSS
-  (VmHWM) per agent, and PSS summed over agents at its largest (RSS counts the pages that every agent
-  shares, torch's libraries and the mapped dataset, once per agent; PSS splits them, so its sum is
-  what the machine holds).
+- memory of the agent processes (named p2pfl-agent-N, or p2pfl-agent-wK for a worker hosting several
+  agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, and PSS summed over processes
+  at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
+  dataset, once per process; PSS splits them, so its sum is what the machine holds).
+With `--agents-per-process 1,0` every size runs once per value (network.agents_per_process: 1 one process
+per agent, N agents as threads of each process, 0 auto), so packed and unpacked runs sit side by side.
 
-    python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300]
+    python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
     python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
 """
 
@@ -98,7 +100,7 @@ def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
             for a in range(agents)]
 
 
-def run_once(args, agents: int, topology: str, algorithm: str, port: int) -> dict:
+def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int = 1) -> dict:
     marker = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -107,7 +109,8 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int) -> dic
                    "--set", f"algorithm={algorithm}", "--set", f"model={args.model}", "--set", f"data.name={args.data}",
                    "--set", "eval_every=0", "--set", f"network.base_port={port}", "--set", "optim.batch_size=32",
                    "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
-                   "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1"]
+                   "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
+                   "--set", f"network.agents_per_process={per_process}"]
         env = {**os.environ, MARKER: marker, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
         watcher = Watcher(run_dir, agents, marker, started)
@@ -127,7 +130,8 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int) -> dic
         return statistics.mean(statistics.mean(r["seconds"] for r in agent_rows[lo:hi]) for agent_rows in rows)
 
     rss = sorted(watcher.peak_rss.values())
-    return {"agents": agents, "topology": topology, "algorithm": algorithm, "rounds": rounds,
+    return {"agents": agents, "topology": topology, "algorithm": algorithm, "agents_per_process": per_process,
+            "processes": len(rss), "rounds": rounds,
             "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds),
             "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
@@ -137,16 +141,22 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int) -> dic
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| agents | topology | start-up s | s/round | floor s/round | ratio | first / last 10% | "
-             "bytes/agent/round | peak RSS/agent MB (median, max) | PSS total MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    floors = {(r["agents"], r["topology"]): r for r in results if r["algorithm"] == "local"}
+    lines = ["| agents | topology | agents/process (processes) | start-up s | s/round | floor s/round | ratio | "
+             "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | PSS total MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def key(r: dict) -> tuple:
+        return r["agents"], r["topology"], r.get("agents_per_process", 1)
+
+    floors = {key(r): r for r in results if r["algorithm"] == "local"}
     for r in results:
         if r["algorithm"] == "local":
             continue
-        floor = floors.get((r["agents"], r["topology"]))
+        floor = floors.get(key(r))
         ratio = f"{r['s_per_round'] / floor['s_per_round']:.2f}" if floor else "-"
-        lines.append(f"| {r['agents']} | {r['topology']} | {r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
+        per = r.get("agents_per_process", 1)
+        lines.append(f"| {r['agents']} | {r['topology']} | {'auto' if per == 0 else per} ({r.get('processes')}) | "
+                     f"{r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
                      f"{floor['s_per_round'] if floor else float('nan'):.4f} | {ratio} | "
                      f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
                      f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {r['pss_total_mb']:,.0f} |")
@@ -162,6 +172,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--agents-per-process", default="1",
+                        help="network.agents_per_process values to compare, e.g. 1,0 (1: a process per agent, "
+                             "0: auto packing)")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -169,10 +182,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for topology in args.topologies.split(","):
-            for algorithm in ("dsgdm-n", "local"):
-                result = run_once(args, size, topology, algorithm, args.base_port)
-                print(json.dumps(result), flush=True)
-                results.append(result)
+            for per_process in (int(p) for p in args.agents_per_process.split(",")):
+                for algorithm in ("dsgdm-n", "local"):
+                    result = run_once(args, size, topology, algorithm, args.base_port, per_process)
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(results, indent=1))

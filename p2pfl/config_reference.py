@@ -68,6 +68,9 @@ MEANINGS: dict[str, str] = {
     "network.startup_timeout": ("seconds to wait for every neighbour to come up (a coordinator: for every "
                                 "client's hello; one missing is absent)"),
     "network.max_message_mb": "largest accepted message, in MiB",
+    "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a thread with its own "
+                                  "sockets, log and metrics (1: one process per agent; N: N per process; 0: auto, "
+                                  "ceil(agents / (4 x cores)), i.e. about 4 processes per core)",
 }
 
 

@@ -71,6 +71,8 @@ def validate_config(config: RunConfig) -> None:
          f"unknown optim.schedule {config.optim.schedule!r}; choose constant, step or warmup"),
         (config.network.round_timeout > 0, "network.round_timeout must be > 0 seconds"),
         (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
+        (config.network.agents_per_process >= 0,
+         f"network.agents_per_process must be >= 0 (0: auto), got {config.network.agents_per_process}"),
         (1 <= config.network.base_port <= 65535 - config.agents,
          f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
         (config.security.mode in SECURITY_MODES, f"unknown security.mode {config.security.mode!r}; "

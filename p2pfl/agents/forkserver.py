@@ -11,8 +11,8 @@ import multiprocessing as mp
 import multiprocessing.forkserver
 
 # Imported once in the forkserver, inherited by every agent: a guard that ends the forkserver with the
-# launcher, then torch and the agent's code.
-PRELOAD = ["p2pfl.agents.forkserver_guard", "p2pfl.agents.process"]
+# launcher, then torch and the agent's code (one agent per process, or packed in a worker).
+PRELOAD = ["p2pfl.agents.forkserver_guard", "p2pfl.agents.process", "p2pfl.agents.packing"]
 
 
 def forkserver_context() -> mp.context.ForkServerContext:

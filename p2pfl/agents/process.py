@@ -1,4 +1,6 @@
-"""Entry point of one agent OS process: ZeroMQ exchange, logs to its folder, clean exit always."""
+"""Entry point of one agent OS process: ZeroMQ exchange, logs to its folder, clean exit always.
+
+`run_agent` also runs each agent thread of a packed worker (packing.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,19 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.agent_logs import ThreadRoutedLogs, configure_logging
 from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.roles import build_loop
-from p2pfl.agents.setup import prepare
+from p2pfl.agents.setup import RunSetup, prepare
 from p2pfl.config import RunConfig, load_config
-from p2pfl.errors import UserError
+from p2pfl.errors import Diverged, UserError
 from p2pfl.security import CurveKeys, refuse_plain_off_loopback
 from p2pfl.transport import ZmqExchange
 
@@ -27,33 +31,53 @@ PR_SET_PDEATHSIG = 1
 PROCESS_NAME_PREFIX = "p2pfl-agent-"
 
 
-def die_with_parent(agent_id: int) -> None:
+def die_with_parent(name: int | str) -> None:
     """Linux: get SIGTERM when our parent dies (for a launched agent that is the forkserver, which may
-    outlive the launcher: lifetime.watch_launcher covers the launcher itself); name the process."""
+    outlive the launcher: lifetime.watch_launcher covers the launcher itself); name the process
+    p2pfl-agent-NAME (an agent id, or wK for a packed worker), which is how tests and benchmarks find it."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        libc.prctl(PR_SET_NAME, f"{PROCESS_NAME_PREFIX}{agent_id}".encode()[:15])
+        name_thread(f"{PROCESS_NAME_PREFIX}{name}")
     except OSError:
         pass
 
 
-def configure_logging(path: Path | None, agent_id: int) -> None:
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s agent {agent_id} %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("p2pfl")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+def name_thread(name: str) -> None:
+    """The calling thread's name in ps/top (-H); the main thread's is the process's. Linux keeps 15 bytes."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
+    except OSError:
+        pass
+
+
+# Agents of one process are built one at a time: model initialisation seeds the process-wide torch RNG
+# (fork_rng + manual_seed), so two agents built at once would draw each other's numbers.
+BUILD_LOCK = threading.Lock()
+
+
+@dataclass
+class WorkerShare:
+    """What the agents packed in one worker process share: the run's setup (the data set mapped once), the
+    event its SIGTERM handler sets to stop them all, and the router that keeps their log files apart."""
+    setup: RunSetup
+    stop: threading.Event
+    logs: ThreadRoutedLogs
 
 
 def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,
-              resume: bool = False) -> int:
-    """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise)."""
+              resume: bool = False, shared: WorkerShare | None = None) -> int:
+    """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise). With `shared`
+    it is one thread of a packed worker; otherwise it owns its process (and its logging)."""
     torch.set_num_threads(1)  # 2 cores shared by many agents: more threads only contend
     directory = rundir.agent_dir(run_dir, agent_id)
     directory.mkdir(parents=True, exist_ok=True)
-    configure_logging(rundir.log_path(run_dir, agent_id) if log_to_file else None, agent_id)
-    stop = threading.Event()
+    log_path = rundir.log_path(run_dir, agent_id) if log_to_file else None
+    if shared is not None:
+        shared.logs.attach(log_path, agent_id)
+    else:
+        configure_logging(log_path, agent_id)
+    stop = shared.stop if shared is not None else threading.Event()
 
     def terminate(*_: object) -> None:  # interrupts any wait, so the finally below closes the sockets
         raise Stopped(f"agent {agent_id} terminated")
@@ -65,20 +89,26 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
     try:
         if not 0 <= agent_id < config.agents:
             raise UserError(f"--id {agent_id} is out of range: this run has agents 0..{config.agents - 1}")
-        setup = prepare(config)
-        neighbours = {j: config.address(j) for j in setup.graph[agent_id]}
-        refuse_plain_off_loopback(config, [agent_id, *neighbours])
-        curve = None
-        if config.security.mode == "curve":
-            curve = CurveKeys.load(config.security.keys_dir, agent_id, config.security.public_keys, list(neighbours))
-        exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
-                               config.network.round_timeout, curve=curve,
-                               max_message_bytes=int(config.network.max_message_mb * 2**20),
-                               round_window=setup.round_window)
-        build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume).run()
+        with BUILD_LOCK:
+            setup = shared.setup if shared is not None else prepare(config)
+            neighbours = {j: config.address(j) for j in setup.graph[agent_id]}
+            refuse_plain_off_loopback(config, [agent_id, *neighbours])
+            curve = None
+            if config.security.mode == "curve":
+                curve = CurveKeys.load(config.security.keys_dir, agent_id, config.security.public_keys,
+                                       list(neighbours))
+            exchange = ZmqExchange(agent_id, config.address(agent_id), neighbours, setup.run_id,
+                                   config.network.round_timeout, curve=curve,
+                                   max_message_bytes=int(config.network.max_message_mb * 2**20),
+                                   round_window=setup.round_window,
+                                   stopping=stop if shared is not None else None)
+            loop = build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume)
+        loop.run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0
     except (UserError, Stopped) as exc:
+        if stop.is_set() and not isinstance(exc, (Stopped, Diverged)):  # a wait cut short by the stop
+            exc = Stopped(f"agent {agent_id} stopped")
         code = getattr(exc, "exit_code", 130)
         rundir.error_path(run_dir, agent_id).write_text(str(exc))
         logging.getLogger("p2pfl").error("%s", exc)
@@ -95,6 +125,8 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
             exchange.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if shared is not None:
+            shared.logs.detach()
 
 
 def process_main(config_path: str, agent_id: int, run_dir: str, launcher_pid: int | None = None) -> None:

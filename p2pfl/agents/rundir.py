@@ -42,3 +42,8 @@ def model_path(run_dir: Path, agent: int) -> Path:
 
 def checkpoint_path(run_dir: Path, agent: int) -> Path:
     return agent_dir(run_dir, agent) / "checkpoint.pt"
+
+
+def worker_log_path(run_dir: Path, worker: int) -> Path:
+    """A packed worker's own stdout/stderr (its agents' log lines go to their agent.log)."""
+    return Path(run_dir) / "workers" / f"{worker:03d}.log"

@@ -21,6 +21,11 @@ def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
         split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
     else:
         split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
+    if mode == "processes":
+        from p2pfl.agents.packing import agents_per_process
+
+        per = agents_per_process(config)
+        mode = f"processes, {per} agents per process" if per > 1 else mode
     return (f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
             f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
 

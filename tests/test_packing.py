@@ -1,0 +1,116 @@
+"""Packing: several agents as threads of one worker process (network.agents_per_process), same run as one
+process per agent and as --simulate; the launcher still reports and stops every agent on its own."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from p2pfl.agents import rundir
+from p2pfl.agents.packing import agents_per_process, worker_groups
+from p2pfl.agents.setup import prepare
+from p2pfl.agents.simulate import run_simulation
+from p2pfl.errors import Diverged
+from p2pfl.transport import check_ports_free
+from tests.conftest import agent_pids, run_cli, small_config
+from tests.test_processes import forkservers, losses, start_run, write_config
+
+
+def test_worker_groups_are_consecutive_even_and_at_most_n():
+    def groups(agents, per, cores=2):
+        return worker_groups(small_config(agents=agents, network__agents_per_process=per), cores)
+
+    assert groups(6, 3) == [[0, 1, 2], [3, 4, 5]]
+    assert groups(7, 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert groups(4, 1) == [[0], [1], [2], [3]]
+    assert groups(3, 10) == [[0, 1, 2]]
+    # auto: about 4 processes per core
+    assert agents_per_process(small_config(agents=64, network__agents_per_process=0), cores=2) == 8
+    assert agents_per_process(small_config(agents=4, network__agents_per_process=0), cores=2) == 1
+    assert len(groups(64, 0, cores=2)) == 8
+
+
+def test_packed_unpacked_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agents):
+    """6 agents, 3 per process: same per-round losses as 6 processes and as --simulate; every agent keeps its
+    own log file (only its lines), metrics and model."""
+    config = small_config(agents=6, rounds=12, eval_every=6, network__agents_per_process=3)
+    path = write_config(tmp_path, config)
+    packed = run_cli("run", str(path), "--out", str(tmp_path / "packed"), "--no-progress")
+    assert packed.returncode == 0, packed.stderr
+    assert "consensus model" in packed.stdout and "6 agents (processes, 3 agents per process)" in packed.stdout
+    unpacked = run_cli("run", str(path), "--out", str(tmp_path / "unpacked"), "--no-progress",
+                       "--set", "network.agents_per_process=1")
+    assert unpacked.returncode == 0, unpacked.stderr
+    run_simulation(prepare(config), tmp_path / "sim")
+    sim = losses(tmp_path / "sim", 6)
+    assert len(sim) == 6 * 12
+    assert losses(tmp_path / "packed", 6) == pytest.approx(sim, rel=1e-5, abs=1e-6)
+    assert losses(tmp_path / "unpacked", 6) == pytest.approx(sim, rel=1e-5, abs=1e-6)
+    for agent in range(6):
+        lines = rundir.log_path(tmp_path / "packed", agent).read_text().splitlines()
+        assert lines and all(f" agent {agent} " in line for line in lines if line[:4].isdigit())
+        assert "finished 12 rounds" in lines[-1]
+        assert (rundir.agent_dir(tmp_path / "packed", agent) / "model.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "packed" / "workers").iterdir()) == ["000.log", "001.log"]
+    assert not (tmp_path / "unpacked" / "workers").exists()
+    check_ports_free(config)
+
+
+def test_a_packed_agent_crashing_with_a_python_error_leaves_its_worker_mates_running(tmp_path, no_leaked_agents):
+    """Agent 4 (a thread beside agents 3 and 5) cannot write its checkpoint: a Python error at its first save.
+    The others, its worker-mates included, finish; the run reports agent 4 and exits 1."""
+    config = small_config(agents=6, rounds=30, eval_every=0, checkpoint_every=1, network__round_timeout=5.0,
+                          network__agents_per_process=3)
+    path = write_config(tmp_path, config)
+    rundir.checkpoint_path(tmp_path / "run", 4).with_suffix(".tmp").mkdir(parents=True)
+    result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 1, result.stderr
+    assert "agent 4 failed: RuntimeError" in result.stderr and "Is a directory" in result.stderr
+    assert "agent(s) 4 did not finish" in result.stderr and "Traceback" not in result.stderr
+    assert "consensus model" in result.stdout
+    summary = json.loads((tmp_path / "run" / rundir.SUMMARY).read_text())
+    assert summary["agents_not_finished"] == [4] and summary["agents_finished"] == 5
+    assert "agent crashed" in rundir.log_path(tmp_path / "run", 4).read_text()
+    assert "agent crashed" not in rundir.log_path(tmp_path / "run", 3).read_text()
+
+
+def test_a_packed_diverged_agent_stops_the_whole_run(tmp_path, no_leaked_agents):
+    config = small_config(agents=4, rounds=400, optim__lr=200.0, optim__momentum=0.9,
+                          network__agents_per_process=2)
+    path = write_config(tmp_path, config)
+    result = run_cli("run", str(path), "--no-progress", "--out", str(tmp_path / "out"))
+    assert result.returncode == Diverged.exit_code, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: agent ")
+    summary = json.loads((tmp_path / "out" / rundir.SUMMARY).read_text())
+    assert summary["status"] == "diverged" and summary["agents_finished"] == 0
+
+
+def test_sigterm_stops_every_packed_agent(tmp_path, no_leaked_agents):
+    config, launcher = start_run(tmp_path, sigint_ignored=True, network__agents_per_process=2)
+    try:
+        assert len(agent_pids()) == 2  # two workers, named p2pfl-agent-w0 and -w1
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 143, err
+    assert "every agent was stopped" in err and "Traceback" not in err
+    assert agent_pids() == []
+    check_ports_free(config)
+
+
+def test_sigkill_of_the_launcher_leaves_no_packed_agent_alive(tmp_path, no_leaked_agents):
+    config, launcher = start_run(tmp_path, network__agents_per_process=2)
+    assert len(agent_pids()) == 2
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while agent_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agent_pids() == []
+    for pid in forkservers():
+        os.kill(pid, signal.SIGKILL)
+    assert "is gone" in rundir.worker_log_path(tmp_path / "run", 0).read_text()
+    check_ports_free(config)
