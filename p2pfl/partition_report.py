@@ -28,9 +28,9 @@ def agent_labels(config: RunConfig, dataset: ArrayDataset) -> dict[int, np.ndarr
         shards = partition(dataset.y_train, config.agents, config.data.partition, config.data.alpha, config.seed)
         return {a: dataset.y_train[idx] for a, idx in enumerate(shards)}
     from p2pfl.agents.methods import METHODS
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.algorithms import parse_algorithm_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     local_data = METHODS[config.algorithm].local_data
     return {c: np.asarray(local_data(config, dataset, options, c)[1]) for c in range(1, config.agents)}
 
@@ -59,9 +59,9 @@ def true_groups(config: RunConfig) -> dict[int, int] | None:
     if not ALGORITHMS[config.algorithm].centralized:
         return None
     from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.algorithms import parse_algorithm_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     return {c: true_cluster_of(config, options, c) for c in range(1, config.agents)}
 
 
@@ -113,9 +113,9 @@ def split_text(config: RunConfig) -> str:
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import describe_split
-        from p2pfl.algorithms.method_options import check_federated_options
+        from p2pfl.algorithms import parse_algorithm_options
 
-        return describe_split(config.algorithm, check_federated_options(config.options, config.algorithm))
+        return describe_split(config.algorithm, parse_algorithm_options(config.algorithm, config.options))
     return f"Dirichlet α={config.data.alpha:g}" if config.data.partition == "dirichlet" else config.data.partition
 
 

@@ -4,8 +4,7 @@ import ast
 from pathlib import Path
 
 from p2pfl.agents.methods import METHODS
-from p2pfl.algorithms import ALGORITHMS
-from p2pfl.algorithms.method_options import check_federated_options
+from p2pfl.algorithms import ALGORITHMS, parse_algorithm_options
 
 PACKAGE = Path(__file__).resolve().parents[1] / "p2pfl"
 NAMES = set(METHODS)  # the coordinator methods (a gossip option may share a name: qgm variant "ccl")
@@ -17,9 +16,9 @@ def test_every_coordinator_method_has_its_own_coordinator_class():
 
 
 def test_rounds_before_the_clustered_rounds_come_from_the_method_class():
-    before = {name: m.coordinator.rounds_before(check_federated_options({}, name)) for name, m in METHODS.items()}
+    before = {name: m.coordinator.rounds_before(parse_algorithm_options(name, {})) for name, m in METHODS.items()}
     assert before == {**{name: 0 for name in METHODS}, "cpcfl": 5}
-    coordinator_mode = check_federated_options({"pretrain_mode": "coordinator"}, "cpcfl")
+    coordinator_mode = parse_algorithm_options("cpcfl", {"pretrain_mode": "coordinator"})
     assert METHODS["cpcfl"].coordinator.rounds_before(coordinator_mode) == 0
     assert METHODS["cpcfl"].client.rounds_before(coordinator_mode) == 0
 

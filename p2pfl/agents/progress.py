@@ -201,7 +201,7 @@ def watching(progress: RunProgress, interval: float = 0.3) -> Iterator[RunProgre
 def coordinator_rows(config: RunConfig) -> int:
     """Rows the coordinator of a centralized method writes: its training rounds and the final evaluation."""
     from p2pfl.agents.methods import METHODS
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.algorithms import parse_algorithm_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     return config.rounds + METHODS[config.algorithm].coordinator.rounds_before(options) + 1

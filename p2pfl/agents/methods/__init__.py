@@ -3,7 +3,7 @@ function that gives a client its local data (the clustered partitions, or a task
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from p2pfl.agents.methods.base import LocalData, cluster_data
 from p2pfl.agents.methods.clustered import ClusteredClient, CLoVECoordinator, FedAvgCoordinator, IFCACoordinator
@@ -11,21 +11,22 @@ from p2pfl.agents.methods.cpcfl import CPCFLClient, CPCFLCoordinator
 from p2pfl.agents.methods.fedtsdp import FedTSDPClient, FedTSDPCoordinator
 from p2pfl.agents.methods.local_only import LocalOnlyClient, LocalOnlyCoordinator
 from p2pfl.agents.methods.multitask import MultiTaskClient, MultiTaskCoordinator, task_data
+from p2pfl.algorithms.method_options import FederatedOptions, MultiTaskOptions
 
 
-def clusters_of(options: Mapping[str, Any]) -> str:
-    return f"{options['cluster_kind']} clusters"
+def clusters_of(options: FederatedOptions) -> str:
+    return f"{options.cluster_kind} clusters"
 
 
-def tasks_of(options: Mapping[str, Any]) -> str:
-    return f"{len(options['tasks'])} tasks ({', '.join(options['tasks'])})"
+def tasks_of(options: MultiTaskOptions) -> str:
+    return f"{len(options.tasks)} tasks ({', '.join(options.tasks)})"
 
 
 class Method(NamedTuple):
     coordinator: type
     client: type
     local_data: LocalData = cluster_data
-    split: Callable[[Mapping[str, Any]], str] = clusters_of  # how the clients differ, for titles
+    split: Callable[[Any], str] = clusters_of  # how the clients differ, for titles
     model_count: bool = True  # whether the title names options.models (not per-task models)
 
 
