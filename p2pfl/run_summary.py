@@ -29,7 +29,7 @@ def summarize_run(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDat
 def summarize_folder(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDataset | None,
                      print_table: bool) -> dict:
     from p2pfl.agents import rundir
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import COORDINATOR, federated_options, print_federated, summarize_federated

@@ -3,7 +3,7 @@ topologies), before any process starts: above the config and the registries, so 
 
 from __future__ import annotations
 
-from p2pfl.algorithms import ALGORITHMS, parse_algorithm_options
+from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 from p2pfl.algorithms.options import Options
 from p2pfl.config import SECURITY_MODES, RunConfig
 from p2pfl.errors import UserError

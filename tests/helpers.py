@@ -7,7 +7,7 @@ import threading
 import torch
 from torch import nn
 
-from p2pfl.algorithms import build_algorithm, parse_algorithm_options
+from p2pfl.registry import build_algorithm, parse_algorithm_options
 from p2pfl.algorithms.base import AgentContext
 from p2pfl.config import OptimConfig
 from p2pfl.exchange import InMemoryHub

@@ -10,7 +10,7 @@ import torch
 
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
-from p2pfl.algorithms import parse_algorithm_options
+from p2pfl.registry import parse_algorithm_options
 from p2pfl.algorithms.base import flat_params
 from p2pfl.algorithms.compressors import QSGD, RandomK, ScaledSign, TopK
 from p2pfl.config import OptimConfig

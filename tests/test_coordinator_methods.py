@@ -148,7 +148,7 @@ def cpcfl_models_after_pretraining(init):
     """CP-CFL's K cluster models right after federated pre-training, before their first cluster round."""
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.cpcfl import CPCFLCoordinator
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
     from p2pfl.models.initial import initial_model
 
@@ -196,7 +196,7 @@ def test_cpcfl_pretraining_on_the_coordinator_needs_no_pretrain_rounds(tmp_path)
 def test_fedtsdp_labels_every_client_when_it_clusters_not_only_that_rounds_participants():
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.fedtsdp import FedTSDPCoordinator
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
 
     config = config_for("fedtsdp", warmup_rounds=2, hopkins_patience=1, public_samples=10)
@@ -278,7 +278,7 @@ def test_bad_options_are_clear_errors():
 
 
 def test_clients_wait_for_the_coordinator_longer_than_it_waits_for_them():
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.algorithms.method_options import COORDINATOR_PATIENCE
 
     patience = parse_algorithm_options("clove", {"client_timeout": 5.0}).coordinator_timeout
@@ -294,7 +294,7 @@ def test_clients_wait_for_the_coordinator_longer_than_it_waits_for_them():
 def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.clustered import CLoVECoordinator
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
 
     config = config_for("clove", models=3, clusters=3, patience=1)
@@ -476,9 +476,8 @@ def test_a_client_slower_than_client_timeout_misses_that_round_and_nobody_quits(
 # -- final models as state_dict files --------------------------------------------------------
 def client_accuracy(model: torch.nn.Module, config, setup, client: int) -> float:
     """The client's metric on its own test data, as the client measured it for the coordinator's record."""
-    from p2pfl.agents.methods import METHODS
     from p2pfl.agents.methods.base import test_metric
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import METHODS, parse_algorithm_options
 
     options = parse_algorithm_options(config.algorithm, config.options)
     _, _, x_test, y_test = METHODS[config.algorithm].local_data(config, setup.dataset, options, client)
@@ -532,7 +531,7 @@ def test_personalised_client_models_load_and_score_what_the_run_recorded(tmp_pat
     result is each client's own model, saved by the client in agents/NNN/model.pt."""
     from p2pfl.agents.methods.multitask import task_model
     from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms import parse_algorithm_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.models.encoder_decoder import EncoderDecoder
 
     config = config_for(algorithm, rounds=3, local_epochs=1, **({"cluster_kind": "label-swap"}

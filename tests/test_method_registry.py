@@ -1,10 +1,10 @@
 """Coordinator methods: one class per method behind one registry; nothing else branches on a method's name."""
 
 import ast
+import dataclasses
 from pathlib import Path
 
-from p2pfl.agents.methods import METHODS
-from p2pfl.algorithms import ALGORITHMS, parse_algorithm_options
+from p2pfl.registry import ALGORITHMS, METHODS, parse_algorithm_options
 
 PACKAGE = Path(__file__).resolve().parents[1] / "p2pfl"
 NAMES = set(METHODS)  # the coordinator methods (a gossip option may share a name: qgm variant "ccl")
@@ -13,6 +13,13 @@ NAMES = set(METHODS)  # the coordinator methods (a gossip option may share a nam
 def test_every_coordinator_method_has_its_own_coordinator_class():
     assert set(METHODS) == {name for name, entry in ALGORITHMS.items() if entry.centralized}
     assert len({method.coordinator for method in METHODS.values()}) == len(METHODS)
+
+
+def test_every_name_is_one_gossip_algorithm_or_one_coordinator_method_with_frozen_typed_options():
+    for name, entry in ALGORITHMS.items():
+        assert (entry.factory is None) != (entry.method is None), name
+        assert dataclasses.is_dataclass(entry.options) and entry.options.__dataclass_params__.frozen, name
+        assert parse_algorithm_options(name, {}) == entry.options().checked()
 
 
 def test_rounds_before_the_clustered_rounds_come_from_the_method_class():

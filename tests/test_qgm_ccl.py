@@ -15,7 +15,7 @@ from p2pfl.algorithms.ccl import class_counts, class_means, class_sums
 from p2pfl.algorithms.qgm import mix_with_step
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.errors import UserError
-from p2pfl.algorithms import parse_algorithm_options
+from p2pfl.registry import parse_algorithm_options
 from p2pfl.topologies import mixing_matrix
 from p2pfl.topologies.mixing import assign_mixing_weights
 from tests.helpers import TinyNet, make_agents, step_all

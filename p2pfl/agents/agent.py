@@ -17,7 +17,7 @@ from p2pfl.agents import rundir
 from p2pfl.agents.device_exchange import DeviceExchange
 from p2pfl.validation import check_device_present
 from p2pfl.agents.handshake import hello_until_answered
-from p2pfl.algorithms import build_algorithm, parse_algorithm_options
+from p2pfl.registry import build_algorithm, parse_algorithm_options
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.algorithms.options import Options
 from p2pfl.config import RunConfig

@@ -26,15 +26,14 @@ from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
 from p2pfl.agents.coordinator_export import export_client_model, export_coordinator_models, exported_files
 from p2pfl.agents.handshake import hello_until_answered
-from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
-from p2pfl.algorithms import parse_algorithm_options
 from p2pfl.algorithms.method_options import FederatedOptions
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.constants import HELLO_ROUND, TAG_HELLO
 from p2pfl.errors import PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
+from p2pfl.registry import METHODS, parse_algorithm_options
 from p2pfl.wire import spec_of
 from p2pfl.seeds import stream_seed
 

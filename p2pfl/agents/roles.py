@@ -8,7 +8,7 @@ from pathlib import Path
 from p2pfl.agents.agent import AgentLoop
 from p2pfl.agents.federated import COORDINATOR, ClientLoop, CoordinatorLoop
 from p2pfl.agents.setup import RunSetup
-from p2pfl.algorithms import ALGORITHMS
+from p2pfl.registry import ALGORITHMS
 from p2pfl.exchange import Exchange
 
 

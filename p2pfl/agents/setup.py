@@ -36,7 +36,7 @@ def sequence_of(config: RunConfig) -> TopologySequence | None:
 
 
 def graph_of(config: RunConfig) -> nx.Graph:
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:  # the coordinator peer (agent 0) in the middle of a star
         config.topology.kind = "star"

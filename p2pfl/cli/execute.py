@@ -13,7 +13,7 @@ from p2pfl.tensorboard_events import require_tensorboard
 
 
 def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
-    from p2pfl.algorithms import ALGORITHMS, parse_algorithm_options
+    from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import describe_split
