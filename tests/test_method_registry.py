@@ -4,6 +4,8 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from p2pfl.registry import ALGORITHMS, METHODS, parse_algorithm_options
 
 PACKAGE = Path(__file__).resolve().parents[1] / "p2pfl"
@@ -46,3 +48,12 @@ def test_no_code_branches_on_a_coordinator_method_name():
     branches = {str(path.relative_to(PACKAGE)): names_compared(ast.parse(path.read_text()))
                 for path in PACKAGE.rglob("*.py")}
     assert {path: names for path, names in branches.items() if names} == {}
+
+
+def test_parsed_options_are_typed_frozen_and_keep_an_integer_given_for_a_float():
+    options = parse_algorithm_options("ccl", {"gamma": 1, "variant": "ccl"})
+    assert (options.gamma, options.variant, options.lambda_m) == (1, "ccl", 0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.gamma = 0.5
+    fedavg = parse_algorithm_options("fedavg", {"models": 3, "client_timeout": 5})
+    assert (fedavg.models, fedavg.coordinator_timeout) == (1, 20.0)  # derived by dataclasses.replace
