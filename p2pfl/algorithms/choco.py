@@ -31,6 +31,7 @@ from p2pfl.errors import UserError
 
 log = logging.getLogger("p2pfl.choco")
 
+
 @dataclass(frozen=True)
 class ChocoOptions(Options):
     gamma: float = 0.5  # consensus step size

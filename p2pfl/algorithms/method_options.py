@@ -17,6 +17,7 @@ from p2pfl.errors import UserError
 # patience of a client is this many times client_timeout, so a slow client costs a round, never the run.
 COORDINATOR_PATIENCE = 4
 
+
 @dataclass(frozen=True)
 class FederatedOptions(Options):
     """What every coordinator method takes; FedAvg, IFCA and local-only take nothing more."""

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Self
 
 from p2pfl.errors import UserError
 
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Base of every options dataclass; `checked` holds the cross-field checks and derived values."""

@@ -17,6 +17,7 @@ from p2pfl.algorithms.dsgd import local_gradient
 from p2pfl.algorithms.options import Options
 from p2pfl.errors import UserError
 
+
 @dataclass(frozen=True)
 class QuasiGlobalOptions(Options):
     """What QGM and CCL share: the quasi-global buffer's update."""
