@@ -22,15 +22,12 @@ PARTITION_PLOT = "partition.png"
 
 def agent_labels(config: RunConfig, dataset: ArrayDataset) -> dict[int, np.ndarray]:
     """Training labels of every agent that holds data: the same split the agents derive from the config."""
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS, METHODS, parse_algorithm_options
 
     if not ALGORITHMS[config.algorithm].centralized:
         shards = partition(dataset.y_train, config.agents, config.data.partition, config.data.alpha, config.seed)
         return {a: dataset.y_train[idx] for a, idx in enumerate(shards)}
-    from p2pfl.agents.methods import METHODS
-    from p2pfl.algorithms.method_options import check_federated_options
-
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     local_data = METHODS[config.algorithm].local_data
     return {c: np.asarray(local_data(config, dataset, options, c)[1]) for c in range(1, config.agents)}
 
@@ -54,14 +51,13 @@ def partition_summary(config: RunConfig, dataset: ArrayDataset) -> dict:
 
 def true_groups(config: RunConfig) -> dict[int, int] | None:
     """Coordinator methods: the true cluster (or task) of every client."""
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 
     if not ALGORITHMS[config.algorithm].centralized:
         return None
     from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms.method_options import check_federated_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     return {c: true_cluster_of(config, options, c) for c in range(1, config.agents)}
 
 
@@ -109,13 +105,12 @@ def plot_partition(summary: dict, path: Path, title: str) -> None:
 
 
 def split_text(config: RunConfig) -> str:
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import describe_split
-        from p2pfl.algorithms.method_options import check_federated_options
 
-        return describe_split(config.algorithm, check_federated_options(config.options, config.algorithm))
+        return describe_split(config.algorithm, parse_algorithm_options(config.algorithm, config.options))
     return f"Dirichlet α={config.data.alpha:g}" if config.data.partition == "dirichlet" else config.data.partition
 
 

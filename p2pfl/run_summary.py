@@ -29,10 +29,10 @@ def summarize_run(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDat
 def summarize_folder(config: RunConfig, run_dir: Path, mode: str, dataset: ArrayDataset | None,
                      print_table: bool) -> dict:
     from p2pfl.agents import rundir
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
-        from p2pfl.agents.federated import COORDINATOR, print_federated, summarize_federated
+        from p2pfl.agents.federated import COORDINATOR, federated_options, print_federated, summarize_federated
         from p2pfl.federated_plots import federated_title, plot_federated
 
         if not rundir.metrics_path(run_dir, COORDINATOR).exists():
@@ -40,7 +40,7 @@ def summarize_folder(config: RunConfig, run_dir: Path, mode: str, dataset: Array
         summary = summarize_federated(config, run_dir)
         plot_federated(summary, run_dir / rundir.PLOT, federated_title(config, summary))
         if print_table:
-            print_federated(summary)
+            print_federated(summary, federated_options(config))
         return summary
     from p2pfl.agents.setup import dataset_of
     from p2pfl.report import print_summary, summarize

@@ -51,7 +51,7 @@ def write_run_events(config: RunConfig, run_dir: Path, summary: dict) -> Path:
     import json
 
     from p2pfl.agents import rundir
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:
         path = rundir.metrics_path(run_dir, 0)

@@ -3,11 +3,8 @@ topologies), before any process starts: above the config and the registries, so 
 
 from __future__ import annotations
 
-import math
-import typing
-from typing import Any
-
-from p2pfl.algorithms import ALGORITHMS, OPTION_DEFAULTS
+from p2pfl.registry import ALGORITHMS, parse_algorithm_options
+from p2pfl.algorithms.options import Options
 from p2pfl.config import SECURITY_MODES, RunConfig
 from p2pfl.errors import UserError
 
@@ -32,8 +29,9 @@ def check_device_present(device: str) -> None:
         raise UserError(f"device {device!r}: MPS is not available on this machine; set device: cpu")
 
 
-def validate_config(config: RunConfig) -> None:
-    """Check everything that can be checked before a process starts; raise one clear UserError."""
+def validate_config(config: RunConfig) -> Options:
+    """Check everything that can be checked before a process starts; raise one clear UserError.
+    Returns the algorithm's options, typed: the one parse of `config.options` (a plain mapping)."""
     from p2pfl.data import DATASETS
     from p2pfl.data.normalize import NORMALIZATIONS
     from p2pfl.data.partition import PARTITIONS
@@ -98,35 +96,5 @@ def validate_config(config: RunConfig) -> None:
     if ALGORITHMS[config.algorithm].static_graph and config.topology.kind in DYNAMIC_TOPOLOGIES:
         raise UserError(f"{config.algorithm} keeps state per neighbour and needs a fixed graph, not "
                         f"{config.topology.kind}; choose ring, torus, exponential, ...")
-    check_option_types(config.options, OPTION_DEFAULTS.get(config.algorithm, {}))
-    ALGORITHMS[config.algorithm].check_options(config.options)
+    return parse_algorithm_options(config.algorithm, config.options)
 
-
-def _kind_of(default: Any) -> tuple[str, Any]:
-    """What a value must be to replace `default`: a phrase for the message, and a test."""
-    if isinstance(default, bool):
-        return "true or false", lambda v: isinstance(v, bool)
-    if isinstance(default, int):
-        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
-    if isinstance(default, float):
-        return "a finite number", lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and math.isfinite(v))
-    if isinstance(default, str):
-        return "a string", lambda v: isinstance(v, str)
-    if isinstance(default, list):
-        item = _kind_of(default[0])[1] if default else (lambda v: True)
-        return "a list", lambda v: isinstance(v, list) and all(item(x) for x in v)
-    return "any value", lambda v: True
-
-
-def check_option_types(options: dict[str, Any], defaults: typing.Mapping[str, Any]) -> None:
-    """Each option must have its default's type (`local_epochs: "2"` is a string, not 2); unknown keys are
-    left to the algorithm's own check, which names the known ones."""
-    for key, value in options.items():
-        if key not in defaults:
-            continue
-        phrase, test = _kind_of(defaults[key])
-        if not test(value):
-            hint = " (written in quotes: drop them)" if isinstance(value, str) and phrase != "a string" else ""
-            raise UserError(f"options.{key} must be {phrase} like its default {defaults[key]!r}, "
-                            f"got {value!r}{hint}")

@@ -18,7 +18,7 @@ from unittest import mock
 from p2pfl.agents import rundir
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
-from p2pfl.algorithms import ALGORITHMS
+from p2pfl.registry import ALGORITHMS
 from p2pfl.config import RunConfig, load_config
 from p2pfl.constants import TAG_BYE
 from p2pfl.exchange import InMemoryHub

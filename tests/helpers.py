@@ -7,7 +7,7 @@ import threading
 import torch
 from torch import nn
 
-from p2pfl.algorithms import build_algorithm
+from p2pfl.registry import build_algorithm, parse_algorithm_options
 from p2pfl.algorithms.base import AgentContext
 from p2pfl.config import OptimConfig
 from p2pfl.exchange import InMemoryHub
@@ -40,7 +40,7 @@ def make_agents(algorithm: str, graph, optim: OptimConfig, options=None, rounds:
         weights = {j: graph[i][j]["weight"] for j in sorted(graph[i])}
         ctx = AgentContext(i, weights, graph.nodes[i][SELF_WEIGHT], model, exchange, optim, rounds,
                            graph.number_of_nodes(), classes)
-        agents.append(build_algorithm(algorithm, ctx, options or {}))
+        agents.append(build_algorithm(algorithm, ctx, parse_algorithm_options(algorithm, options or {})))
     return agents
 
 

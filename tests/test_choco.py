@@ -10,7 +10,7 @@ import torch
 
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
-from p2pfl.algorithms import ALGORITHMS
+from p2pfl.registry import parse_algorithm_options
 from p2pfl.algorithms.base import flat_params
 from p2pfl.algorithms.compressors import QSGD, RandomK, ScaledSign, TopK
 from p2pfl.config import OptimConfig
@@ -177,7 +177,7 @@ def test_a_checkpoint_keeps_the_copies_and_a_resumed_agent_mixes_with_nobody(tmp
     ({"rate": 0.1}, "unknown option 'rate'")])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(UserError, match=message):
-        ALGORITHMS["choco"].check_options(options)
+        parse_algorithm_options("choco", options)
 
 
 def run(tmp_path, algorithm, options, rounds=3, **changes):

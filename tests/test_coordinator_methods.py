@@ -148,12 +148,12 @@ def cpcfl_models_after_pretraining(init):
     """CP-CFL's K cluster models right after federated pre-training, before their first cluster round."""
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.cpcfl import CPCFLCoordinator
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
     from p2pfl.models.initial import initial_model
 
     config = config_for("cpcfl", init=init, pretrain_rounds=2)
-    options = check_federated_options(config.options, "cpcfl")
+    options = parse_algorithm_options("cpcfl", config.options)
     clients = list(range(1, config.agents))
     coordinator = CPCFLCoordinator(CoordinatorContext(config, load_dataset("digits"), options, clients,
                                                       {c: 0 for c in clients}))
@@ -196,12 +196,12 @@ def test_cpcfl_pretraining_on_the_coordinator_needs_no_pretrain_rounds(tmp_path)
 def test_fedtsdp_labels_every_client_when_it_clusters_not_only_that_rounds_participants():
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.fedtsdp import FedTSDPCoordinator
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
 
     config = config_for("fedtsdp", warmup_rounds=2, hopkins_patience=1, public_samples=10)
     config.agents = 10
-    options = check_federated_options(config.options, "fedtsdp")
+    options = parse_algorithm_options("fedtsdp", config.options)
     truth = {c: 0 if c <= 4 else 1 for c in range(1, 10)}  # 1-4 one cluster, 5-9 the other
     coordinator = FedTSDPCoordinator(CoordinatorContext(config, load_dataset("digits"), options, list(truth), truth))
     rng = np.random.default_rng(0)
@@ -278,27 +278,28 @@ def test_bad_options_are_clear_errors():
 
 
 def test_clients_wait_for_the_coordinator_longer_than_it_waits_for_them():
-    from p2pfl.algorithms.method_options import COORDINATOR_PATIENCE, check_federated_options
+    from p2pfl.registry import parse_algorithm_options
+    from p2pfl.algorithms.method_options import COORDINATOR_PATIENCE
 
-    patience = check_federated_options({"client_timeout": 5.0}, "clove")["coordinator_timeout"]
+    patience = parse_algorithm_options("clove", {"client_timeout": 5.0}).coordinator_timeout
     assert patience == COORDINATOR_PATIENCE * 5.0
-    given = check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 7.5}, "ifca")
-    assert given["coordinator_timeout"] == 7.5
+    given = parse_algorithm_options("ifca", {"client_timeout": 5.0, "coordinator_timeout": 7.5})
+    assert given.coordinator_timeout == 7.5
     with pytest.raises(UserError, match="coordinator_timeout .* must be greater than options.client_timeout"):
-        check_federated_options({"client_timeout": 5.0, "coordinator_timeout": 5.0}, "clove")
+        parse_algorithm_options("clove", {"client_timeout": 5.0, "coordinator_timeout": 5.0})
     with pytest.raises(UserError, match="client_timeout must be > 0"):
-        check_federated_options({"client_timeout": 0.0}, "clove")
+        parse_algorithm_options("clove", {"client_timeout": 0.0})
 
 
 def test_frozen_clove_assigns_a_new_client_to_the_nearest_centroid():
     from p2pfl.agents.methods.base import CoordinatorContext
     from p2pfl.agents.methods.clustered import CLoVECoordinator
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.data import load_dataset
 
     config = config_for("clove", models=3, clusters=3, patience=1)
     config.agents = 8
-    options = check_federated_options(config.options, "clove")
+    options = parse_algorithm_options("clove", config.options)
     coordinator = CLoVECoordinator(CoordinatorContext(config, load_dataset("digits"), options,
                                                       list(range(1, 8)), {c: 0 for c in range(1, 8)}))
     centers = np.array([[0.1, 2.0, 2.0], [2.0, 0.1, 2.0], [2.0, 2.0, 0.1]])
@@ -475,11 +476,10 @@ def test_a_client_slower_than_client_timeout_misses_that_round_and_nobody_quits(
 # -- final models as state_dict files --------------------------------------------------------
 def client_accuracy(model: torch.nn.Module, config, setup, client: int) -> float:
     """The client's metric on its own test data, as the client measured it for the coordinator's record."""
-    from p2pfl.agents.methods import METHODS
     from p2pfl.agents.methods.base import test_metric
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import METHODS, parse_algorithm_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     _, _, x_test, y_test = METHODS[config.algorithm].local_data(config, setup.dataset, options, client)
     return test_metric(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
 
@@ -531,7 +531,7 @@ def test_personalised_client_models_load_and_score_what_the_run_recorded(tmp_pat
     result is each client's own model, saved by the client in agents/NNN/model.pt."""
     from p2pfl.agents.methods.multitask import task_model
     from p2pfl.agents.methods.base import true_cluster_of
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import parse_algorithm_options
     from p2pfl.models.encoder_decoder import EncoderDecoder
 
     config = config_for(algorithm, rounds=3, local_epochs=1, **({"cluster_kind": "label-swap"}
@@ -554,9 +554,9 @@ def test_personalised_client_models_load_and_score_what_the_run_recorded(tmp_pat
         table = json.loads((tmp_path / "agents" / "000" / "clusters.json").read_text())
         ended_in = table["assignment"]
         assert "model_files" not in table and summary["final_ari"] == adjusted_rand_score(
-            [true_cluster_of(config, check_federated_options(config.options, algorithm), c) for c in clients],
+            [true_cluster_of(config, parse_algorithm_options(algorithm, config.options), c) for c in clients],
             [ended_in[str(c)] for c in clients])
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     from p2pfl.cli.agent_report import agent_result  # what `p2pfl agent --id 1` prints at the end
 
     assert "final model(s): agents/001/model.pt;" in agent_result(config, tmp_path, 1)

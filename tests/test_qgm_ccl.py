@@ -15,7 +15,7 @@ from p2pfl.algorithms.ccl import class_counts, class_means, class_sums
 from p2pfl.algorithms.qgm import mix_with_step
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.errors import UserError
-from p2pfl.algorithms import ALGORITHMS
+from p2pfl.registry import parse_algorithm_options
 from p2pfl.topologies import mixing_matrix
 from p2pfl.topologies.mixing import assign_mixing_weights
 from tests.helpers import TinyNet, make_agents, step_all
@@ -161,7 +161,7 @@ def test_grad_clip_cuts_the_loss_gradient_before_weight_decay_and_momentum():
 
 def test_bad_qgm_and_ccl_options_are_user_errors():
     with pytest.raises(UserError, match="variant"):
-        ALGORITHMS["qgm"].check_options({"variant": "fast"})
+        parse_algorithm_options("qgm", {"variant": "fast"})
     with pytest.raises(UserError, match="unknown option 'lambda'"):
-        ALGORITHMS["ccl"].check_options({"lambda": 1})
-    ALGORITHMS["ccl"].check_options({"lambda_m": 0.5, "gamma": 0.9, "variant": "ccl"})
+        parse_algorithm_options("ccl", {"lambda": 1})
+    parse_algorithm_options("ccl", {"lambda_m": 0.5, "gamma": 0.9, "variant": "ccl"})

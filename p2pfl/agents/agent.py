@@ -17,8 +17,9 @@ from p2pfl.agents import rundir
 from p2pfl.agents.device_exchange import DeviceExchange
 from p2pfl.validation import check_device_present
 from p2pfl.agents.handshake import hello_until_answered
-from p2pfl.algorithms import build_algorithm
+from p2pfl.registry import build_algorithm, parse_algorithm_options
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
+from p2pfl.algorithms.options import Options
 from p2pfl.config import RunConfig
 from p2pfl.constants import HELLO_ROUND, TAG_BYE, TAG_HELLO
 from p2pfl.data import BatchStream, agent_shard
@@ -72,8 +73,9 @@ def evaluation_due(config: RunConfig, round_: int) -> bool:
 class AgentLoop:
     def __init__(self, config: RunConfig, agent_id: int, graph: nx.Graph, dataset: ArrayDataset,
                  exchange: Exchange, run_dir: Path, stop: threading.Event | None = None, resume: bool = False,
-                 sequence: TopologySequence | None = None):
-        """`graph`: the links (every peer ever met); `sequence`: the round's graph when it changes per round."""
+                 sequence: TopologySequence | None = None, options: Options | None = None):
+        """`graph`: the links (every peer ever met); `sequence`: the round's graph when it changes per round;
+        `options`: the algorithm's, as validation parsed them (parsed here from config.options if not given)."""
         self.config, self.agent_id, self.exchange = config, agent_id, exchange
         self.sequence = sequence
         self.links = sorted(graph[agent_id])
@@ -94,7 +96,9 @@ class AgentLoop:
         self.ctx = AgentContext(agent_id, weights, float(graph.nodes[agent_id][SELF_WEIGHT]), self.model, exchange,
                                 config.optim, config.rounds, config.agents, dataset.num_classes)
         self.use_round_graph(0)
-        self.algorithm = build_algorithm(config.algorithm, self.ctx, config.options)
+        if options is None:
+            options = parse_algorithm_options(config.algorithm, config.options)
+        self.algorithm = build_algorithm(config.algorithm, self.ctx, options)
         self.start_round = 0
         self.resumed = resume and self.load_checkpoint()
 

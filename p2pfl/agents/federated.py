@@ -11,6 +11,7 @@ clients where they are and carries on after that round (clients follow a coordin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -25,14 +26,14 @@ from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
 from p2pfl.agents.coordinator_export import export_client_model, export_coordinator_models, exported_files
 from p2pfl.agents.handshake import hello_until_answered
-from p2pfl.agents.methods import METHODS
 from p2pfl.agents.methods.base import ClientContext, CoordinatorContext, client_context, true_cluster_of
-from p2pfl.algorithms.method_options import check_federated_options
+from p2pfl.algorithms.method_options import FederatedOptions
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.constants import HELLO_ROUND, TAG_HELLO
 from p2pfl.errors import PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
+from p2pfl.registry import METHODS, parse_algorithm_options
 from p2pfl.wire import spec_of
 from p2pfl.seeds import stream_seed
 
@@ -42,9 +43,10 @@ COORDINATOR = 0
 
 class CoordinatorLoop:
     def __init__(self, config: RunConfig, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
-                 stop: threading.Event | None = None, resume: bool = False):
+                 stop: threading.Event | None = None, resume: bool = False, options: FederatedOptions | None = None):
+        """`options`: the method's, as validation parsed them (parsed here from config.options if not given)."""
         self.config, self.dataset, self.exchange, self.run_dir = config, dataset, exchange, Path(run_dir)
-        self.options = check_federated_options(config.options, config.algorithm)
+        self.options = options if options is not None else federated_options(config)
         self.clients = list(range(1, config.agents))
         truth = {c: true_cluster_of(config, self.options, c) for c in self.clients}
         self.method = METHODS[config.algorithm].coordinator(CoordinatorContext(config, dataset, self.options,
@@ -111,7 +113,7 @@ class CoordinatorLoop:
         asked = sorted(c for c, payload in requests.items() if payload)
         replies = self.exchange.collect(round_, f"{tag}-reply", asked,
                                         expect={c: self.method.reply_spec(tag, c) for c in asked},
-                                        timeout=self.options["client_timeout"])
+                                        timeout=self.options.client_timeout)
         usable = {}
         for client, reply in replies.items():
             problem = unusable(reply)
@@ -128,7 +130,7 @@ class CoordinatorLoop:
     def participants(self, round_: int) -> list[int]:
         if round_ == self.method.total_rounds:
             return self.clients  # the final evaluation asks everyone
-        count = max(1, round(self.options["participation"] * len(self.clients)))
+        count = max(1, round(self.options.participation * len(self.clients)))
         return sorted(self.rng.choice(self.clients, count, replace=False).tolist())
 
     def run(self) -> list[dict]:
@@ -188,9 +190,9 @@ class CoordinatorAhead(Exception):
 
 class ClientLoop:
     def __init__(self, config: RunConfig, agent_id: int, dataset: ArrayDataset, exchange: Exchange, run_dir: Path,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, options: FederatedOptions | None = None):
         self.config, self.agent_id, self.exchange, self.run_dir = config, agent_id, exchange, Path(run_dir)
-        self.options = check_federated_options(config.options, config.algorithm)
+        self.options = options if options is not None else federated_options(config)
         method = METHODS[config.algorithm]
         self.context: ClientContext = client_context(config, dataset, self.options, agent_id, method.local_data)
         self.method = method.client(self.context)
@@ -233,14 +235,14 @@ class ClientLoop:
         if round_:
             log.warning("client %s: the run is at round %s; joining there", self.agent_id, round_)
         # The first request may wait behind the coordinator's own handshake with clients slower to start.
-        patience = self.options["coordinator_timeout"] + self.config.network.startup_timeout
+        patience = self.options.coordinator_timeout + self.config.network.startup_timeout
         while round_ <= self.method.total_rounds:
             if self.stop.is_set():
                 raise Stopped(f"client {self.agent_id} stopped")
             try:
                 for tag in self.method.phases(round_):
                     payload = self.request(round_, tag, patience)
-                    patience = self.options["coordinator_timeout"]
+                    patience = self.options.coordinator_timeout
                     if payload:
                         request = {k: v.to(self.context.device) for k, v in payload.items()}
                         reply = {k: v.detach().cpu() for k, v in self.method.handle(tag, round_, request).items()}
@@ -254,7 +256,14 @@ class ClientLoop:
         export_client_model(self.method.final_model(), self.run_dir, self.agent_id)  # only this client holds it
 
 
-def describe_split(algorithm: str, options: dict) -> str:
+def federated_options(config: RunConfig) -> FederatedOptions:
+    """The coordinator method's options, parsed from the config's plain mapping."""
+    options = parse_algorithm_options(config.algorithm, config.options)
+    assert isinstance(options, FederatedOptions), f"{config.algorithm} is not a coordinator method"
+    return options
+
+
+def describe_split(algorithm: str, options: FederatedOptions) -> str:
     """How a coordinator run's clients differ: tasks for the multi-task method, else the clusters."""
     return METHODS[algorithm].split(options)
 
@@ -269,9 +278,9 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
     scored = [r for r in rows if "accuracy" in r]
     with_ari = [r for r in rows if "ari" in r]
     first_perfect = next((r["round"] for r in with_ari if r["ari"] >= 1.0 - 1e-9), None)
-    options = check_federated_options(config.options, config.algorithm)
+    options = federated_options(config)
     summary = {"name": config.name, "algorithm": config.algorithm, "clients": config.agents - 1,
-               "rounds": config.rounds, "options": options,
+               "rounds": config.rounds, "options": dataclasses.asdict(options),
                "metric": metric_name(config),
                "rounds_logged": [r["round"] for r in scored],
                "ari_per_round": [r.get("ari") for r in scored], "accuracy_per_round": [r["accuracy"] for r in scored],
@@ -298,13 +307,12 @@ def summarize_federated(config: RunConfig, run_dir: Path) -> dict:
     return summary
 
 
-def print_federated(summary: dict) -> None:
+def print_federated(summary: dict, options: FederatedOptions) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    o = summary["options"]
-    models = f"{o['models']} models, " if METHODS[summary["algorithm"]].model_count else ""
-    what = models + describe_split(summary["algorithm"], o)
+    models = f"{options.models} models, " if METHODS[summary["algorithm"]].model_count else ""
+    what = models + describe_split(summary["algorithm"], options)
     table = Table(title=f"{summary['name']}: {summary['algorithm']}, {summary['clients']} clients, {what}")
     table.add_column("round")  # counted from 1, as the progress line and the plots
     table.add_column("ARI", justify="right")
@@ -321,7 +329,7 @@ def print_federated(summary: dict) -> None:
             print(f"{label} per round: " + " ".join(f"{v:.3f}" for v in summary[key]))
     if "clusters_found_per_round" in summary:
         found = summary["clusters_found_per_round"]
-        print(f"clusters found (models used of at most {o['models']}): {summary['final_clusters_found']} at the end; "
+        print(f"clusters found (models used of at most {options.models}): {summary['final_clusters_found']} at the end; "
               "per round: " + " ".join("-" if k is None else str(k) for k in found))
     if "final_accuracy_by_task" in summary:
         print("final accuracy by task: " + ", ".join(f"{t} {100 * a:.2f}%"

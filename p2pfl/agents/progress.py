@@ -24,7 +24,7 @@ class RunProgress:
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, enabled: bool = True, agents: list[int] | None = None):
-        from p2pfl.algorithms import ALGORITHMS
+        from p2pfl.registry import ALGORITHMS
 
         self.config, self.run_dir, self.enabled = config, Path(run_dir), enabled
         self.centralized = ALGORITHMS[config.algorithm].centralized
@@ -200,8 +200,7 @@ def watching(progress: RunProgress, interval: float = 0.3) -> Iterator[RunProgre
 
 def coordinator_rows(config: RunConfig) -> int:
     """Rows the coordinator of a centralized method writes: its training rounds and the final evaluation."""
-    from p2pfl.agents.methods import METHODS
-    from p2pfl.algorithms.method_options import check_federated_options
+    from p2pfl.registry import METHODS, parse_algorithm_options
 
-    options = check_federated_options(config.options, config.algorithm)
+    options = parse_algorithm_options(config.algorithm, config.options)
     return config.rounds + METHODS[config.algorithm].coordinator.rounds_before(options) + 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from p2pfl.agents.agent import AgentLoop
 from p2pfl.agents.federated import COORDINATOR, ClientLoop, CoordinatorLoop
 from p2pfl.agents.setup import RunSetup
-from p2pfl.algorithms import ALGORITHMS
+from p2pfl.registry import ALGORITHMS
 from p2pfl.exchange import Exchange
 
 
@@ -17,7 +17,8 @@ def build_loop(setup: RunSetup, agent_id: int, exchange: Exchange, run_dir: Path
     config = setup.config
     if not ALGORITHMS[config.algorithm].centralized:
         return AgentLoop(config, agent_id, setup.graph, setup.dataset, exchange, run_dir, stop=stop, resume=resume,
-                         sequence=setup.sequence)
+                         sequence=setup.sequence, options=setup.options)
     if agent_id == COORDINATOR:
-        return CoordinatorLoop(config, setup.dataset, exchange, run_dir, stop=stop, resume=resume)
-    return ClientLoop(config, agent_id, setup.dataset, exchange, run_dir, stop=stop)
+        return CoordinatorLoop(config, setup.dataset, exchange, run_dir, stop=stop, resume=resume,
+                               options=setup.options)
+    return ClientLoop(config, agent_id, setup.dataset, exchange, run_dir, stop=stop, options=setup.options)

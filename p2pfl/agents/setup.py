@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from p2pfl.algorithms.options import Options
 from p2pfl.config import RunConfig
 from p2pfl.constants import ROUND_WINDOW
 from p2pfl.validation import validate_config
@@ -24,6 +25,7 @@ class RunSetup:
     run_id: str
     sequence: TopologySequence | None = None  # the round's graph when the topology changes every round
     round_window: int = ROUND_WINDOW  # rounds ahead a peer's message is kept (farther with a dynamic topology)
+    options: Options | None = None  # the algorithm's options as validation parsed them (None: each loop parses)
 
 
 def sequence_of(config: RunConfig) -> TopologySequence | None:
@@ -34,7 +36,7 @@ def sequence_of(config: RunConfig) -> TopologySequence | None:
 
 
 def graph_of(config: RunConfig) -> nx.Graph:
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     if ALGORITHMS[config.algorithm].centralized:  # the coordinator peer (agent 0) in the middle of a star
         config.topology.kind = "star"
@@ -58,7 +60,7 @@ def dataset_of(config: RunConfig) -> ArrayDataset:
 
 
 def prepare(config: RunConfig) -> RunSetup:
-    validate_config(config)
+    options = validate_config(config)
     graph = graph_of(config)
     if graph.number_of_nodes() != config.agents:  # a topology file decides the number of agents
         raise UserError(f"topology has {graph.number_of_nodes()} nodes but agents is {config.agents}; "
@@ -68,7 +70,7 @@ def prepare(config: RunConfig) -> RunSetup:
     check_message_cap(config, sum(p.numel() * p.element_size() for p in model.parameters()))
     sequence = sequence_of(config)
     window = max(ROUND_WINDOW, sequence.max_lag(config.rounds)) if sequence else ROUND_WINDOW
-    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence, window)
+    return RunSetup(config, graph, dataset, config.resolved_run_id(), sequence, window, options)
 
 
 def check_message_cap(config: RunConfig, model_bytes: int) -> None:

@@ -102,11 +102,3 @@ def learning_rate(optim: OptimConfig, round_: int, total_rounds: int, agents: in
         return lr * (round_ + 1) / optim.warmup_rounds
     return lr
 
-
-def reject_unknown(options: Mapping[str, Any], known: dict[str, Any], algorithm: str) -> dict[str, Any]:
-    """Defaults overridden by `options`; an unknown key is a UserError naming the known ones."""
-    unknown = set(options) - set(known)
-    if unknown:
-        raise UserError(f"unknown option {sorted(unknown)[0]!r} for algorithm {algorithm}; "
-                        f"known: {', '.join(sorted(known)) or 'none'}")
-    return {**known, **options}

@@ -8,17 +8,31 @@ mean-squared errors with detached targets, as in the authors' released code.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Self
 
 import torch
 import torch.nn.functional as F
 
 from p2pfl.algorithms.base import AgentContext, flat_params, learning_rate, set_flat_params, task_gradient
-from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, check_qgm_options, gossip_then_correct,
+from p2pfl.algorithms.qgm import (PendingCorrection, QuasiGlobalBuffer, QuasiGlobalOptions, gossip_then_correct,
                                  load_pending, pending_state)
+from p2pfl.errors import UserError
 from p2pfl.wire import spec_of
 
-CCL_OPTIONS: dict[str, Any] = {"lambda_m": 0.1, "lambda_d": 0.1, "gamma": 1.0, "align_clip": 0.0}
+
+@dataclass(frozen=True)
+class CCLOptions(QuasiGlobalOptions):
+    lambda_m: float = 0.1  # weight of the model-variant term
+    lambda_d: float = 0.1  # weight of the data-variant term
+    gamma: float = 1.0  # consensus step size of the mixing
+    align_clip: float = 0.0  # > 0: alignment differences beyond this count linearly (0: plain MSE)
+
+    def checked(self) -> Self:
+        super().checked()
+        if self.align_clip < 0:
+            raise UserError(f"options.align_clip must be >= 0 (0: plain MSE), got {self.align_clip}")
+        return self
 
 
 def alignment(features: torch.Tensor, targets: torch.Tensor, clip: float) -> torch.Tensor:
@@ -48,22 +62,18 @@ def class_means(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
 
 
 class CCL:
-    def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
-        self.options = check_qgm_options(options, "ccl", CCL_OPTIONS)
+    def __init__(self, ctx: AgentContext, options: CCLOptions):
+        self.options = options
         self.ctx = ctx
         self.buffer = QuasiGlobalBuffer(flat_params(ctx.model), ctx.optim.momentum, ctx.optim.nesterov,
-                                        self.options["variant"], self.options["mu"])
+                                        options.variant, options.mu)
         self.shadow = copy.deepcopy(ctx.model).requires_grad_(False)  # holds a neighbour's x_j for forwards
         self.pending: PendingCorrection | None = None
 
-    @staticmethod
-    def check_options(options: Mapping[str, Any]) -> None:
-        check_qgm_options(options, "ccl", CCL_OPTIONS)
-
     def gossip_params(self, round_: int) -> dict[int, torch.Tensor]:
         """Round "params": mix, apply the pending QGM correction, return the neighbours' x_j."""
-        return gossip_then_correct(self.ctx, self.buffer, self.pending, round_, self.options["gamma"],
-                                   self.options["gossip_momentum"])
+        return gossip_then_correct(self.ctx, self.buffer, self.pending, round_, self.options.gamma,
+                                   self.options.gossip_momentum)
 
     def loss(self, round_: int, x: torch.Tensor, y: torch.Tensor,
              neighbour_params: Mapping[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -89,11 +99,11 @@ class CCL:
                                                                torch.zeros(classes, features.shape[1], device=device))
         totals = counts + sum((r["counts"] for r in received.values()), torch.zeros(classes, device=device))
         targets, has_target = class_means(sums, totals)
-        clip = self.options["align_clip"]
+        clip = self.options.align_clip
         model_term = sum((alignment(features, f, clip) for f in cross.values()), torch.zeros((), device=device))
         rows = has_target[y]
         data_term = alignment(features[rows], targets[y][rows], clip) if rows.any() else torch.zeros((), device=device)
-        total = ce + self.options["lambda_m"] * model_term + self.options["lambda_d"] * data_term
+        total = ce + self.options.lambda_m * model_term + self.options.lambda_d * data_term
         return total, {"ce": float(ce.detach()), "model_term": float(model_term.detach()),
                        "data_term": float(data_term.detach())}
 

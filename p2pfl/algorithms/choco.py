@@ -18,53 +18,53 @@ resumed from a checkpoint has missed every q since, so it marks all its neighbou
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Self
 
 import torch
 
-from p2pfl.algorithms.base import AgentContext, flat_params, reject_unknown, set_flat_params
+from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.algorithms.compressors import COMPRESSORS, build_compressor
 from p2pfl.algorithms.dsgd import DSGD
+from p2pfl.algorithms.options import Options
 from p2pfl.errors import UserError
 
 log = logging.getLogger("p2pfl.choco")
 
-CHOCO_OPTIONS: dict[str, Any] = {"gamma": 0.5, "compressor": "sign", "ratio": 0.01, "levels": 15}
 
+@dataclass(frozen=True)
+class ChocoOptions(Options):
+    gamma: float = 0.5  # consensus step size
+    compressor: str = "sign"  # what Q is (COMPRESSORS)
+    ratio: float = 0.01  # fraction kept by topk / randomk
+    levels: int = 15  # s of qsgd
 
-def check_choco_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    merged = reject_unknown(options, CHOCO_OPTIONS, "choco")
-    if merged["compressor"] not in COMPRESSORS:
-        raise UserError(f"options.compressor must be one of {', '.join(COMPRESSORS)}, got {merged['compressor']!r}")
-    if not 0 < merged["gamma"] <= 1:
-        raise UserError(f"options.gamma (consensus step size) must be in (0, 1], got {merged['gamma']}")
-    if not 0 < merged["ratio"] <= 1:
-        raise UserError(f"options.ratio (fraction kept by topk/randomk) must be in (0, 1], got {merged['ratio']}")
-    if not 1 <= merged["levels"] <= 255:
-        raise UserError(f"options.levels (s of qsgd) must be in 1..255, got {merged['levels']}")
-    return merged
+    def checked(self) -> Self:
+        if self.compressor not in COMPRESSORS:
+            raise UserError(f"options.compressor must be one of {', '.join(COMPRESSORS)}, got {self.compressor!r}")
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"options.gamma (consensus step size) must be in (0, 1], got {self.gamma}")
+        if not 0 < self.ratio <= 1:
+            raise UserError(f"options.ratio (fraction kept by topk/randomk) must be in (0, 1], got {self.ratio}")
+        if not 1 <= self.levels <= 255:
+            raise UserError(f"options.levels (s of qsgd) must be in 1..255, got {self.levels}")
+        return self
 
 
 class Choco(DSGD):
     """CHOCO-SGD; the local step uses optim.momentum / optim.nesterov like DSGDm(-N)."""
 
-    OPTIONS = CHOCO_OPTIONS
-
-    def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
-        self.options = check_choco_options(options)
+    def __init__(self, ctx: AgentContext, options: ChocoOptions):
+        self.options = options
         self.ctx = ctx
         self.beta, self.nesterov = ctx.optim.momentum, ctx.optim.nesterov
         self.momentum = torch.zeros_like(flat_params(ctx.model))
-        self.compressor = build_compressor(self.options["compressor"], [p.numel() for p in ctx.model.parameters()],
-                                           self.options["ratio"], self.options["levels"], seed=ctx.agent_id)
+        self.compressor = build_compressor(self.options.compressor, [p.numel() for p in ctx.model.parameters()],
+                                           self.options.ratio, self.options.levels, seed=ctx.agent_id)
         self.hat_self = torch.zeros_like(self.momentum)
         self.hats = {j: torch.zeros_like(self.momentum) for j in ctx.weights}
         self.stale: set[int] = set()
         self.next_round = 0
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        check_choco_options(options)
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
@@ -85,7 +85,7 @@ class Choco(DSGD):
         pull = torch.zeros_like(half)
         for j in sorted(set(ctx.weights) - self.stale):
             pull += ctx.weights[j] * (self.hats[j] - self.hat_self)
-        set_flat_params(ctx.model, half + self.options["gamma"] * pull)
+        set_flat_params(ctx.model, half + self.options.gamma * pull)
         return {"loss": loss, "lr": lr, "neighbours_heard": len(received), "stale_neighbours": len(self.stale)}
 
     def mark_stale(self, peers: set[int], why: str) -> None:

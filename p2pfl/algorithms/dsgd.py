@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
 from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_params, gossip_average, learning_rate,
-                                   reject_unknown, set_flat_params, task_gradient)
+                                   set_flat_params, task_gradient)
+from p2pfl.algorithms.options import Options
+
+
+@dataclass(frozen=True)
+class DSGDOptions(Options):
+    mix_first: bool = False  # gossip first, then the local step (the CCL authors' order)
+
+
+@dataclass(frozen=True)
+class LocalOptions(Options):
+    """Local steps only: nothing to set."""
 
 
 def local_gradient(ctx: AgentContext, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
@@ -27,18 +39,12 @@ class DSGD:
     the same iterates, but a local model is evaluated after its local step, not after its mixing.
     """
 
-    OPTIONS: dict[str, Any] = {"mix_first": False}
-
-    def __init__(self, ctx: AgentContext, options: Mapping[str, Any], momentum: bool = True, nesterov: bool = True):
-        self.options = reject_unknown(options, self.OPTIONS, "dsgd")
+    def __init__(self, ctx: AgentContext, options: DSGDOptions | LocalOptions, momentum: bool = True, nesterov: bool = True):
+        self.options = options
         self.ctx = ctx
         self.beta = ctx.optim.momentum if momentum else 0.0
         self.nesterov = nesterov
         self.momentum = torch.zeros_like(flat_params(ctx.model))
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        reject_unknown(options, cls.OPTIONS, cls.__name__.lower())
 
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         if self.beta == 0:
@@ -63,7 +69,7 @@ class DSGD:
         return len(received)
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        heard = self.gossip(round_) if self.options["mix_first"] else None
+        heard = self.gossip(round_) if self.options.mix_first else None
         half, loss, lr = self.local_step(round_, x, y)
         set_flat_params(self.ctx.model, half)
         if heard is None:
@@ -79,8 +85,6 @@ class DSGD:
 
 class LocalOnly(DSGD):
     """The same local steps with no communication: the floor of accuracy, the ceiling of speed."""
-
-    OPTIONS: dict[str, Any] = {}
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         half, loss, lr = self.local_step(round_, x, y)

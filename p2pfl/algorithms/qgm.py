@@ -7,28 +7,37 @@ the local gradient alone, so on non-IID data it follows the global direction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
 
 import torch
 
 from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_params, gossip_average, learning_rate,
-                                   reject_unknown, set_flat_params)
+                                   set_flat_params)
 from p2pfl.algorithms.dsgd import local_gradient
+from p2pfl.algorithms.options import Options
 from p2pfl.errors import UserError
 
-QGM_OPTIONS: dict[str, Any] = {"variant": "lin", "mu": 0.9, "gossip_momentum": False}
+
+@dataclass(frozen=True)
+class QuasiGlobalOptions(Options):
+    """What QGM and CCL share: the quasi-global buffer's update."""
+
+    variant: str = "lin"  # lin: EMA of the displacement (QGM code) | ccl: undamped (CCL code)
+    mu: float = 0.9  # EMA factor of variant lin
+    gossip_momentum: bool = False  # also gossip and mix the buffer m_hat
+
+    def checked(self) -> Self:
+        if self.variant not in ("lin", "ccl"):
+            raise UserError(f"options.variant must be 'lin' (EMA of the displacement, QGM code) or 'ccl' "
+                            f"(undamped, CCL code), got {self.variant!r}")
+        if not 0 <= self.mu < 1:
+            raise UserError(f"options.mu must be in [0, 1), got {self.mu}")
+        return self
 
 
-def check_qgm_options(options: Mapping[str, Any], algorithm: str, extra: Mapping[str, Any] = {}) -> dict[str, Any]:
-    merged = reject_unknown(options, {**QGM_OPTIONS, **extra}, algorithm)
-    if merged["variant"] not in ("lin", "ccl"):
-        raise UserError(f"options.variant must be 'lin' (EMA of the displacement, QGM code) or 'ccl' "
-                        f"(undamped, CCL code), got {merged['variant']!r}")
-    if merged.get("align_clip", 0) < 0:
-        raise UserError(f"options.align_clip must be >= 0 (0: plain MSE), got {merged['align_clip']}")
-    if not 0 <= merged["mu"] < 1:
-        raise UserError(f"options.mu must be in [0, 1), got {merged['mu']}")
-    return merged
+@dataclass(frozen=True)
+class QGMOptions(QuasiGlobalOptions):
+    mix_first: bool = False  # gossip first, then the local step (the CCL authors' order)
 
 
 class QuasiGlobalBuffer:
@@ -98,21 +107,15 @@ class QGM:
     authors' code (where their QGM baseline is their CCL with both lambdas 0): the same iterates,
     but a local model is evaluated after its local step instead of after its mixing."""
 
-    OPTIONS: dict[str, Any] = {"mix_first": False}
-
-    def __init__(self, ctx: AgentContext, options: Mapping[str, Any]):
-        self.options = check_qgm_options(options, "qgm", self.OPTIONS)
+    def __init__(self, ctx: AgentContext, options: QGMOptions):
+        self.options = options
         self.ctx = ctx
         self.buffer = QuasiGlobalBuffer(flat_params(ctx.model), ctx.optim.momentum, ctx.optim.nesterov,
-                                        self.options["variant"], self.options["mu"])
+                                        options.variant, options.mu)
         self.pending: PendingCorrection | None = None
 
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        check_qgm_options(options, "qgm", cls.OPTIONS)
-
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        if self.options["mix_first"]:
+        if self.options.mix_first:
             return self.step_mix_first(round_, x, y)
         ctx, buffer = self.ctx, self.buffer
         lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
@@ -120,12 +123,12 @@ class QGM:
         g, loss = local_gradient(ctx, x, y, params)
         half = params - lr * buffer.direction(g)
         payload = {"params": half}
-        if self.options["gossip_momentum"]:
+        if self.options.gossip_momentum:
             payload["momentum"] = buffer.momentum_hat
         received = exchange_params(ctx, round_, payload)
         x_new = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
         mixed_hat = None
-        if self.options["gossip_momentum"]:
+        if self.options.gossip_momentum:
             mixed_hat = gossip_average(buffer.momentum_hat, {j: r["momentum"] for j, r in received.items()},
                                        ctx.weights, ctx.self_weight)
         buffer.correct(params, half, x_new, g, lr, mixed_hat)
@@ -135,7 +138,7 @@ class QGM:
     def step_mix_first(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         ctx = self.ctx
         lr = learning_rate(ctx.optim, round_, ctx.total_rounds, ctx.agents)
-        received = gossip_then_correct(ctx, self.buffer, self.pending, round_, 1.0, self.options["gossip_momentum"])
+        received = gossip_then_correct(ctx, self.buffer, self.pending, round_, 1.0, self.options.gossip_momentum)
         params = flat_params(ctx.model)
         g, loss = local_gradient(ctx, x, y, params)
         set_flat_params(ctx.model, params - lr * self.buffer.direction(g))

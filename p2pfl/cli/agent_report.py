@@ -10,7 +10,7 @@ from p2pfl.config import RunConfig
 
 
 def agent_result(config: RunConfig, run_dir: Path, agent: int) -> str:
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     path = rundir.metrics_path(run_dir, agent)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

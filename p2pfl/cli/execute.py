@@ -13,12 +13,12 @@ from p2pfl.tensorboard_events import require_tensorboard
 
 
 def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 
     if ALGORITHMS[config.algorithm].centralized:
         from p2pfl.agents.federated import describe_split
 
-        split = describe_split(config.algorithm, ALGORITHMS[config.algorithm].check_options(config.options))
+        split = describe_split(config.algorithm, parse_algorithm_options(config.algorithm, config.options))
     else:
         split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
     if mode == "processes":

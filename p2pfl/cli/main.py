@@ -147,7 +147,7 @@ def agent(config_path, agent_id, out, resume, sets):
     from p2pfl.agents.progress import RunProgress, watching
     from p2pfl.cli.agent_report import agent_result
 
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
 
     shows = not ALGORITHMS[config.algorithm].centralized or agent_id == 0  # a client keeps no per-round metrics
     with watching(RunProgress(config, run_dir, enabled=shows, agents=[agent_id])):

@@ -23,7 +23,7 @@ from p2pfl.cli.config_cmd import set_option
 def sweep(config_path, grid_items, seeds, out, simulate, no_progress, sets):
     """Run CONFIG_PATH over a grid of config values and seeds (skipping finished runs), then print and write
     mean ± std per cell (results.md/.csv/.json) and a comparison plot (sweep.png)."""
-    from p2pfl.algorithms import ALGORITHMS
+    from p2pfl.registry import ALGORITHMS
     from p2pfl.cli.execute import execute_run
     from p2pfl.config import load_config
     from p2pfl.overrides import apply_sets

@@ -9,7 +9,7 @@ one request. The math lives in p2pfl/algorithms/.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from p2pfl.models.evaluation import evaluate
 from p2pfl.algorithms.base import flat_params
+from p2pfl.algorithms.method_options import FederatedOptions
 from p2pfl.config import OptimConfig, RunConfig
 from p2pfl.data.clusters import client_data, true_cluster
 from p2pfl.data.dataset import ArrayDataset
@@ -31,7 +32,7 @@ Spec = dict[str, TensorSpec]
 class CoordinatorContext:
     config: RunConfig
     dataset: ArrayDataset
-    options: dict[str, Any]
+    options: FederatedOptions
     clients: list[int]
     truth: dict[int, int]  # true cluster (or task) of every client, to score the assignment
 
@@ -40,7 +41,7 @@ class CoordinatorContext:
 class ClientContext:
     config: RunConfig
     dataset: ArrayDataset
-    options: dict[str, Any]
+    options: FederatedOptions
     agent_id: int
     x: torch.Tensor
     y: torch.Tensor
@@ -50,21 +51,21 @@ class ClientContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
-def true_cluster_of(config: RunConfig, options: Mapping[str, Any], client: int) -> int:
+def true_cluster_of(config: RunConfig, options: FederatedOptions, client: int) -> int:
     """Client (agent) ids start at 1; for the multi-task method the clusters are its tasks."""
-    return true_cluster(client - 1, config.agents - 1, options["clusters"])
+    return true_cluster(client - 1, config.agents - 1, options.clusters)
 
 
-LocalData = Callable[[RunConfig, ArrayDataset, Mapping[str, Any], int], tuple[np.ndarray, ...]]
+LocalData = Callable[[RunConfig, ArrayDataset, Any, int], tuple[np.ndarray, ...]]
 
 
-def cluster_data(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any], client: int):
+def cluster_data(config: RunConfig, dataset: ArrayDataset, options: FederatedOptions, client: int):
     """(x, y, x_test, y_test) of a client of the clustered partitions (rotation, label swap, label groups)."""
-    return client_data(dataset, client - 1, config.agents - 1, options["clusters"], options["cluster_kind"],
+    return client_data(dataset, client - 1, config.agents - 1, options.clusters, options.cluster_kind,
                        config.seed)[:4]
 
 
-def client_context(config: RunConfig, dataset: ArrayDataset, options: dict[str, Any], agent_id: int,
+def client_context(config: RunConfig, dataset: ArrayDataset, options: FederatedOptions, agent_id: int,
                    local_data: LocalData) -> ClientContext:
     device = torch.device(config.device)
     return ClientContext(config, dataset, options, agent_id,
@@ -81,7 +82,7 @@ class CoordinatorMethod(Protocol):
     total_rounds: int  # rounds with training; one more round only evaluates
 
     @classmethod
-    def rounds_before(cls, options: dict) -> int:
+    def rounds_before(cls, options: FederatedOptions) -> int:
         """Rounds before config.rounds (e.g. pre-training): total_rounds = config.rounds + this."""
         ...
 
@@ -122,7 +123,7 @@ class TrainEachRound:
         self.total_rounds = rounds
 
     @classmethod
-    def rounds_before(cls, options: dict) -> int:
+    def rounds_before(cls, options: FederatedOptions) -> int:
         return 0
 
     def phases(self, round_: int) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payloa
 from p2pfl.algorithms.base import set_flat_params
 from p2pfl.algorithms.federated import (StabilityTracker, aggregate_per_model, clove_assign, ifca_assign,
                                         random_assignment)
+from p2pfl.algorithms.method_options import FederatedOptions
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.models.initial import initial_model
@@ -34,12 +35,12 @@ class ClusteredSchedule:
     """Rounds of every clustered method: "evaluate" then "train", after the method's `rounds_before`
     (CP-CFL's pre-training), and one final "evaluate"."""
 
-    def __init__(self, config: RunConfig, options: dict):
+    def __init__(self, config: RunConfig, options: FederatedOptions):
         self.pretrain_rounds = self.rounds_before(options)
         self.total_rounds = config.rounds + self.pretrain_rounds
 
     @classmethod
-    def rounds_before(cls, options: dict) -> int:
+    def rounds_before(cls, options: FederatedOptions) -> int:
         return 0
 
     def phases(self, round_: int) -> tuple[str, ...]:
@@ -54,8 +55,8 @@ class ClusteredCoordinator(ClusteredSchedule):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx.config, ctx.options)
         self.ctx, config, options = ctx, ctx.config, ctx.options
-        identical = options["init"] == "identical"
-        self.models = [params_of(seeded_model(config, ctx.dataset, k, identical)) for k in range(options["models"])]
+        identical = options.init == "identical"
+        self.models = [params_of(seeded_model(config, ctx.dataset, k, identical)) for k in range(options.models)]
         self.assignment: dict[int, int] = {}  # last known model of every client
         self.training: dict[int, int] = {}  # this round's assignment
 
@@ -146,7 +147,7 @@ class CLoVECoordinator(ClusteredCoordinator):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx)
         self.rng = np.random.default_rng(stream_seed(ctx.config.seed, "assignment"))
-        self.stability = StabilityTracker(ctx.options["patience"])
+        self.stability = StabilityTracker(ctx.options.patience)
         self.centroids: dict[int, np.ndarray] = {}  # mean loss vector of each model's clients
 
     def choose(self, round_: int, clients: list[int], matrix: np.ndarray) -> dict[int, int]:
@@ -157,7 +158,7 @@ class CLoVECoordinator(ClusteredCoordinator):
             chosen = random_assignment(len(clients), len(self.models), self.rng)
         else:
             o, seed = self.ctx.options, stream_seed(self.ctx.config.seed, "clustering")
-            chosen = clove_assign(matrix, seed, o["sqrt_losses"], o["unknown_k"])
+            chosen = clove_assign(matrix, seed, o.sqrt_losses, o.unknown_k)
         self.centroids = {int(m): matrix[chosen == m].mean(axis=0) for m in np.unique(chosen)}
         return dict(zip(clients, chosen.tolist()))
 
@@ -166,7 +167,7 @@ class CLoVECoordinator(ClusteredCoordinator):
 
     def absorb(self, tag: str, round_: int, replies: dict[int, Payload], record: dict) -> None:
         super().absorb(tag, round_, replies, record)
-        if tag == "evaluate" and round_ > 0 and "assignment" in record and self.ctx.options["unknown_k"]:
+        if tag == "evaluate" and round_ > 0 and "assignment" in record and self.ctx.options.unknown_k:
             # options.models is only an upper bound: how many the clustering actually used (round 0 is random)
             record["clusters_found"] = len(set(record["assignment"].values()))
 
@@ -189,7 +190,7 @@ class ClusteredClient(ClusteredSchedule):
         self.ctx = ctx
         self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
         self.size = len(params_of(self.model))
-        self.specs = {"evaluate": spec(models=(ctx.options["models"], self.size)), "train": spec(model=(self.size,))}
+        self.specs = {"evaluate": spec(models=(ctx.options.models, self.size)), "train": spec(model=(self.size,))}
 
     def request_spec(self, tag: str) -> Spec:
         return self.specs[tag]
@@ -207,6 +208,6 @@ class ClusteredClient(ClusteredSchedule):
                 metric.append(test_metric(self.model, c.x_test, c.y_test))
             return {"losses": torch.tensor(losses), "accuracy": torch.tensor(metric)}
         set_flat_params(self.model, payload["model"].clone())
-        optimizer = make_optimizer(self.model.parameters(), c.config.optim, c.options["client_optimizer"])
-        train_epochs(self.model, c.x, c.y, c.options["local_epochs"], c.config.optim.batch_size, optimizer, c.generator)
+        optimizer = make_optimizer(self.model.parameters(), c.config.optim, c.options.client_optimizer)
+        train_epochs(self.model, c.x, c.y, c.options.local_epochs, c.config.optim.batch_size, optimizer, c.generator)
         return {"model": params_of(self.model), "n": n_of(c.x)}

@@ -15,59 +15,60 @@ from p2pfl.agents.methods.clustered import ClusteredClient, IFCACoordinator, see
 from p2pfl.algorithms.base import set_flat_params
 from p2pfl.algorithms.contrastive import augment, nt_xent
 from p2pfl.algorithms.federated import weighted_average
+from p2pfl.algorithms.method_options import CPCFLOptions
 from p2pfl.config import RunConfig
 from p2pfl.data.clusters import transform
 from p2pfl.models.contrastive import ContrastiveNet, contrastive_net
 from p2pfl.seeds import stream_seed
 
 
-def pretrain_epochs(net: ContrastiveNet, x: torch.Tensor, options: dict, config: RunConfig, epochs: int,
+def pretrain_epochs(net: ContrastiveNet, x: torch.Tensor, options: CPCFLOptions, config: RunConfig, epochs: int,
                     generator: torch.Generator) -> float:
     """NT-Xent over two augmented views of each unlabeled image."""
     def loss(model: nn.Module, xb: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-        views = [augment(xb, generator, options["augment_shift"], options["augment_noise"], options["augment_erase"])
+        views = [augment(xb, generator, options.augment_shift, options.augment_noise, options.augment_erase)
                  for _ in range(2)]
-        return nt_xent(model(views[0]), model(views[1]), options["temperature"])
+        return nt_xent(model(views[0]), model(views[1]), options.temperature)
 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.optim.lr)
     return train_epochs(net, x, torch.zeros(len(x)), epochs, max(2, config.optim.batch_size), optimizer, generator, loss)
 
 
-def federated_pretrain_rounds(options: dict) -> int:
+def federated_pretrain_rounds(options: CPCFLOptions) -> int:
     """Rounds of federated contrastive pre-training before the clustered rounds (none when the
     coordinator pre-trains on its own sample)."""
-    return options["pretrain_rounds"] if options["pretrain_mode"] == "federated" else 0
+    return options.pretrain_rounds if options.pretrain_mode == "federated" else 0
 
 
 class CPCFLCoordinator(IFCACoordinator):
     def __init__(self, ctx: CoordinatorContext):
         super().__init__(ctx)
-        self.encoder = params_of(contrastive_net(ctx.config, ctx.dataset, ctx.options["projection_dim"]))
-        if ctx.options["pretrain_mode"] == "coordinator":
+        self.encoder = params_of(contrastive_net(ctx.config, ctx.dataset, ctx.options.projection_dim))
+        if ctx.options.pretrain_mode == "coordinator":
             self.pretrain_on_coordinator()
 
     @classmethod
-    def rounds_before(cls, options: dict) -> int:
+    def rounds_before(cls, options: CPCFLOptions) -> int:
         return federated_pretrain_rounds(options)
 
     def unlabeled_pool(self) -> torch.Tensor:
         """The coordinator's own unlabeled set: a sample of images under every cluster's transformation."""
         config, options, dataset = self.ctx.config, self.ctx.options, self.ctx.dataset
         rng = np.random.default_rng(stream_seed(config.seed, "coordinator-pool"))
-        clusters = options["clusters"]
+        clusters = options.clusters
         parts = []
         for cluster in range(clusters):
-            picked = rng.choice(len(dataset.y_train), options["coordinator_samples"] // clusters, replace=False)
-            parts.append(transform(options["cluster_kind"], cluster, dataset.x_train[picked], dataset.y_train[picked],
+            picked = rng.choice(len(dataset.y_train), options.coordinator_samples // clusters, replace=False)
+            parts.append(transform(options.cluster_kind, cluster, dataset.x_train[picked], dataset.y_train[picked],
                                    dataset.num_classes, config.seed)[0])
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
 
     def pretrain_on_coordinator(self) -> None:
         config, options = self.ctx.config, self.ctx.options
-        net = contrastive_net(config, self.ctx.dataset, options["projection_dim"])
+        net = contrastive_net(config, self.ctx.dataset, options.projection_dim)
         generator = torch.Generator().manual_seed(stream_seed(config.seed, "coordinator-pretrain"))
         pretrain_epochs(net, self.unlabeled_pool(), options, config,
-                        options["pretrain_rounds"] * options["pretrain_epochs"], generator)
+                        options.pretrain_rounds * options.pretrain_epochs, generator)
         self.encoder = params_of(net)
         self.install_encoder()
 
@@ -75,7 +76,7 @@ class CPCFLCoordinator(IFCACoordinator):
         """The K cluster models share the pre-trained encoder; each gets its own random head, or with
         init: identical the run's one head, so that the K models start equal as IFCA's and CLoVE's do."""
         config, dataset = self.ctx.config, self.ctx.dataset
-        identical = self.ctx.options["init"] == "identical"
+        identical = self.ctx.options.init == "identical"
         models = []
         for k in range(len(self.models)):
             model = seeded_model(config, dataset, k, identical)
@@ -116,11 +117,11 @@ class CPCFLCoordinator(IFCACoordinator):
 class CPCFLClient(ClusteredClient):
     def __init__(self, ctx: ClientContext):
         super().__init__(ctx)
-        self.net = contrastive_net(ctx.config, ctx.dataset, ctx.options["projection_dim"]).to(ctx.device)
+        self.net = contrastive_net(ctx.config, ctx.dataset, ctx.options.projection_dim).to(ctx.device)
         self.specs["pretrain"] = spec(encoder=(len(params_of(self.net)),))
 
     @classmethod
-    def rounds_before(cls, options: dict) -> int:
+    def rounds_before(cls, options: CPCFLOptions) -> int:
         return federated_pretrain_rounds(options)
 
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
@@ -128,5 +129,5 @@ class CPCFLClient(ClusteredClient):
             return super().handle(tag, round_, payload)
         c = self.ctx
         set_flat_params(self.net, payload["encoder"].clone())
-        loss = pretrain_epochs(self.net, c.x, c.options, c.config, c.options["pretrain_epochs"], c.generator)
+        loss = pretrain_epochs(self.net, c.x, c.options, c.config, c.options.pretrain_epochs, c.generator)
         return {"encoder": params_of(self.net), "n": n_of(c.x), "loss": torch.tensor([loss])}

@@ -41,7 +41,7 @@ class FedTSDPCoordinator(TrainEachRound):
         self.personal = 1  # warm-up: the personalization split at its minimum
         self.clustered = False
         self.above = 0  # consecutive rounds with H >= the threshold
-        self.public = public_batch(ctx.dataset, self.options["public_samples"], ctx.config.seed)
+        self.public = public_batch(ctx.dataset, self.options.public_samples, ctx.config.seed)
         self.rng = np.random.default_rng(stream_seed(ctx.config.seed, "hopkins"))
         self.sent: dict[int, torch.Tensor] = {}
         # Clients not taking part in the clustering round are labelled too (nearest cluster by their latest
@@ -83,21 +83,21 @@ class FedTSDPCoordinator(TrainEachRound):
         models = {c: replies[c]["model"] for c in clients}
         sizes = {c: float(replies[c]["n"][0]) for c in clients}
         self.cluster_models.update(group_average(models, self.cluster_of, sizes))
-        if round_ < self.options["warmup_rounds"] - 1 or len(clients) < 3:
+        if round_ < self.options.warmup_rounds - 1 or len(clients) < 3:
             return
         signatures = np.stack([replies[c]["signature"].numpy() for c in clients])
-        points = reduce_dims(signatures.reshape(len(clients), -1), self.options["hopkins_dims"])
-        h = hopkins(points, self.rng, repeats=self.options["hopkins_repeats"])
+        points = reduce_dims(signatures.reshape(len(clients), -1), self.options.hopkins_dims)
+        h = hopkins(points, self.rng, repeats=self.options.hopkins_repeats)
         record["hopkins"] = h
         if self.clustered:
             return
-        self.personal = personalization_layers(h, self.options["p_max"])
-        self.above = self.above + 1 if h >= self.options["hopkins_threshold"] else 0
-        if self.above >= self.options["hopkins_patience"]:  # one noisy reading of 20 points is not structure
+        self.personal = personalization_layers(h, self.options.p_max)
+        self.above = self.above + 1 if h >= self.options.hopkins_threshold else 0
+        if self.above >= self.options.hopkins_patience:  # one noisy reading of 20 points is not structure
             updates = np.stack([(models[c] - self.sent[c]).numpy() for c in clients])
             divergence = pairwise_js(signatures)
-            labels = two_stage_clusters(divergence, updates, self.options["js_threshold"],
-                                        self.options["cos_ratio"], self.options["min_split_size"])
+            labels = two_stage_clusters(divergence, updates, self.options.js_threshold,
+                                        self.options.cos_ratio, self.options.min_split_size)
             # How far apart the true clusters were in what the two stages looked at (like ARI, a report only).
             truth = np.array([self.ctx.truth[c] for c in clients])
             record["js_within"], record["js_across"] = within_and_across(divergence, truth)
@@ -162,7 +162,7 @@ class FedTSDPClient(TrainEachRound):
         if tag == "evaluate":
             return spec(model=(self.size,), personal=(1,))
         return spec(model=(self.size,), personal=(1,),
-                    public=(self.ctx.options["public_samples"], *self.ctx.dataset.input_shape))
+                    public=(self.ctx.options.public_samples, *self.ctx.dataset.input_shape))
 
     def final_model(self) -> torch.nn.Module:
         """After the final evaluation: its cluster's shared layers and its own top p layers, as evaluated."""
@@ -185,8 +185,8 @@ class FedTSDPClient(TrainEachRound):
         accuracy = torch.tensor([test_metric(self.model, c.x_test, c.y_test)])
         if tag == "evaluate":
             return {"accuracy": accuracy}
-        optimizer = make_optimizer(self.model.parameters(), c.config.optim, c.options["client_optimizer"])
-        train_epochs(self.model, c.x, c.y, c.options["local_epochs"], c.config.optim.batch_size, optimizer, c.generator)
+        optimizer = make_optimizer(self.model.parameters(), c.config.optim, c.options.client_optimizer)
+        train_epochs(self.model, c.x, c.y, c.options.local_epochs, c.config.optim.batch_size, optimizer, c.generator)
         self.own = params_of(self.model)
         with torch.no_grad():
             signature = torch.softmax(self.model(payload["public"]), dim=1)

@@ -44,7 +44,7 @@ class LocalOnlyClient(TrainEachRound):
         super().__init__(ctx.config.rounds)
         self.ctx = ctx
         self.model = initial_model(ctx.config, ctx.dataset).to(ctx.device)
-        self.optimizer = make_optimizer(self.model.parameters(), ctx.config.optim, ctx.options["client_optimizer"])
+        self.optimizer = make_optimizer(self.model.parameters(), ctx.config.optim, ctx.options.client_optimizer)
 
     def request_spec(self, tag: str) -> Spec:
         return spec(go=(1,))
@@ -56,6 +56,6 @@ class LocalOnlyClient(TrainEachRound):
         c = self.ctx
         accuracy = torch.tensor([test_metric(self.model, c.x_test, c.y_test)])
         if tag == "train":
-            train_epochs(self.model, c.x, c.y, c.options["local_epochs"], c.config.optim.batch_size, self.optimizer,
+            train_epochs(self.model, c.x, c.y, c.options.local_epochs, c.config.optim.batch_size, self.optimizer,
                          c.generator)
         return {"accuracy": accuracy}

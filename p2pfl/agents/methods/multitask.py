@@ -8,8 +8,6 @@ own decoder pulled toward the global one by (mu/2)||D_i - D_tau||^2, trains, and
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +17,7 @@ from p2pfl.agents.methods.base import (ClientContext, CoordinatorContext, Payloa
                                        make_optimizer, n_of, spec, test_metric, train_epochs, true_cluster_of)
 from p2pfl.algorithms.federated import group_average
 from p2pfl.algorithms.multitask import proximal_term, sharing_groups
+from p2pfl.algorithms.method_options import MultiTaskOptions
 from p2pfl.config import RunConfig
 from p2pfl.data.dataset import ArrayDataset
 from p2pfl.data.partition import iid_partition
@@ -27,26 +26,26 @@ from p2pfl.models.encoder_decoder import EncoderDecoder
 from p2pfl.seeds import stream_seed
 
 
-def task_model(config: RunConfig, dataset: ArrayDataset, options: dict, task: int) -> EncoderDecoder:
+def task_model(config: RunConfig, dataset: ArrayDataset, options: MultiTaskOptions, task: int) -> EncoderDecoder:
     """Same seed for every task: the encoder (built first) starts identical everywhere."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        name = options["tasks"][task]
-        return EncoderDecoder(dataset.input_shape, options["decoders"][task], TASKS[name][1])
+        name = options.tasks[task]
+        return EncoderDecoder(dataset.input_shape, options.decoders[task], TASKS[name][1])
 
 
 def vector(module: torch.nn.Module) -> torch.Tensor:
     return parameters_to_vector(module.parameters()).detach().clone()
 
 
-def task_data(config: RunConfig, dataset: ArrayDataset, options: Mapping[str, Any], client: int):
+def task_data(config: RunConfig, dataset: ArrayDataset, options: MultiTaskOptions, client: int):
     """An IID shard relabelled for the client's task, cut to `samples_per_client` for low-data tasks."""
     task = true_cluster_of(config, options, client)
     shard = iid_partition(dataset.y_train, config.agents - 1, config.seed)[client - 1]
-    keep = options["samples_per_client"][task]
+    keep = options.samples_per_client[task]
     if keep:
         shard = np.random.default_rng(stream_seed(config.seed, "task-samples", client)).permutation(shard)[:keep]
-    name = options["tasks"][task]
+    name = options.tasks[task]
     return (dataset.x_train[shard], task_targets(name, dataset.y_train[shard]), dataset.x_test,
             task_targets(name, dataset.y_test))
 
@@ -56,7 +55,7 @@ class MultiTaskCoordinator(TrainEachRound):
         super().__init__(ctx.config.rounds)
         self.ctx, o = ctx, ctx.options
         self.task_of = dict(ctx.truth)  # the true "clusters" of the multi-task method are its tasks
-        models = [task_model(ctx.config, ctx.dataset, o, t) for t in range(len(o["tasks"]))]
+        models = [task_model(ctx.config, ctx.dataset, o, t) for t in range(len(o.tasks))]
         self.encoder = {c: vector(models[t].encoder) for c, t in self.task_of.items()}
         self.decoder = {c: vector(models[t].decoder) for c, t in self.task_of.items()}
 
@@ -74,11 +73,11 @@ class MultiTaskCoordinator(TrainEachRound):
         accuracy = {c: float(r["accuracy"][0]) for c, r in replies.items()}
         record["accuracy"] = float(np.mean(list(accuracy.values())))
         record["accuracy_by_task"] = {name: float(np.mean([a for c, a in accuracy.items() if self.task_of[c] == t]))
-                                      for t, name in enumerate(self.ctx.options["tasks"])
+                                      for t, name in enumerate(self.ctx.options.tasks)
                                       if any(self.task_of[c] == t for c in accuracy)}
         if tag != "train":
             return
-        encoder_group, decoder_group = sharing_groups(self.task_of, self.ctx.options["sharing"])
+        encoder_group, decoder_group = sharing_groups(self.task_of, self.ctx.options.sharing)
         sizes = {c: float(r["n"][0]) for c, r in replies.items()}
         encoders = group_average({c: r["encoder"] for c, r in replies.items()}, encoder_group, sizes)
         decoders = group_average({c: r["decoder"] for c, r in replies.items()}, decoder_group, sizes)
@@ -117,7 +116,7 @@ class MultiTaskClient(TrainEachRound):
     def merge(self, payload: Payload) -> None:
         """E_i <- E; under M-Fed the client keeps its own decoder (after its first round), else takes D_tau."""
         vector_to_parameters(payload["encoder"].clone(), self.model.encoder.parameters())
-        if self.ctx.options["sharing"] != "mfed" or not self.trained:
+        if self.ctx.options.sharing != "mfed" or not self.trained:
             vector_to_parameters(payload["decoder"].clone(), self.model.decoder.parameters())
 
     def handle(self, tag: str, round_: int, payload: Payload) -> Payload:
@@ -126,14 +125,14 @@ class MultiTaskClient(TrainEachRound):
         accuracy = torch.tensor([test_metric(self.model, c.x_test, c.y_test)])
         if tag == "evaluate":
             return {"accuracy": accuracy}
-        mu = o["mu"] if o["sharing"] == "mfed" else 0.0
+        mu = o.mu if o.sharing == "mfed" else 0.0
         target = payload["decoder"]
 
         def loss(model: EncoderDecoder, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(model(xb), yb) + proximal_term(model.decoder.parameters(), target, mu)
 
-        optimizer = make_optimizer(self.model.parameters(), c.config.optim, o["client_optimizer"])
-        train_epochs(self.model, c.x, c.y, o["local_epochs"], c.config.optim.batch_size, optimizer, c.generator, loss)
+        optimizer = make_optimizer(self.model.parameters(), c.config.optim, o.client_optimizer)
+        train_epochs(self.model, c.x, c.y, o.local_epochs, c.config.optim.batch_size, optimizer, c.generator, loss)
         self.trained = True
         return {"encoder": vector(self.model.encoder), "decoder": vector(self.model.decoder), "n": n_of(c.x),
                 "accuracy": accuracy}
