@@ -80,6 +80,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
     stop = shared.stop if shared is not None else threading.Event()
 
     def terminate(*_: object) -> None:  # interrupts any wait, so the finally below closes the sockets
+        stop.set()  # and if the raise lands where Python ignores it (a zmq Frame's dealloc), this still ends the run
         raise Stopped(f"agent {agent_id} terminated")
 
     on_main = threading.current_thread() is threading.main_thread()
@@ -101,7 +102,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
                                    config.network.round_timeout, curve=curve,
                                    max_message_bytes=int(config.network.max_message_mb * 2**20),
                                    round_window=setup.round_window,
-                                   stopping=stop if shared is not None else None)
+                                   stopping=stop)
             loop = build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume)
         loop.run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
