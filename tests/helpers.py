@@ -67,3 +67,20 @@ def step_all(agents, round_: int, batches) -> list[dict]:
 
 def graph(kind: str, n: int):
     return build_topology(kind, n)
+
+
+def loops_in_threads(loops) -> tuple[list[threading.Thread], dict]:
+    """Start each loop's run() in its own daemon thread; returns the threads and what each loop raised
+    (by agent id; nothing when every loop finished)."""
+    errors: dict = {}
+
+    def body(loop):
+        try:
+            loop.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors[loop.agent_id] = exc
+
+    threads = [threading.Thread(target=body, args=(loop,), daemon=True) for loop in loops]
+    for t in threads:
+        t.start()
+    return threads, errors

@@ -362,21 +362,10 @@ class LateClients:
 def run_in_threads(config, setup, tmp_path, wrap_coordinator, clients):
     """The coordinator in this thread, each client loop in its own; the coordinator's records and what
     each client thread raised (nothing, when every client finished the run)."""
-    import threading
-
     from p2pfl.agents.federated import CoordinatorLoop
+    from tests.helpers import loops_in_threads
 
-    errors = {}
-
-    def body(loop):
-        try:
-            loop.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors[loop.agent_id] = exc
-
-    threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in clients]
-    for t in threads:
-        t.start()
+    threads, errors = loops_in_threads(clients)
     coordinator = CoordinatorLoop(config, setup.dataset, wrap_coordinator, tmp_path)
     rows = coordinator.run()
     return rows, threads, errors

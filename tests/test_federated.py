@@ -109,21 +109,9 @@ def test_a_silent_coordinator_stops_a_client_with_a_clear_error(tmp_path):
 
 def start_clients(config, setup, endpoints, run_dir, ids):
     """Client loops in threads; returns the threads and what each raised."""
-    import threading
+    from tests.helpers import loops_in_threads
 
-    errors = {}
-    loops = [ClientLoop(config, a, setup.dataset, endpoints[a], run_dir) for a in ids]
-
-    def body(loop):
-        try:
-            loop.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors[loop.agent_id] = exc
-
-    threads = [threading.Thread(target=body, args=(loop,), daemon=True) for loop in loops]
-    for t in threads:
-        t.start()
-    return threads, errors
+    return loops_in_threads([ClientLoop(config, a, setup.dataset, endpoints[a], run_dir) for a in ids])
 
 
 def test_the_coordinator_waits_for_every_client_at_start_and_goes_on_without_one_that_never_comes(tmp_path,

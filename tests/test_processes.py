@@ -158,19 +158,25 @@ def test_sigkill_of_the_launcher_leaves_no_agent_alive(tmp_path, no_leaked_agent
     check_ports_free(config)
 
 
-def test_an_agent_crashing_with_a_python_error_fails_the_run(tmp_path, no_leaked_agents):
-    """Agent 2 cannot write its checkpoint (a folder sits where the file goes): a Python error (torch's
-    RuntimeError) at its first save. Its neighbours finish, the summary is printed, `p2pfl run` exits 1."""
-    config = small_config(agents=4, rounds=30, eval_every=0, checkpoint_every=1, network__round_timeout=5.0)
+@pytest.mark.parametrize("agents, per_process, crashing", [(4, 1, 2), (6, 3, 4)])
+def test_an_agent_crashing_with_a_python_error_fails_the_run(tmp_path, no_leaked_agents, agents, per_process,
+                                                             crashing):
+    """The crashing agent cannot write its checkpoint (a folder sits where the file goes): a Python error
+    (torch's RuntimeError) at its first save. Its neighbours finish (packed 3 per process: its worker-mates
+    too), the summary is printed, `p2pfl run` exits 1."""
+    config = small_config(agents=agents, rounds=30, eval_every=0, checkpoint_every=1, network__round_timeout=5.0,
+                          network__agents_per_process=per_process)
     path = write_config(tmp_path, config)
-    rundir.checkpoint_path(tmp_path / "run", 2).with_suffix(".tmp").mkdir(parents=True)
+    rundir.checkpoint_path(tmp_path / "run", crashing).with_suffix(".tmp").mkdir(parents=True)
     result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 1, result.stderr
-    assert "agent 2 failed: RuntimeError" in result.stderr and "Is a directory" in result.stderr
-    assert "agent(s) 2 did not finish" in result.stderr and "Traceback" not in result.stderr
+    assert f"agent {crashing} failed: RuntimeError" in result.stderr and "Is a directory" in result.stderr
+    assert f"agent(s) {crashing} did not finish" in result.stderr and "Traceback" not in result.stderr
     assert "consensus model" in result.stdout  # the others' results are still reported
     summary = json.loads((tmp_path / "run" / rundir.SUMMARY).read_text())
-    assert summary["agents_not_finished"] == [2] and summary["agents_finished"] == 3
+    assert summary["agents_not_finished"] == [crashing] and summary["agents_finished"] == agents - 1
+    assert "agent crashed" in rundir.log_path(tmp_path / "run", crashing).read_text()
+    assert "agent crashed" not in rundir.log_path(tmp_path / "run", crashing - 1).read_text()  # a worker-mate when packed
 
 
 def test_killing_one_agent_mid_run_leaves_the_others_finishing_with_results(tmp_path, no_leaked_agents):
