@@ -36,3 +36,4 @@ TAG_HELLO = "hello"
 TAG_WELCOME = "welcome"  # reply to a hello that arrives mid-run: carries the current round
 TAG_BYE = "bye"
 HELLO_ROUND = -1
+STOP_POLL_SECONDS = 0.25  # with a stop event: the longest an exchange wait runs on once the event is set

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 import torch
 
 from p2pfl.constants import (DEFAULT_MAX_MESSAGE_BYTES, DRAIN_MAX_MESSAGES, DRAIN_MAX_SECONDS, DROP_REASONS,
+                             STOP_POLL_SECONDS,
                              HELLO_ROUND, MAX_PARKED_PER_PEER, PARKED_CAPS_PER_PEER, ROUND_WINDOW, TAG_HELLO,
                              TAG_WELCOME, WELCOME_INTERVAL_SECONDS)
 from p2pfl.errors import WireError
@@ -92,10 +93,14 @@ class MailboxExchange:
     """Exchange logic common to every transport; subclasses move the frames."""
 
     def __init__(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, round_window: int = ROUND_WINDOW):
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, round_window: int = ROUND_WINDOW,
+                 stopping: threading.Event | None = None):
         """`round_window`: how many rounds ahead a peer's message is kept; a topology that changes per round
-        lets peers run further ahead than a fixed one (RunSetup.round_window)."""
+        lets peers run further ahead than a fixed one (RunSetup.round_window). `stopping`: set when the agent
+        must stop (a failed sibling in --simulate, a packed worker's SIGTERM, a signal that Python swallowed);
+        every wait then ends within STOP_POLL_SECONDS instead of at its deadline."""
         self.agent_id = agent_id
+        self.stopping = stopping
         self.round_window = round_window
         self.peers = frozenset(peers)
         self.run_id = run_id
@@ -126,8 +131,8 @@ class MailboxExchange:
         pass
 
     def _aborted(self) -> bool:
-        """True once the whole run is stopping: no wait should run on to its deadline."""
-        return False
+        """True once the agent is stopping: no wait should run on to its deadline."""
+        return self.stopping is not None and self.stopping.is_set()
 
     # -- the exchange ----------------------------------------------------------------------
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
@@ -211,7 +216,8 @@ class MailboxExchange:
             if remaining <= 0 or self._aborted():
                 break
             waited = time.perf_counter()
-            item = self._receive(remaining)
+            # With a stop event, wait in slices: None after a slice reads as a timeout, the loop checks the event.
+            item = self._receive(remaining if self.stopping is None else min(remaining, STOP_POLL_SECONDS))
             self.stats.wait_seconds += time.perf_counter() - waited
             if item is not None:  # None: a timeout, or a link event that may have changed who is down
                 self._handle(item, round, tag, specs, got)
@@ -366,13 +372,6 @@ class InMemoryHub:
 
     def __init__(self) -> None:
         self.mailboxes: dict[PeerId, queue.Queue] = {}
-        self.stopping = threading.Event()
-
-    def abort(self) -> None:
-        """One agent failed: wake every agent waiting for a message, so it stops now, not at its deadline."""
-        self.stopping.set()
-        for box in list(self.mailboxes.values()):
-            box.put(None)
 
     def mailbox(self, agent_id: PeerId) -> queue.Queue:
         """Created once, atomically: with a lazy defaultdict two threads could each create one, and a
@@ -401,9 +400,6 @@ class InMemoryExchange(MailboxExchange):
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
         try:
-            return self.hub.mailbox(self.agent_id).get(timeout=timeout)  # None: the hub's wake-up call
+            return self.hub.mailbox(self.agent_id).get(timeout=timeout)
         except queue.Empty:
             return None
-
-    def _aborted(self) -> bool:
-        return self.hub.stopping.is_set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Mapping, Sequence
 
 import zmq
@@ -20,18 +19,13 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 LINGER_MS = 2000  # long enough to flush the last round to live peers, short enough to exit if they died
 SEND_HWM = 64
-STOP_POLL_SECONDS = 0.25  # with a `stopping` event: the longest a wait runs on once the event is set
 
 
 class ZmqExchange(MailboxExchange):
     def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
                  round_timeout: float, curve: CurveKeys | None = None,
-                 stopping: threading.Event | None = None, **kwargs):
-        """`stopping`: set when this agent must stop although it is not its process's main thread (a packed
-        worker's agents: a signal interrupts only the main thread); every wait then ends within
-        STOP_POLL_SECONDS instead of at its deadline."""
+                 **kwargs):
         super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
-        self.stopping = stopping
         self.context = zmq.Context()
         self.curve = curve
         self.authenticator = None
@@ -92,12 +86,7 @@ class ZmqExchange(MailboxExchange):
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
             return False
 
-    def _aborted(self) -> bool:
-        return self.stopping is not None and self.stopping.is_set()
-
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
-        if self.stopping is not None:  # None after a slice reads as a timeout: the caller checks _aborted
-            timeout = min(timeout, STOP_POLL_SECONDS)
         ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
         for monitor, peer in self.monitors.items():
             if monitor in ready:

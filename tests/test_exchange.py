@@ -157,12 +157,14 @@ def test_request_and_reply_are_send_and_collect_with_their_bytes_and_the_peers_r
     assert b.stats.dropped["unexpected tensors"] == 1
 
 
-def test_an_aborted_hub_wakes_an_agent_waiting_for_a_silent_neighbour():
-    """A failed agent in --simulate must not leave the others waiting a whole round timeout."""
-    hub, a, _, _ = pair(timeout=600.0)
+def test_a_stop_event_wakes_an_agent_waiting_for_a_silent_neighbour():
+    """A failed agent in --simulate (or a packed worker's SIGTERM) must not leave the others waiting a whole
+    round timeout."""
+    hub, stop = InMemoryHub(), threading.Event()
+    a = hub.endpoint(0, [1, 2], RUN, 600.0, stopping=stop)
     result = {}
     waiter = threading.Thread(target=lambda: result.update(got=a.exchange(0, "params", {1: {"x": torch.zeros(3)}})))
     waiter.start()
-    hub.abort()
+    stop.set()
     waiter.join(60)
     assert not waiter.is_alive() and result["got"] == {}

@@ -27,7 +27,7 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
     for agent in range(config.agents):
         exchange = hub.endpoint(agent, setup.graph[agent], setup.run_id, config.network.round_timeout,
                                 max_message_bytes=int(config.network.max_message_mb * 2**20),
-                                round_window=setup.round_window)
+                                round_window=setup.round_window, stopping=stop)
         loops.append((agent, build_loop(setup, agent, exchange, run_dir, stop=stop)))
 
     def body(agent: int, loop) -> None:
@@ -35,8 +35,7 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
             loop.run()
         except BaseException as exc:  # recorded and re-raised in the caller's thread
             errors[agent] = exc
-            stop.set()
-            hub.abort()
+            stop.set()  # the others' waits see it within STOP_POLL_SECONDS
 
     threads = [threading.Thread(target=body, args=(agent, loop), name=f"agent-{agent}", daemon=True)
                for agent, loop in loops]
@@ -48,7 +47,6 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
                 thread.join(timeout=0.2)
     except KeyboardInterrupt:
         stop.set()
-        hub.abort()
         for thread in threads:
             thread.join(timeout=config.network.round_timeout + 5)
         raise
