@@ -34,8 +34,9 @@ MEANINGS: dict[str, str] = {
     "model_args": "keyword arguments of the model class, e.g. {hidden: [128, 64]} for mlp",
     "device": "torch device of every agent, e.g. cpu or cuda:0",
     "options": "algorithm options, e.g. {variant: ccl, lambda_m: 0.1} (checked per algorithm)",
-    "tensorboard": "also write the per-round metrics as TensorBoard scalars into RUN/tensorboard/ when the run is "
-                   "summarized (needs tensorboardX: pip install 'p2pfl[tensorboard]'); `tensorboard --logdir runs`",
+    "tensorboard": "also write the per-round metrics as TensorBoard scalars into RUN/tensorboard/, live and again "
+                   "when the run is summarized (needs tensorboardX: pip install 'p2pfl[tensorboard]'); "
+                   "`tensorboard --logdir runs`",
     "run_id": "shared run id (default: a hash of the config, so hand-started agents agree)",
     "topology.kind": "ring, torus, circulant, exponential, complete, star, random-regular, erdos-renyi, file; "
                      "changing every round (seeded by seed): one-peer-exponential, random-matching, peer-sampling",

@@ -1,7 +1,9 @@
 """`tensorboard: true`: the per-round metrics of a run folder as TensorBoard scalars (tensorboardX).
 
-Written when the run is summarized (the end of `run`, `spawn`, `slurm`, `sweep`, or `p2pfl report`), from
-the metrics files alone, so every way of running gives the same events; a second summary replaces them.
+While a run goes, the launcher's progress watcher writes each round once every agent has reported it
+(`LiveScalars`), so TensorBoard follows a run in progress. When the run is summarized (the end of `run`,
+`spawn`, `slurm`, `sweep`, or `p2pfl report`) the events are written again from the metrics files alone,
+replacing the live ones: every way of running ends with the same events, consensus curve included.
 Steps are rounds counted from 1, as on the terminal and in the plots.
 """
 
@@ -27,14 +29,42 @@ def require_tensorboard(config: RunConfig) -> None:
                         "tensorboardX), or set tensorboard: false") from None
 
 
+def clear_events(folder: Path) -> None:
+    for old in folder.glob("events.out.tfevents.*"):  # ours: a re-summarized run must not show twice
+        old.unlink()
+
+
+class LiveScalars:
+    """Scalars of a run in progress, flushed every few seconds; opened on the first point."""
+
+    def __init__(self, run_dir: Path):
+        self.folder = Path(run_dir) / FOLDER
+        self.writer = None
+
+    def add(self, tag: str, step: int, value: float | None) -> None:
+        if value is None:
+            return
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+
+            self.folder.mkdir(parents=True, exist_ok=True)
+            clear_events(self.folder)  # a resumed run starts its live file afresh; the summary rewrites all
+            self.writer = SummaryWriter(logdir=str(self.folder), flush_secs=2)
+        self.writer.add_scalar(tag, float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def write_scalars(run_dir: Path, series: dict[str, Iterable[tuple[int, float]]]) -> Path:
     """Each tag's (round from 1, value) points into RUN/tensorboard/, replacing events of an earlier summary."""
     from tensorboardX import SummaryWriter
 
     folder = Path(run_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("events.out.tfevents.*"):  # ours: a re-summarized run must not show twice
-        old.unlink()
+    clear_events(folder)
     writer = SummaryWriter(logdir=str(folder))
     try:
         for tag, points in series.items():

@@ -4,6 +4,7 @@ event file itself (TFRecord framing, tensorboardX's own Event protobuf)."""
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,44 @@ def test_off_by_default_and_a_missing_tensorboardx_is_one_clear_error(tmp_path, 
                                               "'p2pfl[tensorboard]' (or pip install tensorboardX), or set "
                                               "tensorboard: false"]
     assert not (tmp_path / "on").exists()  # refused before the run, not after it
+
+
+def test_rounds_reach_tensorboard_while_the_run_goes_each_once_every_agent_reported_it(tmp_path):
+    """The launcher's watcher (progress shown or not) writes a round when its last agent reports it."""
+    from p2pfl.agents import rundir
+    from p2pfl.agents.progress import RunProgress
+
+    config = small_config(agents=2, rounds=4, tensorboard=True, consensus_curve=False)
+
+    def report(agent: int, **row) -> None:
+        path = rundir.metrics_path(tmp_path, agent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    with RunProgress(config, tmp_path, enabled=False) as progress:  # as with --no-progress
+        report(0, round=0, loss=1.0)
+        report(0, round=1, loss=0.5, test_loss=2.0, test_accuracy=0.4)
+        progress.update()
+        assert progress.live.writer is None  # agent 1 has reported nothing: no round is complete
+        report(1, round=0, loss=3.0)
+        progress.update()
+        deadline = time.monotonic() + 60  # the writer's thread flushes every 2 s: on disk mid-run
+        while not read_scalars(tmp_path / "tensorboard") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert read_scalars(tmp_path / "tensorboard") == {"train/loss_mean": [(1, 2.0)]}
+        report(1, round=1, loss=1.5, test_loss=1.0, test_accuracy=0.6)
+        progress.update()
+    scalars = read_scalars(tmp_path / "tensorboard")
+    assert scalars["train/loss_mean"] == [(1, 2.0), (2, 1.0)]
+    assert scalars["test/local_loss_mean"] == [(2, 1.5)]
+    assert scalars["test/local_accuracy_mean"] == [(2, pytest.approx(0.5))]
+    assert "test/consensus_accuracy" not in scalars  # consensus_curve off: nothing to average
+
+
+def test_a_progress_watcher_of_one_hand_started_agent_writes_no_events(tmp_path):
+    from p2pfl.agents.progress import RunProgress
+
+    config = small_config(agents=3, rounds=2, tensorboard=True)
+    assert RunProgress(config, tmp_path, agents=[1]).live is None  # one agent's rows are not the run's means
+    assert RunProgress(config, tmp_path).live is not None

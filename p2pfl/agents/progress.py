@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
+from p2pfl.tensorboard_events import LiveScalars
 
 
 class RunProgress:
@@ -21,6 +22,8 @@ class RunProgress:
 
     Rounds are counted as completed rounds, 1..N (a metrics row's `round` r is shown as r + 1);
     the status names the mean training loss and the latest test accuracy of the evaluated rounds.
+    With `tensorboard: true` and every agent watched, each round goes to TensorBoard once all agents
+    reported it (shown or not: `--no-progress` runs are followed too).
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, enabled: bool = True, agents: list[int] | None = None):
@@ -47,6 +50,10 @@ class RunProgress:
                                  TimeRemainingColumn(), transient=False)
         self.task = None
         self.printed: tuple[int, bool] = (-1, False)
+        whole_run = self.watched == [0] if self.centralized else len(self.watched) == config.agents
+        self.live = LiveScalars(run_dir) if config.tensorboard and whole_run else None
+        self.losses: dict[int, dict[int, float]] = {}  # round -> {agent: training loss}, until all reported
+        self.test_losses: dict[int, dict[int, float]] = {}
 
     def __enter__(self) -> "RunProgress":
         if self.enabled and self.tty:
@@ -57,6 +64,8 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         if self.task is not None:
             self.progress.stop()
+        if self.live is not None:
+            self.live.close()
 
     def note(self, message: str) -> None:
         """A line above the bar (or a plain line without a terminal)."""
@@ -81,10 +90,37 @@ class RunProgress:
                 row = json.loads(line)
                 if "test_accuracy" in row:
                     self.accuracy.setdefault(row["round"], {})[agent] = row["test_accuracy"]
+                if self.live is not None:
+                    self.record(agent, row)
             if lines:
                 self.last_row = json.loads(lines[-1])
                 if "loss" in self.last_row:
                     self.last_loss[agent] = self.last_row["loss"]
+
+    def record(self, agent: int, row: dict) -> None:
+        """One metrics row to TensorBoard: a coordinator's at once, a gossip round once all agents have it."""
+        from p2pfl.tensorboard_events import coordinator_series
+
+        assert self.live is not None
+        if self.centralized:
+            from p2pfl.agents.federated import metric_name
+
+            for tag, points in coordinator_series([row], metric_name(self.config)).items():
+                self.live.add(tag, *points[0])
+            return
+        step = row["round"] + 1
+        for key, tag, pending in (("loss", "train/loss_mean", self.losses),
+                                  ("test_loss", "test/local_loss_mean", self.test_losses)):
+            if key in row:
+                reported = pending.setdefault(row["round"], {})
+                reported[agent] = row[key]
+                if len(reported) == len(self.watched):
+                    self.live.add(tag, step, sum(reported.values()) / len(reported))
+                    del pending[row["round"]]
+        scores = self.accuracy.get(row["round"], {})
+        if "test_accuracy" in row and len(scores) == len(self.watched):
+            self.live.add("test/local_accuracy_mean", step, sum(scores.values()) / len(scores))
+            self.live.add("test/consensus_accuracy", step, self.consensus_accuracy(row["round"]))
 
     def status(self) -> str:
         if self.centralized:
@@ -162,6 +198,8 @@ class RunProgress:
 
     def update(self) -> None:
         if not self.enabled:
+            if self.live is not None:
+                self.poll()
             return
         self.poll()
         rows = min(self.rounds[a] for a in self.watched)
