@@ -89,7 +89,7 @@ def wait_rounds(tmp_path, agent, count, procs, timeout=120):
 
 def stop_once_healed(tmp_path, procs, cut, timeout=180):
     """Wait until agent 0 and the cut agent both mix with every neighbour again after their time apart,
-    then stop the run with SIGTERM (exit 130): no need to train out thousands of rounds to see the heal."""
+    then stop the run with SIGTERM (exit 143): no need to train out thousands of rounds to see the heal."""
     deadline = time.monotonic() + timeout
     try:
         while not (heard_phases(rows(tmp_path, 0))[1] and heard_phases(rows(tmp_path, cut))[1]):
@@ -102,7 +102,7 @@ def stop_once_healed(tmp_path, procs, cut, timeout=180):
     finally:
         for p in procs:
             p.kill()
-    assert all(p.returncode == 130 for p in procs), [p.returncode for p in procs]  # stopped, not crashed
+    assert all(p.returncode == 143 for p in procs), [p.returncode for p in procs]  # stopped, not crashed
 
 
 def heard_phases(history):
