@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
-from p2pfl.tensorboard_events import LiveScalars
 
 
 class RunProgress:
@@ -51,7 +50,11 @@ class RunProgress:
         self.task = None
         self.printed: tuple[int, bool] = (-1, False)
         whole_run = self.watched == [0] if self.centralized else len(self.watched) == config.agents
-        self.live = LiveScalars(run_dir) if config.tensorboard and whole_run else None
+        self.live = None
+        if config.tensorboard and whole_run:
+            from p2pfl.tensorboard_events import LiveScalars
+
+            self.live = LiveScalars(run_dir)
         self.losses: dict[int, dict[int, float]] = {}  # round -> {agent: training loss}, until all reported
         self.test_losses: dict[int, dict[int, float]] = {}
 
