@@ -52,7 +52,7 @@ class RunProgress:
         whole_run = self.watched == [0] if self.centralized else len(self.watched) == config.agents
         self.live = None
         if config.tensorboard and whole_run:
-            from p2pfl.tensorboard_events import LiveScalars
+            from p2pfl.agents.live_tensorboard import LiveScalars
 
             self.live = LiveScalars(run_dir)
         self.losses: dict[int, dict[int, float]] = {}  # round -> {agent: training loss}, until all reported
@@ -102,7 +102,7 @@ class RunProgress:
 
     def record(self, agent: int, row: dict) -> None:
         """One metrics row to TensorBoard: a coordinator's at once, a gossip round once all agents have it."""
-        from p2pfl.tensorboard_events import coordinator_series
+        from p2pfl.agents.live_tensorboard import coordinator_series
 
         assert self.live is not None
         if self.centralized:
