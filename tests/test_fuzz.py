@@ -63,13 +63,16 @@ def test_agent_survives_two_thousand_malformed_messages(tmp_path, no_leaked_agen
 
         throw()
 
-        def rows():
-            done = []
-            for line in rundir.metrics_path(tmp_path / "run", 0).read_text().splitlines():
-                try:
-                    done.append(json.loads(line))
-                except json.JSONDecodeError:  # the last line, half written
-                    break
+        done, offset = [], 0
+
+        def rows():  # read on from where the last call stopped: the file grows by thousands of rounds
+            nonlocal offset
+            with open(rundir.metrics_path(tmp_path / "run", 0), "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # the last line may be half written
+            offset += len(complete)
+            done.extend(json.loads(line) for line in complete.splitlines())
             return done
 
         deadline = time.monotonic() + 120  # liveness only: every message is seen within a few rounds

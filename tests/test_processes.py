@@ -45,6 +45,7 @@ def test_processes_give_the_same_losses_as_simulate(tmp_path, no_leaked_agents, 
     summary = json.loads((tmp_path / "proc" / rundir.SUMMARY).read_text())
     assert summary["mode"] == "processes" and 0 < summary["consensus_accuracy"] <= 1
     assert (tmp_path / "proc" / rundir.PLOT).stat().st_size > 0
+    assert not (tmp_path / "proc" / "workers").exists()  # one process per agent: no packed worker logs
     check_ports_free(config)  # every port was released
 
 
