@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -135,3 +136,21 @@ def run_agents_by_hand(config_path, agents: int, out, timeout: float = 180) -> l
             p.kill()
     assert all(p.returncode == 0 for p in procs), outputs
     return outputs
+
+
+class MetricsTail:
+    """An agent's metrics rows, read on from where the last call stopped: a live run's file grows by
+    thousands of rounds, and re-parsing it all several times a second costs the agents the CPU they need."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.done = Path(path), 0, []
+
+    def rows(self) -> list[dict]:
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # the last line may be half written
+            self.offset += len(complete)
+            self.done.extend(json.loads(line) for line in complete.splitlines())
+        return self.done

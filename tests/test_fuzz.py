@@ -1,6 +1,5 @@
 """2,000 generated malformed messages thrown at a live agent process: it drops and counts them all and goes on."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from p2pfl.agents import rundir
 from p2pfl.config import save_config
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, MetricsTail, small_config
 
 FUZZ_MESSAGES = 2_000  # hypothesis spends ~5 ms generating each; 10,000 took 52-92 s of a suite that must stay under 10 minutes
 
@@ -63,17 +62,7 @@ def test_agent_survives_two_thousand_malformed_messages(tmp_path, no_leaked_agen
 
         throw()
 
-        done, offset = [], 0
-
-        def rows():  # read on from where the last call stopped: the file grows by thousands of rounds
-            nonlocal offset
-            with open(rundir.metrics_path(tmp_path / "run", 0), "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            complete = chunk[:chunk.rfind(b"\n") + 1]  # the last line may be half written
-            offset += len(complete)
-            done.extend(json.loads(line) for line in complete.splitlines())
-            return done
+        rows = MetricsTail(rundir.metrics_path(tmp_path / "run", 0)).rows
 
         deadline = time.monotonic() + 120  # liveness only: every message is seen within a few rounds
         while sum(r["dropped"] for r in rows()) < FUZZ_MESSAGES:

@@ -1,7 +1,7 @@
 """Agents on separate network hosts (Linux network namespaces on a private bridge), with a link cut
 mid-run and a partition by iptables DROP. Needs root and iproute2/iptables; skipped otherwise."""
 
-import json
+import functools
 import os
 import shutil
 import subprocess
@@ -13,7 +13,7 @@ import pytest
 from p2pfl.agents import rundir
 from p2pfl.config import save_config
 from p2pfl.security import generate_keys
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, MetricsTail, small_config
 
 AGENTS = 3
 
@@ -69,15 +69,13 @@ def start_agents(tmp_path, names, rounds):
             for i, name in enumerate(names)]
 
 
+@functools.cache
+def tail(tmp_path, agent):
+    return MetricsTail(rundir.metrics_path(tmp_path / "run", agent))
+
+
 def rows(tmp_path, agent):
-    path = rundir.metrics_path(tmp_path / "run", agent)
-    done = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            done.append(json.loads(line))
-        except json.JSONDecodeError:  # the line being written
-            break
-    return done
+    return tail(tmp_path, agent).rows()
 
 
 def wait_rounds(tmp_path, agent, count, procs, timeout=120):
