@@ -10,8 +10,10 @@ For each size and topology, two runs of the same agent processes side by side: D
   agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
-With `--agents-per-process 1,0` every size runs once per value (network.agents_per_process: 1 one process
-per agent, N agents as threads of each process, 0 auto), so packed and unpacked runs sit side by side.
+With `--agents-per-process 1,0,sim` every size runs once per value (network.agents_per_process: 1 one process
+per agent, N agents as threads of each process, 0 auto; sim: `p2pfl run --simulate`, every agent a thread of
+the one launcher process over the in-memory exchange, its memory read from that process), so packed,
+unpacked and simulated runs sit side by side.
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
     python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
@@ -64,9 +66,10 @@ def memory_of(pid: int) -> tuple[int, int]:
 class Watcher(threading.Thread):
     """Polls the run folder and /proc while the run goes: round-0 time and memory peaks."""
 
-    def __init__(self, run_dir: Path, agents: int, marker: str, started: float):
+    def __init__(self, run_dir: Path, agents: int, marker: str, started: float, process: int | None = None):
         super().__init__(daemon=True)
         self.run_dir, self.agents, self.marker, self.started = run_dir, agents, marker, started
+        self.process = process  # --simulate: the launcher itself runs the agents
         self.startup: float | None = None
         self.peak_rss: dict[int, int] = {}
         self.peak_pss_total = 0
@@ -84,7 +87,7 @@ class Watcher(threading.Thread):
             if self.startup is None and self.all_started():
                 self.startup = time.perf_counter() - self.started
             total = 0
-            for pid in our_agents(self.marker):
+            for pid in [self.process] if self.process else our_agents(self.marker):
                 try:
                     hwm, pss = memory_of(pid)
                 except (OSError, StopIteration):
@@ -100,7 +103,7 @@ def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
             for a in range(agents)]
 
 
-def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int = 1) -> dict:
+def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str = 1) -> dict:
     marker = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -110,18 +113,21 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
                    "--set", "eval_every=0", "--set", f"network.base_port={port}", "--set", "optim.batch_size=32",
                    "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
                    "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
-                   "--set", f"network.agents_per_process={per_process}"]
+                   *(["--simulate"] if per_process == "sim" else ["--set", f"network.agents_per_process={per_process}"])]
         env = {**os.environ, MARKER: marker, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
-        watcher = Watcher(run_dir, agents, marker, started)
+        launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=ROOT)
+        watcher = Watcher(run_dir, agents, marker, started, launcher.pid if per_process == "sim" else None)
         watcher.start()
         try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+            _, stderr = launcher.communicate()
         finally:
+            launcher.kill()
             watcher.done.set()
             watcher.join()
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        if launcher.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({launcher.returncode}):\n{stderr[-2000:]}")
         rows = rows_of(run_dir, agents)
     rounds = min(len(r) for r in rows)
     skip, tenth = rounds // 10, max(1, rounds // 10)
@@ -142,8 +148,8 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
 
 def table(results: list[dict]) -> str:
     lines = ["| agents | topology | agents/process (processes) | start-up s | s/round | floor s/round | ratio | "
-             "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | PSS total MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | PSS total MB | PSS/agent MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def key(r: dict) -> tuple:
         return r["agents"], r["topology"], r.get("agents_per_process", 1)
@@ -155,11 +161,13 @@ def table(results: list[dict]) -> str:
         floor = floors.get(key(r))
         ratio = f"{r['s_per_round'] / floor['s_per_round']:.2f}" if floor else "-"
         per = r.get("agents_per_process", 1)
-        lines.append(f"| {r['agents']} | {r['topology']} | {'auto' if per == 0 else per} ({r.get('processes')}) | "
+        shown = {0: "auto", "sim": "simulate"}.get(per, per)
+        lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                      f"{r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
                      f"{floor['s_per_round'] if floor else float('nan'):.4f} | {ratio} | "
                      f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
-                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {r['pss_total_mb']:,.0f} |")
+                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {r['pss_total_mb']:,.0f} | "
+                     f"{r['pss_total_mb'] / r['agents']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,8 +181,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--agents-per-process", default="1",
-                        help="network.agents_per_process values to compare, e.g. 1,0 (1: a process per agent, "
-                             "0: auto packing)")
+                        help="network.agents_per_process values to compare, e.g. 1,0,sim (1: a process per agent, "
+                             "0: auto packing, sim: --simulate)")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for topology in args.topologies.split(","):
-            for per_process in (int(p) for p in args.agents_per_process.split(",")):
+            for per_process in (p if p == "sim" else int(p) for p in args.agents_per_process.split(",")):
                 for algorithm in ("dsgdm-n", "local"):
                     result = run_once(args, size, topology, algorithm, args.base_port, per_process)
                     print(json.dumps(result), flush=True)
