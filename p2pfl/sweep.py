@@ -12,19 +12,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
 from p2pfl.errors import UserError
 from p2pfl.overrides import apply_values
-from p2pfl.sweep_cells import Cell
+from p2pfl.sweep_cells import Cell, show
 
 CELL_FILE = "sweep_cell.json"
+# What a benchmark script's --quick smoke test sets on top of its sweep: 4 agents, an MLP on digits, seconds.
+SMOKE_TEST = {"agents": 4, "model": "mlp", "data.name": "digits", "data.path": None, "eval_samples": 0}
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,37 @@ def run_grid(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path,
         rows.append({"cell": cell.label, "name": cell.name, "values": cell.values, "seed": seed,
                      "summary": summary})
     return rows
+
+
+def sweep_command(config: str | Path, *, cells_file: str | None = None, cells: list[Cell] = (),
+                  grid: list[tuple[str, list[Any]]] = (), sets: dict[str, Any] | None = None, seeds: list[int] = (),
+                  metrics: tuple[str, ...] = (), simulate: bool = True) -> str:
+    """The `p2pfl sweep` command line that runs the same sweep as a benchmark script, for its table's header."""
+    def quote(text: str) -> str:
+        return f"'{text}'" if re.search(r"[^\w./=,:+-]", text) else text
+
+    parts = ["p2pfl sweep", str(config)] + ([f"--cells {cells_file}"] if cells_file else [])
+    parts += [f"--cell {quote(cell.name + ': ' + ', '.join(f'{k}={show(v)}' for k, v in cell.values.items()))}"
+              for cell in cells]
+    parts += [f"--grid {quote(f'{k}=' + ','.join(map(show, values)))}" for k, values in grid]
+    parts += [f"--set {quote(f'{k}={show(v)}')}" for k, v in (sets or {}).items()]
+    parts += [f"--seeds {','.join(map(str, seeds))}"] if seeds else []
+    parts += [f"--metric {m}" for m in metrics] + (["--simulate"] if simulate else [])
+    return " ".join(parts)
+
+
+def benchmark_runs(runs: str | None, results: str | Path, stem: str) -> Path:
+    """A benchmark script's sweep folder: --runs, else RESULTS/runs/STEM (git ignores it), so a smoke test
+    writing its results elsewhere never meets the real runs."""
+    return Path(runs) if runs else Path(results) / "runs" / stem
+
+
+def by_cell(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each cell's run summaries in seed order, keyed by the cell's label: what a benchmark's table reads."""
+    cells: dict[str, list[dict]] = {}
+    for row in rows:
+        cells.setdefault(row["cell"], []).append(row["summary"])
+    return cells
 
 
 def diverged(row: dict) -> bool:

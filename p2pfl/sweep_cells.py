@@ -37,8 +37,10 @@ class Cell:
 
 
 def show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) \
-        else str(value)
+    """A value as --set reads it back: JSON for lists, dicts and null, lowercase booleans."""
+    if value is None or isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
