@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     base = apply_values(load_config(args.config), sets)
     named = read_cells_file(CELLS)
     rows, _, _ = run_sweep(base, cells_of([], named), [args.seed], benchmark_runs(args.runs, args.results, stem),
-                           simulate=True, metrics=(BYTES,))
+                           simulate=True, metrics=(BYTES,), partition_plots=not args.quick)
     results = {label: runs[0] for label, runs in by_cell(rows).items()}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,8 @@ NAMES = {"fedavg": "FedAvg", "ifca": "IFCA", "clove": "CLoVE", "cpcfl": "CP-CFL"
 class Sweeps:
     """The benchmark's sweeps: each group of rows is one sweep of named cells over an example config."""
 
-    def __init__(self, runs: Path):
-        self.runs, self.commands, self.summaries = runs, [], []
+    def __init__(self, runs: Path, partition_plots: bool = True):
+        self.runs, self.partition_plots, self.commands, self.summaries = runs, partition_plots, [], []
 
     def run(self, name: str, example: str, dataset: str, seeds: list[int], rounds: int,
             cells: dict[str, dict]) -> dict[str, list[dict]]:
@@ -49,7 +49,8 @@ class Sweeps:
         sets = {"rounds": rounds, "data.name": dataset, **({"options.local_epochs": 1} if dataset != "digits" else {})}
         base = apply_values(load_config(ROOT / "examples" / example), sets)
         named = cells_of([], list(cells.items()))
-        rows, _, _ = run_sweep(base, named, seeds, self.runs / f"{name}-{dataset}", simulate=True)
+        rows, _, _ = run_sweep(base, named, seeds, self.runs / f"{name}-{dataset}", simulate=True,
+                               partition_plots=self.partition_plots)
         self.commands.append(sweep_command(f"examples/{example}", cells=named, sets=sets, seeds=seeds))
         for row in rows:
             self.summaries.append({**{k: v for k, v in row["summary"].items() if k != "run_dir"},
@@ -58,8 +59,9 @@ class Sweeps:
 
 
 def mean_std(values: list[float], scale: float = 100.0) -> str:
+    """Mean ± sample std over the seeds, as the sweep reports it; one seed: its value."""
     values = [scale * v for v in values]
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def final_aris(summaries: list[dict]) -> str:
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = {"digits": args.seeds, "fashion-mnist": args.fmnist_seeds}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    sweeps = Sweeps(Path(args.runs) if args.runs else out / "runs" / "clustered")
+    sweeps = Sweeps(Path(args.runs) if args.runs else out / "runs" / "clustered", partition_plots=not args.quick)
     if args.cpcfl_variants:
         lines = [f"Command: `python benchmarks/clustered.py --cpcfl-variants --rounds {args.rounds}`", ""]
         lines += cpcfl_variants_table(args.rounds, sweeps)

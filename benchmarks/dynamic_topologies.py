@@ -21,7 +21,7 @@ import numpy as np
 from p2pfl.cli.sweep_cmd import run_sweep
 from p2pfl.config import load_config
 from p2pfl.overrides import apply_values
-from p2pfl.sweep import Metric, benchmark_runs, fmt, sweep_command
+from p2pfl.sweep import benchmark_runs, fmt, sweep_command
 from p2pfl.sweep_cells import cells_of
 from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topology, mixing_matrix
 from p2pfl.topologies.dynamic import round_matrix
@@ -76,14 +76,13 @@ def tables(consensus: list[dict], digits: list[dict], seeds: list[int], rounds: 
     lines = ["| agents | topology | rounds (log2 n) | consensus error (max, relative) | messages per agent per round |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['agents']} | {r['kind']} | {r['rounds']} | {r['error']:.1e} | {r['messages']:.2f} |" for r in consensus]
-    lines += ["", f"Digits, 16 agents, DSGDm-N, {rounds} rounds, seeds {', '.join(map(str, seeds))} (mean ± sample std): "
-              f"`{command}`", "",
+    lines += ["", f"Digits, 16 agents, DSGDm-N, {rounds} rounds, seeds {', '.join(map(str, seeds))} "
+              f"(mean ± sample std): `{command}`", "",
               "| topology | local models accuracy (%) | consensus model accuracy (%) | KB sent per agent per round |",
               "| --- | --- | --- | --- |"]
-    accuracy = Metric("", "", percent=True)
     for r in digits:
-        lines.append(f"| {r['kind']} | {fmt(r['local_accuracy_mean'], accuracy)} | "
-                     f"{fmt(r['consensus_accuracy'], accuracy)} | {r[BYTES]['mean'] / 1e3:.1f} |")
+        lines.append(f"| {r['kind']} | {fmt(r['local_accuracy_mean'], percent=True)} | "
+                     f"{fmt(r['consensus_accuracy'], percent=True)} | {r[BYTES]['mean'] / 1e3:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -205,10 +205,11 @@ def aggregate(rows: list[dict], metrics: tuple[Metric, ...] | None = None) -> li
     return out
 
 
-def fmt(stat: dict, metric: Metric) -> str:
+def fmt(stat: dict, percent: bool) -> str:
+    """mean ± std; a fraction as percent with 2 decimals, large numbers with thousands separators."""
     if stat["mean"] is None:
         return "n/a"
-    if metric.percent:
+    if percent:
         return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
     digits = 0 if abs(stat["mean"]) >= 100 else 3
     return f"{stat['mean']:,.{digits}f} ± {stat['std']:,.{digits}f}"
@@ -242,7 +243,7 @@ def markdown_table(table: list[dict], metrics: tuple[Metric, ...]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for entry in table:
         cells = [entry["cell"], str(len(entry["seeds"]))] + ([str(entry["diverged"])] if any_diverged else [])
-        lines.append("| " + " | ".join(cells + [fmt(entry[m.key], m) for m in metrics]) + " |")
+        lines.append("| " + " | ".join(cells + [fmt(entry[m.key], m.percent) for m in metrics]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,5 +305,5 @@ def print_table(table: list[dict], metrics: tuple[Metric, ...], heading: str) ->
         out.add_column(f"{column(metric)}, mean ± std", justify="right")
     for entry in table:
         out.add_row(entry["cell"], str(len(entry["seeds"])), *([str(entry["diverged"])] if any_diverged else []),
-                    *(fmt(entry[m.key], m) for m in metrics))
+                    *(fmt(entry[m.key], m.percent) for m in metrics))
     Console(width=160).print(out)

@@ -76,14 +76,18 @@ def test_coordinator_methods_report_their_final_metric(tmp_path):
     from p2pfl.sweep import write_results
 
     rows = [{"cell": f"algorithm={a}", "values": {"algorithm": a}, "seed": s,
-             "summary": {"final_accuracy": v, "metric": "accuracy"}}
-            for a, values in (("fedavg", [0.5, 0.6]), ("ifca", [0.9, 0.94])) for s, v in enumerate(values)]
-    metrics = metrics_of(rows)
+             "summary": {"final_accuracy": v, "metric": "accuracy", "final_ari": ari, "final_clusters_found": found}}
+            for a, values, ari, found in (("fedavg", [0.5, 0.6], None, None), ("ifca", [0.9, 0.94], 1.0, 4))
+            for s, v in enumerate(values)]
+    metrics = metrics_of(rows, extra=("final_clusters_found",))
+    assert [m.key for m in metrics] == ["final_accuracy", "final_ari", "final_clusters_found"]
     table = aggregate(rows, metrics)
     assert [c["final_accuracy"]["mean"] for c in table] == pytest.approx([0.55, 0.92])
     write_results(tmp_path, RunConfig(), rows, table, metrics)
     text = (tmp_path / "results.md").read_text()
-    assert "clients' own models, final accuracy (%)" in text and "| algorithm=ifca | 2 | 92.00 ± 2.83 |" in text
+    assert "| cell | seeds | clients' own models, final accuracy (%) | final ARI | final_clusters_found |" in text
+    assert "| algorithm=ifca | 2 | 92.00 ± 2.83 | 1.000 ± 0.000 | 4.000 ± 0.000 |" in text
+    assert "| algorithm=fedavg | 2 | 55.00 ± 7.07 | n/a | n/a |" in text
     assert (tmp_path / "sweep.png").exists()
 
 
