@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     named = read_cells_file(CELLS)
     rows, _, _ = run_sweep(base, cells_of([], named), [args.seed], benchmark_runs(args.runs, args.results, stem),
                            simulate=True, metrics=(BYTES,), partition_plots=not args.quick)
-    results = {label: runs[0] for label, runs in by_cell(rows).items()}
+    paths = ("run_dir", "consensus_model")  # this machine's folders: the run folders stay in --runs
+    results = {label: {k: v for k, v in runs[0].items() if k not in paths} for label, runs in by_cell(rows).items()}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}_runs.json").write_text(json.dumps(results, indent=1))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import Any, Callable
 
 import numpy as np
+
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
 from p2pfl.errors import UserError
@@ -147,9 +148,6 @@ def sweep_command(config: str | Path, *, cells_file: str | None = None, cells: l
                   grid: list[tuple[str, list[Any]]] = (), sets: dict[str, Any] | None = None, seeds: list[int] = (),
                   metrics: tuple[str, ...] = (), simulate: bool = True) -> str:
     """The `p2pfl sweep` command line that runs the same sweep as a benchmark script, for its table's header."""
-    def quote(text: str) -> str:
-        return f"'{text}'" if re.search(r"[^\w./=,:+-]", text) else text
-
     parts = ["p2pfl sweep", str(config)] + ([f"--cells {cells_file}"] if cells_file else [])
     parts += [f"--cell {quote(cell.name + ': ' + ', '.join(f'{k}={show(v)}' for k, v in cell.values.items()))}"
               for cell in cells]
