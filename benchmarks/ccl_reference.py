@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         raw_path.write_text(json.dumps(ours, indent=1))
     theirs = {} if args.quick else read_authors(Path(args.authors))
     table, seeds = write_table(args, ours, theirs), write_seeds(args, ours, theirs)
-    header = (f"LeNet-5, ring of 16, Fashion-MNIST, the CCL authors' setting ({args.config}), seeds {args.seeds}. "
+    header = (f"LeNet-5, ring of 16, Fashion-MNIST, the CCL authors' setting ({os.path.relpath(args.config, ROOT)}), "
+              f"seeds {args.seeds}. "
               "Local = mean over the 16 agents of each local model's test accuracy; consensus = the exact parameter "
               "average's. Means and sample std over the seeds that stayed finite; se = std / sqrt(n).\n\n"
               + (f"Runs: `{command}`\n\n" if command else ""))
