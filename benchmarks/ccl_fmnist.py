@@ -2,7 +2,7 @@
 
 LeNet-5, ring of 16 agents, Dirichlet alpha in {0.01, 0.1} (plus an IID ceiling row), batch 32
 per agent, the same seeds and data order for every algorithm, on the real Fashion-MNIST files.
-Each finished run's summary is kept in the results folder, so an interrupted benchmark resumes.
+The runs are one `p2pfl sweep` of named cells (the command is written above the table), resumable in --runs.
 
     python benchmarks/ccl_fmnist.py                 # the full table (about 45 minutes on 2 cores)
     python benchmarks/ccl_fmnist.py --quick         # smoke test on digits, seconds
@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from p2pfl.agents.setup import prepare
-from p2pfl.agents.simulate import run_simulation
-from p2pfl.config import load_config, save_config
-from p2pfl.report import summarize
+from p2pfl.cli.sweep_cmd import run_sweep
+from p2pfl.config import load_config
+from p2pfl.overrides import apply_values
+from p2pfl.sweep import SMOKE_TEST, benchmark_runs, by_cell, fmt, sweep_command
+from p2pfl.sweep_cells import Cell, cells_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_OPTIONS = {"dsgdm-n": {}, "qgm": {"variant": "lin"},
@@ -33,84 +32,54 @@ ALGORITHM_OPTIONS = {"dsgdm-n": {}, "qgm": {"variant": "lin"},
 LABELS = {"dsgdm-n": "DSGDm-N", "qgm": "QGM", "ccl": "CCL (+QGM)"}
 
 
-def cells(args: argparse.Namespace) -> list[tuple[str, float | None, str, int]]:
-    """(partition, alpha, algorithm, seed) for every run, IID ceiling last."""
-    grid = [("dirichlet", alpha, algorithm, seed) for alpha in args.alphas for seed in args.seeds
-            for algorithm in args.algorithms]
-    return grid + [("iid", None, args.iid_algorithm, seed) for seed in args.seeds if args.iid_algorithm]
+def split_label(alpha: float | None) -> str:
+    return f"Dirichlet α = {alpha}" if alpha is not None else "IID (ceiling)"
 
 
-def run_one(args: argparse.Namespace, partition: str, alpha: float | None, algorithm: str, seed: int) -> dict:
-    config = load_config(args.config)
-    config.name = f"{algorithm}-{partition}-{alpha}-s{seed}"
-    config.algorithm, config.options, config.seed = algorithm, dict(ALGORITHM_OPTIONS[algorithm]), seed
-    config.data.partition = partition
-    config.data.alpha = alpha if alpha is not None else config.data.alpha
-    config.rounds, config.eval_every = args.rounds, max(1, args.rounds // 4)
-    if args.quick:
-        config.agents, config.model, config.data.name, config.data.path = 4, "mlp", "digits", None
-        config.eval_samples = 0
-    setup = prepare(config)
-    config.run_id = setup.run_id
-    run_dir = Path(tempfile.mkdtemp(prefix="p2pfl-bench-"))
-    try:
-        save_config(config, run_dir / "config.yaml")
-        if args.processes:
-            from p2pfl.agents.launcher import launch_local
-
-            launch_local(config, run_dir / "config.yaml", run_dir, show_progress=False)
-        else:
-            run_simulation(setup, run_dir)
-        return summarize(config, setup.dataset, run_dir, "processes" if args.processes else "simulate")
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+def cells(args: argparse.Namespace) -> list[Cell]:
+    """One named cell per (split, algorithm), IID ceiling last; every seed runs each."""
+    named = [(f"{split_label(alpha)}, {LABELS[algorithm]}", {"algorithm": algorithm,
+              "options": ALGORITHM_OPTIONS[algorithm], "data.partition": "dirichlet", "data.alpha": alpha})
+             for alpha in args.alphas for algorithm in args.algorithms]
+    if args.iid_algorithm:
+        iid = args.iid_algorithm
+        named.append((f"{split_label(None)}, {LABELS[iid]}", {"algorithm": iid, "options": ALGORITHM_OPTIONS[iid],
+                                                              "data.partition": "iid"}))
+    return cells_of([], named)
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
-
-
-def write_table(args: argparse.Namespace, results: dict[str, dict]) -> str:
+def write_table(table: list[dict]) -> str:
     lines = ["| split | algorithm | local models' test accuracy (%) | consensus model's test accuracy (%) | seeds |",
              "| --- | --- | --- | --- | --- |"]
-    groups: dict[tuple, list[dict]] = {}
-    for (partition, alpha, algorithm, seed) in cells(args):
-        summary = results.get(key(partition, alpha, algorithm, seed))
-        if summary:
-            groups.setdefault((partition, alpha, algorithm), []).append(summary)
-    for (partition, alpha, algorithm), runs in groups.items():
-        split = f"Dirichlet α = {alpha}" if partition == "dirichlet" else "IID (ceiling)"
-        lines.append(f"| {split} | {LABELS[algorithm]} | {mean_std([r['local_accuracy_mean'] for r in runs])} | "
-                     f"{mean_std([r['consensus_accuracy'] for r in runs])} | {len(runs)} |")
+    for entry in table:
+        split, algorithm = entry["name"].split(", ", 1)
+        lines.append(f"| {split} | {algorithm} | {fmt(entry['local_accuracy_mean'], percent=True)} | "
+                     f"{fmt(entry['consensus_accuracy'], percent=True)} | {len(entry['seeds'])} |")
     return "\n".join(lines)
 
 
-def plot(args: argparse.Namespace, results: dict[str, dict], path: Path) -> None:
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    """Local-model accuracy per round, mean over seeds, one panel per split."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = [("dirichlet", a) for a in args.alphas] + ([("iid", None)] if args.iid_algorithm else [])
+    splits = list(dict.fromkeys(name.split(", ", 1)[0] for name in runs))
     fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 4), squeeze=False)
-    for ax, (partition, alpha) in zip(axes[0], splits):
-        for algorithm in (args.algorithms if partition == "dirichlet" else [args.iid_algorithm]):
-            curves = [results[k]["local_accuracy_curve"] for k in
-                      (key(partition, alpha, algorithm, s) for s in args.seeds) if k in results]
+    for ax, split in zip(axes[0], splits):
+        for name, summaries in runs.items():
+            if name.split(", ", 1)[0] != split:
+                continue
+            curves = [s["local_accuracy_curve"] for s in summaries if s["local_accuracy_curve"]]
             if curves:
-                rounds = [r for r, _ in curves[0]]
-                ax.plot(rounds, np.mean([[a for _, a in c] for c in curves], axis=0), marker="o",
-                        label=LABELS[algorithm])
-        ax.set(title="IID" if partition == "iid" else f"Dirichlet α = {alpha}", xlabel="round",
-               ylabel="test accuracy (mean of local models)", ylim=(0, 1))
+                ax.plot([r for r, _ in curves[0]], np.mean([[a for _, a in c] for c in curves], axis=0), marker="o",
+                        label=name.split(", ", 1)[1])
+        ax.set(title=split, xlabel="round", ylabel="test accuracy (mean of local models)", ylim=(0, 1))
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def key(partition: str, alpha: float | None, algorithm: str, seed: int) -> str:
-    return f"{partition}-{alpha}-{algorithm}-{seed}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHM_OPTIONS))
     parser.add_argument("--iid-algorithm", default="dsgdm-n", help="Algorithm of the IID row ('' for none).")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--runs", help="The sweep's folder (default: RESULTS/runs/ccl_fmnist[_quick]); resumable.")
     parser.add_argument("--processes", action="store_true", help="Run agents as processes (faster on 2 cores).")
     parser.add_argument("--quick", action="store_true", help="Smoke test: 4 agents, MLP, digits, few rounds.")
     args = parser.parse_args(argv)
@@ -130,24 +100,23 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     stem = "ccl_quick" if args.quick else "ccl_fmnist"
-    raw_path = out / f"{stem}_runs.json"
-    results: dict[str, dict] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    todo = [c for c in cells(args) if key(*c) not in results]
-    started = time.time()
-    for i, cell in enumerate(todo, 1):
-        summary = run_one(args, *cell)
-        results[key(*cell)] = summary
-        raw_path.write_text(json.dumps(results, indent=1))
-        elapsed = time.time() - started
-        print(f"[{i}/{len(todo)}] {key(*cell)}: local {100 * summary['local_accuracy_mean']:.2f}%, consensus "
-              f"{100 * summary['consensus_accuracy']:.2f}% ({elapsed / 60:.1f} min, "
-              f"~{elapsed / i * (len(todo) - i) / 60:.0f} min left)", flush=True)
-    table = write_table(args, results)
+    sets = {"rounds": args.rounds, "eval_every": max(1, args.rounds // 4), **(SMOKE_TEST if args.quick else {})}
+    base = apply_values(load_config(args.config), sets)
+    named = cells(args)
+    rows, table, _ = run_sweep(base, named, args.seeds, benchmark_runs(args.runs, out, stem),
+                               simulate=not args.processes, partition_plots=not args.quick)
+    runs = {entry["name"]: by_cell(rows)[entry["cell"]] for entry in table}
+    (out / f"{stem}_runs.json").write_text(json.dumps(
+        {f"{row['cell']}, seed {row['seed']}": row["summary"] for row in rows}, indent=1))
+    command = sweep_command(os.path.relpath(args.config, ROOT), cells=named, sets=sets, seeds=args.seeds,
+                            simulate=not args.processes)
     header = (f"LeNet-5, ring of 16, batch 32, {args.rounds} rounds, seeds {args.seeds}. Local = mean over the 16 "
-              "agents of each local model's test accuracy; consensus = the exact parameter average's.\n\n")
-    (out / f"{stem}.md").write_text(header + table + "\n")
-    plot(args, results, out / f"{stem}.png")
-    print(table)
+              "agents of each local model's test accuracy; consensus = the exact parameter average's; mean ± sample "
+              f"std over the seeds.\n\nRuns: `{command}`\n\n")
+    table_text = write_table(table)
+    (out / f"{stem}.md").write_text(header + table_text + "\n")
+    plot(runs, out / f"{stem}.png")
+    print(table_text)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 examples/ccl_reference.yaml is their Fashion-MNIST line (LeNet-5, ring of 16, lr 0.1, 4 epochs)
 with every pipeline option set to theirs (split, normalisation, batch order, last batch, hook
-order). Each cell runs 16 agent processes; a diverged run is stopped by the guard and counted.
+order). Each cell runs 16 agent processes; a diverged run is stopped by the guard and counted. The runs
+are one `p2pfl sweep` of named cells (without --simulate), resumable in --runs.
 The authors' figures come from their own code, run on this machine in a scratch folder (see the
 README): one JSON line per run in --authors; they are read, never produced, here.
 
@@ -16,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from p2pfl.agents.setup import prepare
-from p2pfl.config import load_config, save_config
-from p2pfl.errors import Diverged
-from p2pfl.report import summarize
+from p2pfl.cli.sweep_cmd import run_sweep
+from p2pfl.config import load_config
+from p2pfl.overrides import apply_values
+from p2pfl.sweep import SMOKE_TEST, benchmark_runs, sweep_command
+from p2pfl.sweep_cells import Cell, cells_of
 
 ROOT = Path(__file__).resolve().parents[1]
 QGM = {"variant": "ccl", "mix_first": True}
@@ -60,36 +60,28 @@ def key(alpha: float, algorithm: str, seed: int) -> str:
     return f"{alpha}-{algorithm}-{seed}"
 
 
-def run_one(args: argparse.Namespace, alpha: float, name: str, seed: int) -> dict:
-    algorithm, options, changes = ALGORITHMS[name]
-    config = load_config(args.config)
-    config.name = f"ref-{name}-{alpha}-s{seed}"
-    config.algorithm, config.options, config.seed = algorithm, dict(options), seed
-    config.data.alpha = alpha
-    config.network.base_port = args.base_port or config.network.base_port
-    config.eval_every = args.eval_every  # evaluation touches no RNG: the trajectory stays the same without it
-    for path, value in changes.items():
-        section, field = path.split(".")
-        setattr(getattr(config, section), field, value)
-    if args.quick:
-        config.agents, config.model, config.data.name, config.data.path = 4, "mlp", "digits", None
-        config.rounds, config.eval_every = 12, 6
-    setup = prepare(config)
-    config.run_id = setup.run_id
-    run_dir = Path(tempfile.mkdtemp(prefix="p2pfl-ref-"))
-    try:
-        save_config(config, run_dir / "config.yaml")
-        from p2pfl.agents.launcher import launch_local
+KEPT = ("status", "diverged", "local_accuracy_mean", "consensus_accuracy", "local_accuracy_curve", "seconds_per_round")
 
-        try:
-            launch_local(config, run_dir / "config.yaml", run_dir, show_progress=False)
-        except Diverged:
-            pass  # the summary records where and why
-        summary = summarize(config, setup.dataset, run_dir, "processes")
-        return {k: summary[k] for k in ("status", "diverged", "local_accuracy_mean", "consensus_accuracy",
-                                        "local_accuracy_curve", "seconds_per_round")}
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+
+def sweep(args: argparse.Namespace, runs: Path) -> tuple[dict[str, dict], str]:
+    """Each algorithm a named cell times --grid data.alpha, over the seeds, as processes; returns each run's
+    summary by key(alpha, name, seed) and the sweep's command line."""
+    sets = {"eval_every": args.eval_every}  # evaluation touches no RNG: the trajectory stays the same without it
+    if args.base_port:
+        sets["network.base_port"] = args.base_port
+    if args.quick:
+        sets.update({**SMOKE_TEST, "rounds": 12, "eval_every": 6})
+    base = apply_values(load_config(args.config), sets)
+    # a whole algorithm row before the next, so a cut-short sweep still fills rows
+    named = [(name, {"algorithm": ALGORITHMS[name][0], "options": ALGORITHMS[name][1], **ALGORITHMS[name][2]})
+             for name in args.algorithms]
+    grid = [("data.alpha", list(args.alphas))]
+    cells = cells_of(grid, named)
+    rows, _, _ = run_sweep(base, cells, args.seeds, runs, simulate=False, partition_plots=not args.quick)
+    ours = {key(row["values"]["data.alpha"], row["name"], row["seed"]): {k: row["summary"][k] for k in KEPT}
+            for row in rows}
+    return ours, sweep_command(os.path.relpath(args.config, ROOT), cells=[Cell(v, n) for n, v in named], grid=grid,
+                               sets=sets, seeds=args.seeds, simulate=False)
 
 
 def read_authors(path: Path) -> dict[str, dict]:
@@ -172,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=0,
                         help="Intermediate evaluations every N rounds (0: only the final one; 118 = each epoch).")
     parser.add_argument("--base-port", type=int, default=0, help="Ports of the agents (default: the config's).")
-    parser.add_argument("--report-only", action="store_true", help="Write the tables from the runs done so far.")
+    parser.add_argument("--runs", help="The sweep's folder (default: RESULTS/runs/ccl_reference[_quick]); resumable.")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Write the tables from RESULTS/ccl_reference_runs.json, running nothing.")
     parser.add_argument("--quick", action="store_true", help="Smoke test: 4 agents, MLP, digits, 12 rounds.")
     args = parser.parse_args(argv)
     if args.quick:
@@ -181,26 +175,18 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = "ccl_reference_quick" if args.quick else "ccl_reference"
     raw_path = out / f"{stem}_runs.json"
-    ours: dict[str, dict] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    # Cheap cells first: a whole algorithm row before the next, so a cut-short run still fills rows.
-    todo = [(a, n, s) for n in args.algorithms for a in args.alphas for s in args.seeds if key(a, n, s) not in ours]
-    if args.report_only:
-        todo = []
-    started = time.time()
-    for i, (alpha, name, seed) in enumerate(todo, 1):
-        ours[key(alpha, name, seed)] = summary = run_one(args, alpha, name, seed)
+    if args.report_only:  # the recorded runs of this stem, as the last sweep wrote them
+        ours, command = json.loads(raw_path.read_text()) if raw_path.exists() else {}, ""
+    else:
+        ours, command = sweep(args, benchmark_runs(args.runs, out, stem))
         raw_path.write_text(json.dumps(ours, indent=1))
-        elapsed = time.time() - started
-        result = (f"local {100 * summary['local_accuracy_mean']:.2f}%, consensus "
-                  f"{100 * summary['consensus_accuracy']:.2f}%") if summary["status"] == "finished" else \
-            f"{summary['status']}: {summary['diverged']}"
-        print(f"[{i}/{len(todo)}] α {alpha} {name} seed {seed}: {result} ({elapsed / 60:.1f} min, "
-              f"~{elapsed / i * (len(todo) - i) / 60:.0f} min left)", flush=True)
     theirs = {} if args.quick else read_authors(Path(args.authors))
     table, seeds = write_table(args, ours, theirs), write_seeds(args, ours, theirs)
-    header = (f"LeNet-5, ring of 16, Fashion-MNIST, the CCL authors' setting ({args.config}), seeds {args.seeds}. "
+    header = (f"LeNet-5, ring of 16, Fashion-MNIST, the CCL authors' setting ({os.path.relpath(args.config, ROOT)}), "
+              f"seeds {args.seeds}. "
               "Local = mean over the 16 agents of each local model's test accuracy; consensus = the exact parameter "
-              "average's. Means and sample std over the seeds that stayed finite; se = std / sqrt(n).\n\n")
+              "average's. Means and sample std over the seeds that stayed finite; se = std / sqrt(n).\n\n"
+              + (f"Runs: `{command}`\n\n" if command else ""))
     (out / f"{stem}.md").write_text(header + table + "\n\nSeed by seed (local / consensus):\n\n" + seeds + "\n")
     print(table)
     print()

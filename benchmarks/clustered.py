@@ -10,23 +10,24 @@
 4. Multi-task (M-Fed) against per-task FedAvg and local-only, with low-data clients on one task.
 
     python benchmarks/clustered.py [--datasets digits fashion-mnist] [--seeds 0 1 2] [--rounds 8]
-Writes benchmarks/results/clustered.md and clustered_runs.json.
+Writes benchmarks/results/clustered.md and clustered_runs.json. Every group of rows is one `p2pfl sweep`
+of named cells over an example config (the command lines are listed under the tables), resumable in --runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from p2pfl.agents.federated import summarize_federated
-from p2pfl.agents.setup import prepare
-from p2pfl.agents.simulate import run_simulation
+from p2pfl.cli.sweep_cmd import run_sweep
 from p2pfl.config import load_config
+from p2pfl.overrides import apply_values
+from p2pfl.sweep import by_cell, sweep_command
+from p2pfl.sweep_cells import cells_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -35,28 +36,32 @@ NAMES = {"fedavg": "FedAvg", "ifca": "IFCA", "clove": "CLoVE", "cpcfl": "CP-CFL"
          "local-only": "local only", "mtl": "M-Fed"}
 
 
-def run(example: str, dataset: str, seed: int, rounds: int, algorithm: str | None = None, model: str | None = None,
-        agents: int | None = None, **options) -> dict:
-    config = load_config(ROOT / "examples" / example)
-    config.seed, config.rounds, config.data.name = seed, rounds, dataset
-    config.algorithm = algorithm or config.algorithm
-    config.model = model or config.model
-    config.agents = agents or config.agents
-    if dataset != "digits":
-        config.options["local_epochs"] = 1  # ~3,000 samples a client: one epoch is ~94 steps
-    config.options.update(options)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_simulation(prepare(config), Path(tmp))
-        summary = summarize_federated(config, Path(tmp))
-    summary.update(seed=seed, dataset=dataset, seconds=time.perf_counter() - started)
-    summary.pop("run_dir")
-    return summary
+class Sweeps:
+    """The benchmark's sweeps: each group of rows is one sweep of named cells over an example config."""
+
+    def __init__(self, runs: Path, partition_plots: bool = True):
+        self.runs, self.partition_plots, self.commands, self.summaries = runs, partition_plots, [], []
+
+    def run(self, name: str, example: str, dataset: str, seeds: list[int], rounds: int,
+            cells: dict[str, dict]) -> dict[str, list[dict]]:
+        """Each cell's summaries over the seeds; Fashion-MNIST clients train 1 local epoch (~3,000 samples,
+        ~94 steps), digits clients the example's 3."""
+        sets = {"rounds": rounds, "data.name": dataset, **({"options.local_epochs": 1} if dataset != "digits" else {})}
+        base = apply_values(load_config(ROOT / "examples" / example), sets)
+        named = cells_of([], list(cells.items()))
+        rows, _, _ = run_sweep(base, named, seeds, self.runs / f"{name}-{dataset}", simulate=True,
+                               partition_plots=self.partition_plots)
+        self.commands.append(sweep_command(f"examples/{example}", cells=named, sets=sets, seeds=seeds))
+        for row in rows:
+            self.summaries.append({**{k: v for k, v in row["summary"].items() if k != "run_dir"},
+                                   "cell": row["cell"], "seed": row["seed"], "dataset": dataset})
+        return by_cell(rows)
 
 
 def mean_std(values: list[float], scale: float = 100.0) -> str:
+    """Mean ± sample std over the seeds, as the sweep reports it; one seed: its value."""
     values = [scale * v for v in values]
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def final_aris(summaries: list[dict]) -> str:
@@ -72,107 +77,105 @@ def first_perfect(summaries: list[dict]) -> str:
     return ", ".join("never" if r is None else str(r - o) for r, o in zip(rounds, offsets))
 
 
-def clustered_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list,
+def clustered_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, sweeps: Sweeps,
                     quick: bool = False) -> list[str]:
     lines = ["| data | clusters | initial models | method | ARI per round (seed 0; first clustered round .. final) | "
              "first round with ARI = 1 (per seed) | share of the most chosen model, first round | "
              "final accuracy (%) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    kinds = ("rotation",) if quick else ("rotation", "label-swap")
+    inits = ("random",) if quick else ("random", "identical")
+    methods = ("fedavg", "ifca", "clove", "cpcfl", "fedtsdp", "local-only")
+    rows = [(kind, init, method) for kind in kinds for init in inits for method in methods
+            if init == "random" or method in INIT_MATTERS]
     for dataset in datasets:
-        for kind in ("rotation",) if quick else ("rotation", "label-swap"):
-            for init in ("random",) if quick else ("random", "identical"):
-                for method in ("fedavg", "ifca", "clove", "cpcfl", "fedtsdp", "local-only"):
-                    if init == "identical" and method not in INIT_MATTERS:
-                        continue
-                    example = "fedtsdp_label_swap.yaml" if method == "fedtsdp" else "clove_rotated.yaml"
-                    summaries = [run(example, dataset, seed, rounds, method, cluster_kind=kind, init=init)
-                                 for seed in seeds[dataset]]
-                    runs.extend(summaries)
-                    s0 = summaries[0]
-                    aris = " ".join("-" if a is None else f"{a:.2f}" for a in s0["ari_per_round"])
-                    share = s0["round0_collapse_share"]
-                    init_shown = init if method in INIT_MATTERS else "-"
-                    line = (f"| {dataset} | {kind} | {init_shown} | {NAMES[method]} | {aris or '-'} | "
-                            f"{first_perfect(summaries) if s0['final_ari'] is not None else '-'} | "
-                            f"{'-' if share is None else f'{share:.2f}'} | "
-                            f"{mean_std([s['final_accuracy'] for s in summaries])} |")
-                    print(line, flush=True)
-                    lines.append(line)
+        # FedTSDP runs from its own example (its thresholds); the others from CLoVE's, only the method changed
+        clove = sweeps.run("clustered", "clove_rotated.yaml", dataset, seeds[dataset], rounds, {
+            f"{kind} {init} {method}": {"algorithm": method, "options.cluster_kind": kind, "options.init": init}
+            for kind, init, method in rows if method != "fedtsdp"})
+        fedtsdp = sweeps.run("clustered-fedtsdp", "fedtsdp_label_swap.yaml", dataset, seeds[dataset], rounds, {
+            f"{kind} {init} fedtsdp": {"options.cluster_kind": kind} for kind, init, method in rows
+            if method == "fedtsdp"})
+        for kind, init, method in rows:
+            summaries = {**clove, **fedtsdp}[f"{kind} {init} {method}"]
+            s0 = summaries[0]
+            aris = " ".join("-" if a is None else f"{a:.2f}" for a in s0["ari_per_round"])
+            share = s0["round0_collapse_share"]
+            init_shown = init if method in INIT_MATTERS else "-"
+            line = (f"| {dataset} | {kind} | {init_shown} | {NAMES[method]} | {aris or '-'} | "
+                    f"{first_perfect(summaries) if s0['final_ari'] is not None else '-'} | "
+                    f"{'-' if share is None else f'{share:.2f}'} | "
+                    f"{mean_std([s['final_accuracy'] for s in summaries])} |")
+            lines.append(line)
     return lines
 
 
-def unsupervised_table(seeds: list[int], rounds: int, runs: list, quick: bool = False) -> list[str]:
+def unsupervised_table(seeds: list[int], rounds: int, sweeps: Sweeps, quick: bool = False) -> list[str]:
     lines = ["| method | initial models | ARI per round (seed 0) | final ARI (per seed) | "
              "final reconstruction MSE |", "| --- | --- | --- | --- | --- |"]
     variants = (("clove", "random"), ("clove", "identical"), ("ifca", "identical"))
-    for method, init in variants[:1] if quick else variants:
-        summaries = [run("clove_autoencoder.yaml", "digits", seed, rounds, method, init=init) for seed in seeds]
-        runs.extend(summaries)
+    variants = variants[:1] if quick else variants
+    runs = sweeps.run("unsupervised", "clove_autoencoder.yaml", "digits", seeds, rounds, {
+        f"{method} {init}": {"algorithm": method, "options.init": init} for method, init in variants})
+    for method, init in variants:
+        summaries = runs[f"{method} {init}"]
         aris = " ".join(f"{a:.2f}" for a in summaries[0]["ari_per_round"])
-        line = (f"| {NAMES[method]} (autoencoders) | {init} | {aris} | "
-                f"{final_aris(summaries)} | "
-                f"{mean_std([s['final_accuracy'] for s in summaries], scale=1.0)} |")
-        print(line, flush=True)
-        lines.append(line)
+        lines.append(f"| {NAMES[method]} (autoencoders) | {init} | {aris} | {final_aris(summaries)} | "
+                     f"{mean_std([s['final_accuracy'] for s in summaries], scale=1.0)} |")
     return lines
 
 
-def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, runs: list,
+def hopkins_table(datasets: list[str], seeds: dict[str, list[int]], rounds: int, sweeps: Sweeps,
                   quick: bool = False) -> list[str]:
     lines = ["| data | split | Hopkins per round after warm-up (seed 0) | mean Hopkins (all seeds) | "
              "clustering triggered (seeds) | clusters found | final ARI | personal layers | "
              "JS divergence within / across true clusters (seed 0) | update cosine within / across (seed 0) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    splits = [("IID (1 cluster)", {"clusters": 1}), ("rotation", {"cluster_kind": "rotation"}),
-              ("label-swap", {"cluster_kind": "label-swap"}), ("label-groups", {"cluster_kind": "label-groups"})]
-    splits = splits[:2] if quick else splits
+    splits = {"IID (1 cluster)": {"options.clusters": 1}, "rotation": {"options.cluster_kind": "rotation"},
+              "label-swap": {"options.cluster_kind": "label-swap"},
+              "label-groups": {"options.cluster_kind": "label-groups"}}
+    splits = dict(list(splits.items())[:2]) if quick else splits
     for dataset in datasets:
-        for name, options in splits:
-            summaries = [run("fedtsdp_label_swap.yaml", dataset, seed, rounds, **options) for seed in seeds[dataset]]
-            runs.extend(summaries)
+        runs = sweeps.run("hopkins", "fedtsdp_label_swap.yaml", dataset, seeds[dataset], rounds, splits)
+        for name, summaries in runs.items():
             h0 = " ".join(f"{h:.2f}" for h in summaries[0]["hopkins_per_round"])
             triggered = sum("js_within" in s for s in summaries)
             s0 = summaries[0]
             separation = [f"{s0[a]:.2f} / {s0[b]:.2f}" if a in s0 else "-"
                           for a, b in (("js_within", "js_across"), ("cos_within", "cos_across"))]
-            line = (f"| {dataset} | {name} | {h0} | "
-                    f"{np.mean([h for s in summaries for h in s['hopkins_per_round']]):.2f} | "
-                    f"{triggered}/{len(summaries)} | {', '.join(str(s['clusters_per_round'][-1]) for s in summaries)} | "
-                    f"{final_aris(summaries)} | "
-                    f"{s0['personal_layers_per_round'][-1]} | {separation[0]} | {separation[1]} |")
-            print(line, flush=True)
-            lines.append(line)
+            lines.append(f"| {dataset} | {name} | {h0} | "
+                         f"{np.mean([h for s in summaries for h in s['hopkins_per_round']]):.2f} | "
+                         f"{triggered}/{len(summaries)} | "
+                         f"{', '.join(str(s['clusters_per_round'][-1]) for s in summaries)} | "
+                         f"{final_aris(summaries)} | "
+                         f"{s0['personal_layers_per_round'][-1]} | {separation[0]} | {separation[1]} |")
     return lines
 
 
-def multitask_table(seeds: list[int], rounds: int, runs: list) -> list[str]:
+def multitask_table(seeds: list[int], rounds: int, sweeps: Sweeps) -> list[str]:
     lines = ["| clients | sharing | digit, 10 clients x ~72 samples (%) | parity-size, 10 clients x 8 samples (%) |",
              "| --- | --- | --- | --- |"]
-    variants = [("mfed", mu, f"M-Fed: encoder over all, decoders per task, mu = {mu}") for mu in (0.01, 0.1, 1.0)]
-    variants += [("per-task", 0.0, "FedAvg within each task"), ("local", 0.0, "local only")]
-    for sharing, mu, label in variants:
-        summaries = [run("mtl_digits.yaml", "digits", seed, rounds, sharing=sharing, mu=mu) for seed in seeds]
-        runs.extend(summaries)
+    variants = {f"M-Fed, mu = {mu}": {"options.sharing": "mfed", "options.mu": mu} for mu in (0.01, 0.1, 1.0)}
+    variants["FedAvg within each task"] = {"options.sharing": "per-task", "options.mu": 0.0}
+    variants["local only"] = {"options.sharing": "local", "options.mu": 0.0}
+    runs = sweeps.run("multitask", "mtl_digits.yaml", "digits", seeds, rounds, variants)
+    for name, summaries in runs.items():
+        label = name.replace("M-Fed,", "M-Fed: encoder over all, decoders per task,")
         by_task = {t: [s["final_accuracy_by_task"][t] for s in summaries] for t in ("digit", "parity-size")}
-        line = f"| 20 | {label} | {mean_std(by_task['digit'])} | {mean_std(by_task['parity-size'])} |"
-        print(line, flush=True)
-        lines.append(line)
+        lines.append(f"| 20 | {label} | {mean_std(by_task['digit'])} | {mean_std(by_task['parity-size'])} |")
     return lines
 
 
-def cpcfl_variants_table(rounds: int, runs: list) -> list[str]:
+def cpcfl_variants_table(rounds: int, sweeps: Sweeps) -> list[str]:
     """CP-CFL on rotated Fashion-MNIST with longer pre-training, larger shifts, or on the coordinator."""
     lines = ["| variant | ARI per round (first clustered round .. final) | share of the most chosen model | "
              "final accuracy (%) |", "| --- | --- | --- | --- |"]
-    variants = [("defaults (5 federated pre-training rounds, 1-px shifts)", {}),
-                ("10 pre-training rounds", {"pretrain_rounds": 10}), ("2-px shifts", {"augment_shift": 2}),
-                ("pre-training on the coordinator's unlabeled sample", {"pretrain_mode": "coordinator"})]
-    for label, options in variants:
-        s = run("cpcfl_rotated.yaml", "fashion-mnist", 0, rounds, **options)
-        runs.append(s)
+    variants = {"defaults (5 federated pre-training rounds, 1-px shifts)": {},
+                "10 pre-training rounds": {"options.pretrain_rounds": 10}, "2-px shifts": {"options.augment_shift": 2},
+                "pre-training on the coordinator's unlabeled sample": {"options.pretrain_mode": "coordinator"}}
+    runs = sweeps.run("cpcfl-variants", "cpcfl_rotated.yaml", "fashion-mnist", [0], rounds, variants)
+    for label, (s,) in runs.items():
         aris = " ".join(f"{a:.2f}" for a in s["ari_per_round"])
-        line = f"| {label} | {aris} | {s['round0_collapse_share']:.2f} | {100 * s['final_accuracy']:.2f} |"
-        print(line, flush=True)
-        lines.append(line)
+        lines.append(f"| {label} | {aris} | {s['round0_collapse_share']:.2f} | {100 * s['final_accuracy']:.2f} |")
     return lines
 
 
@@ -187,32 +190,36 @@ def main(argv: list[str] | None = None) -> None:
                         help="smoke test: one cluster kind and initialisation, two Hopkins splits, --rounds everywhere")
     parser.add_argument("--cpcfl-variants", action="store_true",
                         help="only: CP-CFL variants on rotated Fashion-MNIST (writes cpcfl_variants.md)")
+    parser.add_argument("--runs", help="The sweeps' folder (default: RESULTS/runs/clustered); resumable.")
     args = parser.parse_args(argv)
     seeds = {"digits": args.seeds, "fashion-mnist": args.fmnist_seeds}
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    sweeps = Sweeps(Path(args.runs) if args.runs else out / "runs" / "clustered", partition_plots=not args.quick)
     if args.cpcfl_variants:
-        runs: list[dict] = []
         lines = [f"Command: `python benchmarks/clustered.py --cpcfl-variants --rounds {args.rounds}`", ""]
-        lines += cpcfl_variants_table(args.rounds, runs)
-        Path(args.results).mkdir(parents=True, exist_ok=True)
-        (Path(args.results) / "cpcfl_variants.md").write_text("\n".join(lines) + "\n")
+        lines += cpcfl_variants_table(args.rounds, sweeps)
+        lines += ["", "Runs: `" + sweeps.commands[0] + "`"]
+        (out / "cpcfl_variants.md").write_text("\n".join(lines) + "\n")
         return
     started = time.perf_counter()
-    runs: list[dict] = []
     sections = [f"Command: `python benchmarks/clustered.py --datasets {' '.join(args.datasets)} --seeds "
                 f"{' '.join(map(str, args.seeds))} --fmnist-seeds {' '.join(map(str, args.fmnist_seeds))} "
                 f"--rounds {args.rounds}`", "", "## Clustered FL (4 clusters x 5 clients)"]
-    sections += clustered_table(args.datasets, seeds, args.rounds, runs, args.quick)
+    sections += clustered_table(args.datasets, seeds, args.rounds, sweeps, args.quick)
     sections += ["", "## CLoVE unsupervised (autoencoders, 10 one-class clusters x 2 clients, digits)"]
-    sections += unsupervised_table(args.seeds, args.rounds if args.quick else 6, runs, args.quick)
+    sections += unsupervised_table(args.seeds, args.rounds if args.quick else 6, sweeps, args.quick)
     sections += ["", "## FedTSDP: Hopkins statistic (threshold 0.75), 4 clusters x 5 clients"]
-    sections += hopkins_table(args.datasets, seeds, args.rounds, runs, args.quick)
+    sections += hopkins_table(args.datasets, seeds, args.rounds, sweeps, args.quick)
     sections += ["", "## Multi-task, heterogeneous decoders (digits)"]
-    sections += multitask_table(args.seeds, args.rounds if args.quick else 10, runs)
-    sections += ["", f"{len(runs)} runs in {time.perf_counter() - started:.0f} s."]
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
+    sections += multitask_table(args.seeds, args.rounds if args.quick else 10, sweeps)
+    runs = sweeps.summaries
+    sections += ["", f"{len(runs)} runs in {time.perf_counter() - started:.0f} s (runs found finished in --runs "
+                     "are not rerun).", "", "## The sweeps behind the tables", ""]
+    sections += [f"- `{command}`" for command in sweeps.commands]
     (out / "clustered.md").write_text("\n".join(sections) + "\n")
     (out / "clustered_runs.json").write_text(json.dumps(runs, indent=1))
+    print("\n".join(sections))
     print(f"{len(runs)} runs in {time.perf_counter() - started:.0f} s -> {out / 'clustered.md'}")
 
 

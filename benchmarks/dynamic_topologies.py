@@ -3,7 +3,8 @@
 (a) consensus: the largest distance to the average after log2(n) gossip rounds, from random vectors,
     with each topology's mixing matrices (no training), and the messages each agent sends per round;
 (b) digits: examples/ring16.yaml (16 agents, DSGDm-N, Dirichlet alpha 0.1) run with --simulate on each
-    topology: mean local and consensus test accuracy, bytes sent per agent per round.
+    topology: mean local and consensus test accuracy, bytes sent per agent per round. These runs are one
+    `p2pfl sweep` over topology.kind (the command is written above the table), resumable in --runs.
 
     python benchmarks/dynamic_topologies.py [--seeds 0 1 2] [--rounds 300] [--results benchmarks/results]
 """
@@ -13,16 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from p2pfl.agents.setup import prepare
-from p2pfl.agents.simulate import run_simulation
+from p2pfl.cli.sweep_cmd import run_sweep
 from p2pfl.config import load_config
-from p2pfl.report import summarize
+from p2pfl.overrides import apply_values
+from p2pfl.sweep import benchmark_runs, fmt, sweep_command
+from p2pfl.sweep_cells import cells_of
 from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topology, mixing_matrix
 from p2pfl.topologies.dynamic import round_matrix
 
@@ -59,35 +59,30 @@ def consensus_rows(sizes: list[int], kinds: tuple[str, ...], seed: int) -> list[
     return rows
 
 
-def digits_run(kind: str, seed: int, rounds: int) -> dict:
-    config = load_config(ROOT / "examples" / "ring16.yaml")
-    config.topology.kind, config.seed, config.rounds, config.eval_every = kind, seed, rounds, rounds
-    config.topology.degree = 1  # peer-sampling: each agent draws one peer (about 2 after symmetrising)
-    setup = prepare(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        run_simulation(setup, Path(tmp))
-        summary = summarize(config, setup.dataset, Path(tmp), "simulate")
-    return {"kind": kind, "seed": seed, "local": summary["local_accuracy_mean"],
-            "consensus": summary["consensus_accuracy"], "bytes": summary["bytes_sent_per_agent_per_round"],
-            "seconds": time.perf_counter() - started}
+BYTES = "bytes_sent_per_agent_per_round"
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
+def digits_sweep(kinds: list[str], seeds: list[int], rounds: int, runs: Path) -> tuple[list[dict], str]:
+    """examples/ring16.yaml with only the topology changed; returns the sweep's table and its command line."""
+    sets = {"rounds": rounds, "eval_every": rounds, "topology.degree": 1}  # peer-sampling: one peer drawn per agent
+    base = apply_values(load_config(ROOT / "examples" / "ring16.yaml"), sets)
+    grid = [("topology.kind", list(kinds))]
+    _, table, metrics = run_sweep(base, cells_of(grid), seeds, runs, simulate=True, metrics=(BYTES,))
+    command = sweep_command("examples/ring16.yaml", grid=grid, sets=sets, seeds=seeds, metrics=(BYTES,))
+    return [{"kind": e["values"]["topology.kind"], **{m.key: e[m.key] for m in metrics}} for e in table], command
 
 
-def tables(consensus: list[dict], digits: list[dict], seeds: list[int], rounds: int) -> str:
+def tables(consensus: list[dict], digits: list[dict], seeds: list[int], rounds: int, command: str) -> str:
     lines = ["| agents | topology | rounds (log2 n) | consensus error (max, relative) | messages per agent per round |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['agents']} | {r['kind']} | {r['rounds']} | {r['error']:.1e} | {r['messages']:.2f} |" for r in consensus]
-    lines += ["", f"Digits, 16 agents, DSGDm-N, {rounds} rounds, seeds {', '.join(map(str, seeds))} (mean ± std):", "",
+    lines += ["", f"Digits, 16 agents, DSGDm-N, {rounds} rounds, seeds {', '.join(map(str, seeds))} "
+              f"(mean ± sample std): `{command}`", "",
               "| topology | local models accuracy (%) | consensus model accuracy (%) | KB sent per agent per round |",
               "| --- | --- | --- | --- |"]
-    for kind in dict.fromkeys(r["kind"] for r in digits):
-        runs = [r for r in digits if r["kind"] == kind]
-        lines.append(f"| {kind} | {mean_std([r['local'] for r in runs])} | {mean_std([r['consensus'] for r in runs])} "
-                     f"| {np.mean([r['bytes'] for r in runs]) / 1e3:.1f} |")
+    for r in digits:
+        lines.append(f"| {r['kind']} | {fmt(r['local_accuracy_mean'], percent=True)} | "
+                     f"{fmt(r['consensus_accuracy'], percent=True)} | {r[BYTES]['mean'] / 1e3:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -98,10 +93,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--runs", help="The sweep's folder (default: RESULTS/runs/dynamic_topologies); resumable.")
     args = parser.parse_args(argv)
     consensus = consensus_rows(args.sizes, tuple(args.kinds), args.seeds[0])
-    digits = [digits_run(kind, seed, args.rounds) for kind in args.kinds for seed in args.seeds]
-    text = tables(consensus, digits, args.seeds, args.rounds)
+    digits, command = digits_sweep(args.kinds, args.seeds, args.rounds,
+                                   benchmark_runs(args.runs, args.results, "dynamic_topologies"))
+    text = tables(consensus, digits, args.seeds, args.rounds, command)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "dynamic_topologies.md").write_text(text)
     (args.results / "dynamic_topologies.json").write_text(json.dumps({"consensus": consensus, "digits": digits}))

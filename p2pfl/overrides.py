@@ -16,12 +16,21 @@ FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 def parse_value(text: str) -> Any:
     """A YAML scalar or flow value: `0.1` is a number, `true` a bool, `[128, 64]` a list, `ring` a string."""
-    if FLOAT.match(text.strip()):  # YAML 1.1 reads 1e-2 as a string; on a command line it is a number
-        return float(text)
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        return numbers(yaml.safe_load(text)) if text.strip() else None
     except yaml.YAMLError:
         return text  # an unquoted string YAML cannot read (e.g. `a: b`) stays a string
+
+
+def numbers(value: Any) -> Any:
+    """YAML 1.1 reads 1e-2 as a string; on a command line it is a number, also inside `{ratio: 1e-2}`."""
+    if isinstance(value, str) and FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: numbers(v) for k, v in value.items()}
+    return value
 
 
 def split_assignment(item: str, flag: str = "--set") -> tuple[str, str]:

@@ -1,7 +1,7 @@
-"""A grid of runs (config keys x values x seeds), resumable, then mean ± std per cell and one plot.
+"""A grid of runs (cells x seeds), resumable, then mean ± std per cell and one plot.
 
 Layout of a sweep folder:
-    OUT/<key=value,key=value>/seed-<s>/   one ordinary run folder per cell and seed
+    OUT/<cell folder>/seed-<s>/   one ordinary run folder per cell and seed (folder: NAME,key=value,...)
     OUT/results.json, results.csv, results.md, sweep.png
 A run folder with a summary.json is finished and skipped when the sweep is run again; one without
 is a run that was interrupted and is run again from scratch.
@@ -11,64 +11,66 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from p2pfl.agents import rundir
 from p2pfl.config import RunConfig
 from p2pfl.errors import UserError
-from p2pfl.overrides import FLOAT, apply_values, split_assignment
+from p2pfl.overrides import apply_values
+from p2pfl.sweep_cells import Cell, show
 
 CELL_FILE = "sweep_cell.json"
-# (summary key, column label); a coordinator method reports its final metric instead of the gossip pair.
-GOSSIP_METRICS = (("local_accuracy_mean", "local models"), ("consensus_accuracy", "consensus model"))
-CENTRAL_METRICS = (("final_accuracy", "clients' own models, final"),)
+# What a benchmark script's --quick smoke test sets on top of its sweep: 4 agents, an MLP on digits, seconds.
+SMOKE_TEST = {"agents": 4, "model": "mlp", "data.name": "digits", "data.path": None, "eval_samples": 0}
 
 
-@dataclass
-class Cell:
-    values: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        return ", ".join(f"{k}={show(v)}" for k, v in self.values.items()) or "base config"
-
-    @property
-    def folder(self) -> str:
-        text = ",".join(f"{k}={show(v)}" for k, v in self.values.items()) or "base"
-        return re.sub(r"[^\w.,=+-]", "_", text)
+@dataclass(frozen=True)
+class Metric:
+    """A summary key shown per cell; `percent`: a fraction shown x100; `plotted`: drawn in sweep.png."""
+    key: str
+    label: str
+    percent: bool = False
+    plotted: bool = False
 
 
-def show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) \
-        else str(value)
+def default_metrics(rows: list[dict], metric_name: str) -> tuple[Metric, ...]:
+    """Gossip methods: local and consensus accuracy; coordinator methods: their final metric, plus the
+    final ARI where the method clusters."""
+    percent = metric_name == "accuracy"
+    summaries = [r["summary"] for r in rows]
+    metrics: tuple[Metric, ...] = ()
+    if any("local_accuracy_mean" in s for s in summaries):
+        metrics += (Metric("local_accuracy_mean", f"local models {metric_name}", percent, True),
+                    Metric("consensus_accuracy", f"consensus model {metric_name}", percent, True))
+    if any("final_accuracy" in s for s in summaries):
+        metrics += (Metric("final_accuracy", f"clients' own models, final {metric_name}", percent, True),)
+    if any(s.get("final_ari") is not None for s in summaries):
+        metrics += (Metric("final_ari", "final ARI"),)
+    return metrics
 
 
-def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
-    """`key=v1,v2,...` each; the values are read as a YAML flow list, so `hidden=[64],[128,64]` works."""
-    grid = []
-    for item in items:
-        key, text = split_assignment(item, "--grid")
-        try:
-            values = yaml.safe_load(f"[{text}]")
-        except yaml.YAMLError:
-            raise UserError(f"--grid {item}: cannot read the values; write key=v1,v2 (quote values with commas)") \
-                from None
-        values = [float(v) if isinstance(v, str) and FLOAT.match(v) else v for v in values]
-        if not values:
-            raise UserError(f"--grid {item} lists no values; write key=v1,v2")
-        if key in (k for k, _ in grid):
-            raise UserError(f"--grid names {key} twice; give all its values in one --grid {key}=v1,v2")
-        grid.append((key, values))
-    return grid
+def metrics_of(rows: list[dict], metric_name: str = "accuracy", extra: tuple[str, ...] = ()) -> tuple[Metric, ...]:
+    """The default columns, then each `--metric KEY` (a number in every summary that has it)."""
+    metrics = default_metrics(rows, metric_name)
+    for key in extra:
+        if key in (m.key for m in metrics):
+            continue
+        present = [r["summary"][key] for r in rows if r["summary"].get(key) is not None]
+        if not present:
+            numeric = sorted({k for r in rows for k, v in r["summary"].items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            raise UserError(f"--metric {key}: no run's summary has it; numbers there: {', '.join(numeric)}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in present):
+            raise UserError(f"--metric {key}: the summaries hold {type(present[0]).__name__} values, not numbers")
+        metrics += (Metric(key, key, percent=False),)
+    return metrics
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:
@@ -83,13 +85,11 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
     return seeds
 
 
-def cells_of(grid: list[tuple[str, list[Any]]]) -> list[Cell]:
-    keys = [k for k, _ in grid]
-    return [Cell(dict(zip(keys, combo))) for combo in itertools.product(*(v for _, v in grid))]
-
-
 def cell_config(base: RunConfig, cell: Cell, seed: int) -> RunConfig:
-    config = apply_values(base, {**cell.values, "seed": seed})
+    try:
+        config = apply_values(base, {**cell.values, "seed": seed})
+    except UserError as exc:
+        raise UserError(f"cell {cell.label!r}: {exc}") from None
     config.run_id = None
     return config
 
@@ -110,15 +110,18 @@ def finished(run_dir: Path, config: RunConfig) -> bool:
     return (run_dir / rundir.SUMMARY).exists()
 
 
-def run_grid(base: RunConfig, grid: list[tuple[str, list[Any]]], seeds: list[int], out: Path,
+def run_grid(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path,
              run_one: Callable[[RunConfig, Path], dict], echo: Callable[[str], None] = print) -> list[dict]:
-    """Run every (cell, seed) not finished yet; returns one row per run with the cell, seed and summary."""
-    cells = cells_of(grid)
-    configs = {(i, s): cell_config(base, cell, s) for i, cell in enumerate(cells) for s in seeds}
+    """Run every (cell, seed) not finished yet; returns one row per run with the cell, seed and summary.
+    A run the divergence guard stopped is finished too (its summary says `status: diverged`)."""
     from p2pfl.validation import validate_config
 
-    for config in configs.values():  # every cell is checked before the first run starts
-        validate_config(config)
+    configs = {(i, s): cell_config(base, cell, s) for i, cell in enumerate(cells) for s in seeds}
+    for (i, _), config in configs.items():  # every cell is checked before the first run starts
+        try:
+            validate_config(config)
+        except UserError as exc:
+            raise UserError(f"cell {cells[i].label!r}: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     rows, total = [], len(configs)
     for number, ((i, seed), config) in enumerate(configs.items(), 1):
@@ -136,63 +139,110 @@ def run_grid(base: RunConfig, grid: list[tuple[str, list[Any]]], seeds: list[int
             config.name = f"{base.name} {cell.label}, seed {seed}"
             run_one(config, run_dir)
         summary = json.loads((run_dir / rundir.SUMMARY).read_text())
-        rows.append({"cell": cell.label, "values": cell.values, "seed": seed, "summary": summary})
+        rows.append({"cell": cell.label, "name": cell.name, "values": cell.values, "seed": seed,
+                     "summary": summary})
     return rows
 
 
-def metrics_of(rows: list[dict]) -> tuple[tuple[str, str], ...]:
-    central = any("final_accuracy" in r["summary"] for r in rows)
-    gossip = any("local_accuracy_mean" in r["summary"] for r in rows)
-    return (GOSSIP_METRICS if gossip else ()) + (CENTRAL_METRICS if central else ())
+def sweep_command(config: str | Path, *, cells_file: str | None = None, cells: list[Cell] = (),
+                  grid: list[tuple[str, list[Any]]] = (), sets: dict[str, Any] | None = None, seeds: list[int] = (),
+                  metrics: tuple[str, ...] = (), simulate: bool = True) -> str:
+    """The `p2pfl sweep` command line that runs the same sweep as a benchmark script, for its table's header."""
+    parts = ["p2pfl sweep", str(config)] + ([f"--cells {cells_file}"] if cells_file else [])
+    parts += [f"--cell {quote(cell.name + ': ' + ', '.join(f'{k}={show(v)}' for k, v in cell.values.items()))}"
+              for cell in cells]
+    parts += [f"--grid {quote(f'{k}=' + ','.join(map(show, values)))}" for k, values in grid]
+    parts += [f"--set {quote(f'{k}={show(v)}')}" for k, v in (sets or {}).items()]
+    parts += [f"--seeds {','.join(map(str, seeds))}"] if seeds else []
+    parts += [f"--metric {m}" for m in metrics] + (["--simulate"] if simulate else [])
+    return " ".join(parts)
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds of each metric, per cell, in grid order."""
+def benchmark_runs(runs: str | None, results: str | Path, stem: str) -> Path:
+    """A benchmark script's sweep folder: --runs, else RESULTS/runs/STEM (git ignores it), so a smoke test
+    writing its results elsewhere never meets the real runs."""
+    return Path(runs) if runs else Path(results) / "runs" / stem
+
+
+def by_cell(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each cell's run summaries in seed order, keyed by the cell's label: what a benchmark's table reads."""
+    cells: dict[str, list[dict]] = {}
+    for row in rows:
+        cells.setdefault(row["cell"], []).append(row["summary"])
+    return cells
+
+
+def diverged(row: dict) -> bool:
+    return row["summary"].get("status") == "diverged"
+
+
+def aggregate(rows: list[dict], metrics: tuple[Metric, ...] | None = None) -> list[dict]:
+    """Mean and sample standard deviation over seeds of each metric, per cell, in grid order. A diverged
+    run counts in `diverged` and is left out of the means (its last figures are of a broken model)."""
+    metrics = default_metrics(rows, "accuracy") if metrics is None else metrics
     table: dict[str, dict] = {}
     for row in rows:
-        entry = table.setdefault(row["cell"], {"cell": row["cell"], "values": row["values"], "seeds": []})
+        entry = table.setdefault(row["cell"], {"cell": row["cell"], "name": row.get("name"), "values": row["values"],
+                                               "seeds": [], "diverged": 0, "samples": {m.key: [] for m in metrics}})
         entry["seeds"].append(row["seed"])
-        for key, _ in metrics_of(rows):
-            value = row["summary"].get(key)
+        if diverged(row):
+            entry["diverged"] += 1
+            continue
+        for metric in metrics:
+            value = row["summary"].get(metric.key)
             if value is not None:
-                entry.setdefault(key, []).append(float(value))
+                entry["samples"][metric.key].append(float(value))
     out = []
     for entry in table.values():
-        result = {"cell": entry["cell"], "values": entry["values"], "seeds": entry["seeds"]}
-        for key, _ in metrics_of(rows):
-            values = entry.get(key, [])
-            result[key] = {"mean": float(np.mean(values)) if values else None,
-                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else None,
-                           "n": len(values), "values": values}
-        out.append(result)
+        samples = entry.pop("samples")
+        for key, values in samples.items():
+            entry[key] = {"mean": float(np.mean(values)) if values else None,
+                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else None,
+                          "n": len(values), "values": values}
+        out.append(entry)
     return out
 
 
 def fmt(stat: dict, percent: bool) -> str:
+    """mean ± std; a fraction as percent with 2 decimals, large numbers with thousands separators."""
     if stat["mean"] is None:
         return "n/a"
-    scale = 100 if percent else 1
-    return f"{scale * stat['mean']:.2f} ± {scale * stat['std']:.2f}"
+    if percent:
+        return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+    digits = 0 if abs(stat["mean"]) >= 100 else 3
+    return f"{stat['mean']:,.{digits}f} ± {stat['std']:,.{digits}f}"
 
 
-def write_results(out: Path, base: RunConfig, rows: list[dict], table: list[dict], metric_name: str) -> None:
-    metrics = metrics_of(rows)
-    percent = metric_name == "accuracy"
+def column(metric: Metric) -> str:
+    return f"{metric.label}{' (%)' if metric.percent else ''}"
+
+
+def write_results(out: Path, base: RunConfig, rows: list[dict], table: list[dict],
+                  metrics: tuple[Metric, ...]) -> None:
+    """results.json (every run's summary), results.csv, results.md (a diverged column only when a run
+    diverged) and sweep.png."""
     (out / "results.json").write_text(json.dumps({"runs": rows, "cells": table}, indent=2, default=str))
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["cell", "seeds"] + [f"{label} {part}" for _, label in metrics for part in ("mean", "std")])
+        writer.writerow(["cell", "seeds", "diverged"] + [f"{m.label} {part}" for m in metrics
+                                                         for part in ("mean", "std")])
         for entry in table:
-            writer.writerow([entry["cell"], len(entry["seeds"])] + [entry[k][part] for k, _ in metrics
-                                                                   for part in ("mean", "std")])
-    unit = " (%)" if percent else ""
-    lines = ["| cell | seeds | " + " | ".join(f"{label} {metric_name}{unit}" for _, label in metrics) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+            writer.writerow([entry["cell"], len(entry["seeds"]), entry["diverged"]]
+                            + [entry[m.key][part] for m in metrics for part in ("mean", "std")])
+    (out / "results.md").write_text(markdown_table(table, metrics))
+    plotted = tuple(m for m in metrics if m.plotted)
+    if plotted:
+        plot_sweep(out / "sweep.png", table, plotted, title(base, rows))
+
+
+def markdown_table(table: list[dict], metrics: tuple[Metric, ...]) -> str:
+    any_diverged = any(entry["diverged"] for entry in table)
+    head = ["cell", "seeds"] + (["diverged"] if any_diverged else []) + [column(m) for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for entry in table:
-        lines.append(f"| {entry['cell']} | {len(entry['seeds'])} | "
-                     + " | ".join(fmt(entry[k], percent) for k, _ in metrics) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot_sweep(out / "sweep.png", table, metrics, title(base, rows), metric_name)
+        cells = [entry["cell"], str(len(entry["seeds"]))] + ([str(entry["diverged"])] if any_diverged else [])
+        lines.append("| " + " | ".join(cells + [fmt(entry[m.key], m.percent) for m in metrics]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def title(base: RunConfig, rows: list[dict]) -> str:
@@ -202,7 +252,7 @@ def title(base: RunConfig, rows: list[dict]) -> str:
             f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
 
 
-def plot_sweep(path: Path, table: list[dict], metrics: tuple, title_text: str, metric_name: str) -> None:
+def plot_sweep(path: Path, table: list[dict], metrics: tuple[Metric, ...], title_text: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +263,8 @@ def plot_sweep(path: Path, table: list[dict], metrics: tuple, title_text: str, m
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(table) + 2), 4.5))
     x = np.arange(len(table))
     seen: list[float] = []
-    for m, (key, label) in enumerate(metrics):
+    for m, metric in enumerate(metrics):
+        key, label = metric.key, metric.label
         at = x + (m - (len(metrics) - 1) / 2) * offset
         means = np.array([np.nan if e[key]["mean"] is None else e[key]["mean"] for e in table])
         stds = np.array([0.0 if e[key]["std"] is None else e[key]["std"] for e in table])
@@ -229,7 +280,7 @@ def plot_sweep(path: Path, table: list[dict], metrics: tuple, title_text: str, m
         ax.set_ylim(low - pad, high + pad)
     ax.set_xlim(-0.6, len(table) - 0.4)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel(f"test {metric_name}")
+    ax.set_ylabel(f"test {metrics[0].label.rsplit(' ', 1)[-1]}")  # the labels end in the metric
     ax.set_title(title_text, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
@@ -238,16 +289,19 @@ def plot_sweep(path: Path, table: list[dict], metrics: tuple, title_text: str, m
     plt.close(fig)
 
 
-def print_table(table: list[dict], rows: list[dict], metric_name: str, heading: str) -> None:
+def print_table(table: list[dict], metrics: tuple[Metric, ...], heading: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    percent = metric_name == "accuracy"
     out = Table(title=heading)
     out.add_column("cell")
     out.add_column("seeds", justify="right")
-    for _, label in metrics_of(rows):
-        out.add_column(f"{label} {metric_name}{' (%)' if percent else ''}, mean ± std", justify="right")
+    any_diverged = any(entry["diverged"] for entry in table)
+    if any_diverged:
+        out.add_column("diverged", justify="right")
+    for metric in metrics:
+        out.add_column(f"{column(metric)}, mean ± std", justify="right")
     for entry in table:
-        out.add_row(entry["cell"], str(len(entry["seeds"])), *(fmt(entry[k], percent) for k, _ in metrics_of(rows)))
-    Console(width=140).print(out)
+        out.add_row(entry["cell"], str(len(entry["seeds"])), *([str(entry["diverged"])] if any_diverged else []),
+                    *(fmt(entry[m.key], m.percent) for m in metrics))
+    Console(width=160).print(out)

@@ -34,6 +34,7 @@ def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
         assert label in table, label
     import json
 
+    assert table.count("- `p2pfl sweep examples/") == 5  # one sweep per group of rows
     runs = json.loads((tmp_path / "clustered_runs.json").read_text())
     assert len(runs) == 6 + 1 + 2 + 5 and all(r["final_accuracy"] is not None for r in runs)
 
@@ -78,4 +79,7 @@ def test_choco_benchmark_quick_mode_writes_table_and_plot(tmp_path):
     for label in ("DSGDm-N (uncompressed)", "CHOCO top-k 1%", "CHOCO sign", "CHOCO qsgd s=15"):
         assert f"| {label} |" in table, label
     assert "| 1/1.0 |" in table and "| 1/30." in table  # sign: about 32 times fewer bytes, headers included
+    # the runs are one sweep: its command is written above the table, its folder resumes
+    assert "Runs: `p2pfl sweep examples/qgm_fmnist_ring16.yaml --cells benchmarks/choco_cells.yaml" in table
+    assert (tmp_path / "runs" / "choco_quick" / "results.md").exists()
     assert (tmp_path / "choco_quick.png").read_bytes()[:4] == b"\x89PNG"
