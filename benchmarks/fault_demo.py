@@ -43,6 +43,7 @@ def main() -> None:
     config = load_config(ROOT / "examples" / "ring16.yaml")
     config.agents, config.rounds, config.network.base_port = args.agents, args.rounds, args.base_port
     config.network.round_timeout, config.eval_every = 10.0, args.rounds // 3
+    config.network.agents_per_process = 1  # the SIGKILL takes one agent, not its worker-mates
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         save_config(config, Path(tmp) / "run.yaml")

@@ -65,7 +65,7 @@ class NetworkConfig:
     round_timeout: float = 30.0
     startup_timeout: float = 180.0
     max_message_mb: float = 256.0
-    agents_per_process: int = 1  # local `p2pfl run`: agents hosted as threads of one OS process (0: auto)
+    agents_per_process: int = 0  # local `p2pfl run`: agents hosted as threads of one OS process (0: auto)
 
 
 @dataclass
