@@ -77,7 +77,7 @@ def sweep(args: argparse.Namespace, runs: Path) -> tuple[dict[str, dict], str]:
              for name in args.algorithms]
     grid = [("data.alpha", list(args.alphas))]
     cells = cells_of(grid, named)
-    rows, _, _ = run_sweep(base, cells, args.seeds, runs, simulate=False, partition_plots=not args.quick)
+    rows, _, _ = run_sweep(base, cells, args.seeds, runs, simulate=False, run_plots=not args.quick)
     ours = {key(row["values"]["data.alpha"], row["name"], row["seed"]): {k: row["summary"][k] for k in KEPT}
             for row in rows}
     return ours, sweep_command(os.path.relpath(args.config, ROOT), cells=[Cell(v, n) for n, v in named], grid=grid,

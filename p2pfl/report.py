@@ -45,7 +45,7 @@ def consensus_curve(config: RunConfig, dataset: ArrayDataset, run_dir: Path) -> 
     return curve
 
 
-def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str) -> dict:
+def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str, plot: bool = True) -> dict:
     metrics = read_metrics(run_dir, config.agents)
     rows = [r for agent_rows in metrics for r in agent_rows]
     finished = [a for a, rows in enumerate(metrics) if rows and rows[-1]["round"] == config.rounds - 1]
@@ -81,7 +81,8 @@ def summarize(config: RunConfig, dataset: ArrayDataset, run_dir: Path, mode: str
     consensus_model = export_models(config, dataset, Path(run_dir))  # state_dicts: each agent's and the average
     summary["consensus_model"] = str(consensus_model) if consensus_model else None
     (Path(run_dir) / rundir.SUMMARY).write_text(json.dumps(summary, indent=2))
-    plot_curves(metrics, curve, Path(run_dir) / rundir.PLOT, run_title(config))
+    if plot:
+        plot_curves(metrics, curve, Path(run_dir) / rundir.PLOT, run_title(config))
     return summary
 
 

@@ -35,6 +35,7 @@ def test_clustered_benchmark_runs_every_method_and_writes_its_tables(tmp_path):
     import json
 
     assert table.count("- `p2pfl sweep examples/") == 5  # one sweep per group of rows
+    assert not list(tmp_path.rglob("curves.png"))  # the smoke test draws no per-run plots
     runs = json.loads((tmp_path / "clustered_runs.json").read_text())
     assert len(runs) == 6 + 1 + 2 + 5 and all(r["final_accuracy"] is not None for r in runs)
 

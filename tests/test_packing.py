@@ -90,6 +90,8 @@ def test_sigkill_of_the_launcher_leaves_no_packed_agent_alive(tmp_path, no_leake
     for pid in forkservers():
         os.kill(pid, signal.SIGKILL)
     # Stopped by the forkserver's death (forkserver_guard) or by its own watch of the launcher: either way
-    # every agent ended its round loop and closed its sockets, and says so.
-    assert all("stopped at round" in rundir.error_path(tmp_path / "run", a).read_text() for a in range(4))
+    # every agent left its round loop, at a round's end ("stopped at round N") or in a wait the stop cut
+    # short ("stopped"), closed its sockets, and says so.
+    for agent in range(4):
+        assert f"agent {agent} stopped" in rundir.error_path(tmp_path / "run", agent).read_text()
     check_ports_free(config)

@@ -39,10 +39,10 @@ def cluster_colors(config: RunConfig) -> dict[int, int] | None:
 
 
 def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
-                print_table: bool = True, partition_plots: bool = True) -> dict:
+                print_table: bool = True, run_plots: bool = True) -> dict:
     """Validate, write config and topology, run every agent, summarize; returns the summary (a diverged
     run is summarized too, with status "diverged"; agents_died lists agents that died mid-run).
-    partition_plots=False skips topology.png and partition.png (a benchmark's smoke test: most of its time)."""
+    run_plots=False skips topology.png, partition.png and curves.png (a benchmark's smoke test: most of its time)."""
     from p2pfl.agents import rundir
     from p2pfl.agents.setup import prepare
     from p2pfl.config import save_config
@@ -63,7 +63,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     save_config(config, config_file)
     mode = "simulate" if simulate else "processes"
     draw_plots = write_preamble(setup, run_dir, mode)
-    if not partition_plots:
+    if not run_plots:
         def draw_plots() -> None:
             pass
     died: list[int] = []
@@ -87,7 +87,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
 
     from p2pfl.run_summary import summarize_run
 
-    summary = summarize_run(config, run_dir, mode, setup.dataset, print_table=print_table)
+    summary = summarize_run(config, run_dir, mode, setup.dataset, print_table=print_table, plot=run_plots)
     return {**summary, "agents_died": died}
 
 

@@ -17,18 +17,18 @@ if TYPE_CHECKING:  # the CLI imports its commands' machinery only when one runs
 
 
 def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *, simulate: bool,
-              show_progress: bool = False, metrics: tuple[str, ...] = (), partition_plots: bool = True,
+              show_progress: bool = False, metrics: tuple[str, ...] = (), run_plots: bool = True,
               echo: Callable[[str], None] = click.echo) -> tuple[list[dict], list[dict], tuple[Metric, ...]]:
     """Run (or resume) every cell x seed into OUT, write results.md/.csv/.json and sweep.png; returns the
     runs (cell, seed, summary), the per-cell table (mean, std, diverged count) and its metric columns.
-    partition_plots=False: no topology.png and partition.png per run (smoke tests)."""
+    run_plots=False: no topology.png, partition.png and curves.png per run (smoke tests)."""
     from p2pfl.cli.execute import execute_run
     from p2pfl.registry import ALGORITHMS
     from p2pfl.sweep import aggregate, metrics_of, run_grid, write_results
 
     def run_one(config: RunConfig, run_dir: Path) -> dict:
         return execute_run(config, run_dir, simulate=simulate, show_progress=show_progress, print_table=False,
-                           partition_plots=partition_plots)
+                           run_plots=run_plots)
 
     rows = run_grid(base, cells, seeds, out, run_one, echo=echo)
     metric = "accuracy"
