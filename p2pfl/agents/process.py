@@ -79,13 +79,17 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         configure_logging(log_path, agent_id)
     stop = shared.stop if shared is not None else threading.Event()
 
-    terminated = Stopped(f"agent {agent_id} terminated")
-    terminated.exit_code = 143  # 128 + SIGTERM, as a shell reports a process it killed
+    terminated = threading.Event()  # SIGTERM reached this agent: exit 143, as a shell reports a process it killed
+
+    def terminated_error() -> Stopped:
+        error = Stopped(f"agent {agent_id} terminated")
+        error.exit_code = 143
+        return error
 
     def terminate(*_: object) -> None:  # interrupts any wait, so the finally below closes the sockets
+        terminated.set()
         stop.set()  # and if the raise lands where Python ignores it (a zmq Frame's dealloc), this still ends the run
-        terminated.signalled = True
-        raise terminated
+        raise terminated_error()
 
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
@@ -113,7 +117,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         return 0
     except (UserError, Stopped) as exc:
         if stop.is_set() and not isinstance(exc, (Stopped, Diverged)):  # a wait cut short by the stop
-            exc = terminated if getattr(terminated, "signalled", False) else Stopped(f"agent {agent_id} stopped")
+            exc = terminated_error() if terminated.is_set() else Stopped(f"agent {agent_id} stopped")
         code = getattr(exc, "exit_code", 130)
         rundir.error_path(run_dir, agent_id).write_text(str(exc))
         logging.getLogger("p2pfl").error("%s", exc)

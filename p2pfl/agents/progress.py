@@ -13,6 +13,7 @@ from typing import Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from p2pfl.agents import rundir
+from p2pfl.agents.live_tensorboard import LiveScalars, coordinator_series
 from p2pfl.config import RunConfig
 
 
@@ -50,11 +51,7 @@ class RunProgress:
         self.task = None
         self.printed: tuple[int, bool] = (-1, False)
         whole_run = self.watched == [0] if self.centralized else len(self.watched) == config.agents
-        self.live = None
-        if config.tensorboard and whole_run:
-            from p2pfl.agents.live_tensorboard import LiveScalars
-
-            self.live = LiveScalars(run_dir)
+        self.live = LiveScalars(run_dir) if config.tensorboard and whole_run else None
         self.losses: dict[int, dict[int, float]] = {}  # round -> {agent: training loss}, until all reported
         self.test_losses: dict[int, dict[int, float]] = {}
 
@@ -102,8 +99,6 @@ class RunProgress:
 
     def record(self, agent: int, row: dict) -> None:
         """One metrics row to TensorBoard: a coordinator's at once, a gossip round once all agents have it."""
-        from p2pfl.agents.live_tensorboard import coordinator_series
-
         assert self.live is not None
         if self.centralized:
             from p2pfl.agents.federated import metric_name
