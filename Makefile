@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(VENV)/bin/p2pfl run examples/ring16.yaml
 
 test: $(STAMP) system-deps
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/python -m pytest -q --durations=15 -n auto --dist loadfile
 
 bench: $(STAMP) fmnist
 	$(PY) benchmarks/runtime_overhead.py

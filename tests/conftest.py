@@ -49,9 +49,13 @@ def descends_from(pid: int, ancestor: int) -> bool:
 
 # Every process this session starts inherits this variable: an agent whose launcher was killed is
 # reparented away from pytest, yet its environment still says it is ours. Agents of other sessions on
-# the same machine (a benchmark beside the tests) carry another value and are never touched.
+# the same machine (a benchmark beside the tests) carry another value and are never touched. Each
+# pytest-xdist worker is a session of its own: it inherits the controller's value and must replace it,
+# or one worker's leak check would count (and kill) the agents of a test running on the other.
 SESSION_MARKER = "P2PFL_TEST_SESSION"
-os.environ.setdefault(SESSION_MARKER, f"{os.getpid()}-{time.time_ns()}")
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if not os.environ.get(SESSION_MARKER, "").endswith(f"-{XDIST_WORKER}"):
+    os.environ[SESSION_MARKER] = f"{os.getpid()}-{time.time_ns()}-{XDIST_WORKER}"
 # The session's own dataset cache (p2pfl.data.cache), removed at the end: tests never read a user's entries.
 os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="p2pfl-test-cache-")
 
