@@ -114,7 +114,7 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
                    "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
                    "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
                    *(["--simulate"] if per_process == "sim" else ["--set", f"network.agents_per_process={per_process}"])]
-        env = {**os.environ, MARKER: marker, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, MARKER: marker, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         started = time.perf_counter()
         launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     cwd=ROOT)

@@ -102,9 +102,16 @@ def small_config(agents: int = 4, rounds: int = 12, **changes) -> RunConfig:
     return config
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child interpreter: this checkout first on its path, what was there kept
+    (packages a machine provides through PYTHONPATH, such as pyzmq beside a system PyTorch)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`p2pfl ARGS` in a fresh interpreter, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.run([sys.executable, "-m", "p2pfl.cli", *args], cwd=kwargs.pop("cwd", ROOT), env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 

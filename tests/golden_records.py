@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
+import torch
+
 from p2pfl.agents import rundir
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
@@ -25,6 +27,8 @@ from p2pfl.exchange import InMemoryHub
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "records.json"
+# Bit-exact records hold for one PyTorch build only: another version (or a CUDA build) rounds differently.
+RECORDED_WITH = GOLDEN.with_name("torch_version.txt")
 TIMINGS = {"seconds", "compute_seconds", "comm_seconds", "wait_seconds"}
 GOSSIP_EXAMPLE = "ring16.yaml"
 # name -> (example config, options over it); small runs that still take every branch of each method
@@ -93,7 +97,8 @@ def main(argv: list[str]) -> int:
     got = record_all()
     if "--write" in argv:
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {GOLDEN}")
+        RECORDED_WITH.write_text(torch.__version__ + "\n")
+        print(f"wrote {GOLDEN} (torch {torch.__version__})")
         return 0
     golden = json.loads(GOLDEN.read_text())
     differ = [name for name in golden.keys() | got.keys() if golden.get(name) != json.loads(json.dumps(got.get(name)))]

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 PROBE = """
 import sys
@@ -16,5 +16,5 @@ print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'matp
 
 def test_the_agent_entry_point_imports_no_scikit_learn_scipy_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
+                         env=child_env()).stdout.strip()
     assert out == "[]"

@@ -16,7 +16,8 @@ def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
     code = {np.uint8: 0x08, np.int32: 0x0C}[array.dtype.type]
     raw = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
     raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(raw)
+    with (gzip.open if compress else open)(path, "wb") as handle:  # closed here: 3.12 buffers gzip writes
+        handle.write(raw)
 
 
 def make_mnist_folder(folder: Path, compress: bool, n_train: int = 40, n_test: int = 10) -> None:

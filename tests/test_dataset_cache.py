@@ -14,7 +14,7 @@ import pytest
 from p2pfl.data import agent_shard, load_dataset
 from p2pfl.data.cache import CACHE_ENV, cache_key, cached, take_rows
 from p2pfl.data.dataset import ArrayDataset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_a_shard_costs_its_rows_not_the_whole_training_set(cache_dir):
     """64 MiB of training rows, 1/16 of them in the shard (4 MiB): mapped and indexed, the kernel's
     fault-around made the whole file resident in every agent."""
     out = subprocess.run([sys.executable, "-c", RSS_PROBE], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()
+                         env=child_env()).stdout.split()
     grown, rows = int(out[0]), int(out[1])
     assert rows == 1024 and grown < 24, f"RSS grew {grown} MiB for a 4 MiB shard"
 

@@ -20,7 +20,7 @@ from p2pfl.topologies import DYNAMIC_TOPOLOGIES, TopologySequence, build_topolog
 from p2pfl.topologies import dynamic
 from p2pfl.topologies.dynamic import round_matrix
 from p2pfl.topologies.sequence_facts import describe_sequence
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, child_env, small_config
 from tests.helpers import make_agents, step_all
 
 
@@ -91,7 +91,7 @@ print(json.dumps(edges_of(sys.argv[1], 10, 7, 12)))
 def test_every_agent_derives_the_same_sequence_from_the_seed(kind):
     """Another process (other hash salt) computes the same graphs; another seed gives others."""
     child = subprocess.run([sys.executable, "-c", SAME_IN_A_CHILD, kind], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}, timeout=60)
+                           env=child_env(PYTHONHASHSEED="12345"), timeout=60)
     assert child.returncode == 0, child.stderr
     mine = edges_of(kind, 10, 7, 12)
     assert json.loads(child.stdout) == json.loads(json.dumps(mine))

@@ -13,7 +13,7 @@ import pytest
 from p2pfl.agents import rundir
 from p2pfl.config import save_config
 from p2pfl.security import generate_keys
-from tests.conftest import ROOT, MetricsTail, small_config
+from tests.conftest import ROOT, MetricsTail, child_env, small_config
 
 AGENTS = 3
 
@@ -61,7 +61,7 @@ def start_agents(tmp_path, names, rounds):
     config.security.mode, config.security.keys_dir = "curve", str(tmp_path / "keys")
     config.security.public_keys = generate_keys(tmp_path / "keys", AGENTS)
     save_config(config, tmp_path / "run.yaml")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return [subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "p2pfl.cli", "agent", "--config",
                               str(tmp_path / "run.yaml"), "--id", str(i), "--out", str(tmp_path / "run")],
                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

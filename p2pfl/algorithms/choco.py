@@ -79,7 +79,9 @@ class Choco(DSGD):
             try:
                 if j not in received:
                     raise ValueError(f"no message in round {round_}")
-                self.hats[j] += self.compressor.decode(received[j]).to(half.device)
+                # the compressors pack with numpy, on the host: a GPU agent's exchange hands over device tensors
+                host = {name: tensor.cpu() for name, tensor in received[j].items()}
+                self.hats[j] += self.compressor.decode(host).to(half.device)
             except ValueError as exc:
                 self.mark_stale({j}, str(exc))
         pull = torch.zeros_like(half)

@@ -6,6 +6,7 @@ tensors that travel (indices + values, packed bits, small ints); `decode` rebuil
 Shapes depend only on the segments and the options, never on the data, so a receiver knows
 exactly what to expect and the exchange rejects anything else. `decode` also checks what the
 shapes cannot (an index out of range, a level above s) and raises ValueError: peers are untrusted.
+Both work on host tensors (the packing is numpy's); an agent on a GPU moves in and out around them.
 """
 
 from __future__ import annotations
