@@ -49,12 +49,14 @@ def cells(args: argparse.Namespace) -> list[Cell]:
 
 
 def write_table(table: list[dict]) -> str:
-    lines = ["| split | algorithm | local models' test accuracy (%) | consensus model's test accuracy (%) | seeds |",
-             "| --- | --- | --- | --- | --- |"]
+    """Means over the seeds that stayed finite; a run the divergence guard stopped counts as diverged."""
+    lines = ["| split | algorithm | local models' test accuracy (%) | consensus model's test accuracy (%) | seeds "
+             "| diverged |", "| --- | --- | --- | --- | --- | --- |"]
     for entry in table:
         split, algorithm = entry["name"].split(", ", 1)
         lines.append(f"| {split} | {algorithm} | {fmt(entry['local_accuracy_mean'], percent=True)} | "
-                     f"{fmt(entry['consensus_accuracy'], percent=True)} | {len(entry['seeds'])} |")
+                     f"{fmt(entry['consensus_accuracy'], percent=True)} | {len(entry['seeds'])} | "
+                     f"{entry['diverged']} |")
     return "\n".join(lines)
 
 
@@ -71,7 +73,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
         for name, summaries in runs.items():
             if name.split(", ", 1)[0] != split:
                 continue
-            curves = [s["local_accuracy_curve"] for s in summaries if s["local_accuracy_curve"]]
+            curves = [s["local_accuracy_curve"] for s in summaries  # a diverged run's curve stops early
+                      if s["local_accuracy_curve"] and s.get("status") != "diverged"]
             if curves:
                 ax.plot([r for r, _ in curves[0]], np.mean([[a for _, a in c] for c in curves], axis=0), marker="o",
                         label=name.split(", ", 1)[1])
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                             simulate=not args.processes)
     header = (f"LeNet-5, ring of 16, batch 32, {args.rounds} rounds, seeds {args.seeds}. Local = mean over the 16 "
               "agents of each local model's test accuracy; consensus = the exact parameter average's; mean ± sample "
-              f"std over the seeds.\n\nRuns: `{command}`\n\n")
+              f"std over the seeds that stayed finite (a run the divergence guard stopped is counted in diverged).\n\nRuns: `{command}`\n\n")
     table_text = write_table(table)
     (out / f"{stem}.md").write_text(header + table_text + "\n")
     plot(runs, out / f"{stem}.png")

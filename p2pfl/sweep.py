@@ -197,7 +197,7 @@ def aggregate(rows: list[dict], metrics: tuple[Metric, ...] | None = None) -> li
         samples = entry.pop("samples")
         for key, values in samples.items():
             entry[key] = {"mean": float(np.mean(values)) if values else None,
-                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else None,
+                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,  # one run: no spread
                           "n": len(values), "values": values}
         out.append(entry)
     return out
@@ -207,10 +207,9 @@ def fmt(stat: dict, percent: bool) -> str:
     """mean ± std; a fraction as percent with 2 decimals, large numbers with thousands separators."""
     if stat["mean"] is None:
         return "n/a"
-    if percent:
-        return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
-    digits = 0 if abs(stat["mean"]) >= 100 else 3
-    return f"{stat['mean']:,.{digits}f} ± {stat['std']:,.{digits}f}"
+    scale, digits = (100, 2) if percent else (1, 0 if abs(stat["mean"]) >= 100 else 3)
+    mean = f"{scale * stat['mean']:,.{digits}f}"
+    return mean if stat["std"] is None else f"{mean} ± {scale * stat['std']:,.{digits}f}"
 
 
 def column(metric: Metric) -> str:

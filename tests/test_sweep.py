@@ -150,3 +150,20 @@ def test_a_diverged_run_is_counted_and_left_out_of_the_means_and_an_extra_metric
 
     bad = sweep(digits_config(tmp_path), out, "--cell", "stable: optim.lr=0.1", "--metric", "nonsense", grid=())
     assert bad.exit_code == 2 and "--metric nonsense: no run's summary has it" in bad.stderr
+
+
+def test_a_cell_with_one_finite_run_shows_its_value_without_a_spread():
+    from p2pfl.sweep import fmt, markdown_table
+
+    def row(seed, status, accuracy=None):
+        return {"cell": "a", "name": None, "values": {}, "seed": seed,
+                "summary": {"status": status, "local_accuracy_mean": accuracy, "consensus_accuracy": accuracy}}
+
+    rows = [row(0, "finished", 0.6543), row(1, "diverged"), row(2, "diverged")]
+    table = aggregate(rows)
+    stat = table[0]["local_accuracy_mean"]
+    assert (stat["mean"], stat["std"], stat["n"], table[0]["diverged"]) == (0.6543, None, 1, 2)
+    assert fmt(stat, percent=True) == "65.43"  # not "65.43 ± 0.00": one run has no spread
+    assert "| a | 3 | 2 | 65.43 | 65.43 |" in markdown_table(table, metrics_of(rows, "accuracy", ()))
+    two = aggregate([row(0, "finished", 0.5), row(1, "finished", 0.7)])[0]["local_accuracy_mean"]
+    assert fmt(two, percent=True) == "60.00 ± 14.14"
