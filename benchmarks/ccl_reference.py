@@ -7,7 +7,7 @@ are one `p2pfl sweep` of named cells (without --simulate), resumable in --runs.
 The authors' figures come from their own code, run on this machine in a scratch folder (see the
 README): one JSON line per run in --authors; they are read, never produced, here.
 
-    python benchmarks/ccl_reference.py                  # 50 runs, about 2 hours on 2 cores; resumable
+    python benchmarks/ccl_reference.py                  # 50 runs, about 45 minutes on 2 cores; resumable
     python benchmarks/ccl_reference.py --quick          # smoke test on digits, seconds
 Writes RESULTS/ccl_reference.md (per cell: mean ± std over the seeds that stayed finite, the
 standard error, the divergence count, beside the authors') and RESULTS/ccl_reference_runs.json.
