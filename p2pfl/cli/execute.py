@@ -64,8 +64,7 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progre
     mode = "simulate" if simulate else "processes"
     draw_plots = write_preamble(setup, run_dir, mode)
     if not run_plots:
-        def draw_plots() -> None:
-            pass
+        draw_plots = lambda: None  # noqa: E731 - the preamble is written either way, only the drawing is skipped
     died: list[int] = []
     try:
         if simulate:
