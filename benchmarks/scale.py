@@ -7,7 +7,8 @@ For each size and topology, two runs of the same agent processes side by side: D
   last 10% (flat or not); the gossip run's over the floor's is the ratio the runtime costs;
 - bytes sent per agent per round;
 - memory of the agent processes (named p2pfl-agent-N, or p2pfl-agent-wK for a worker hosting several
-  agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, and PSS summed over processes
+  agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, the processes' peak RSS summed
+  over the agents (a packed agent's share of its process), and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
 With `--agents-per-process 1,0,sim` every size runs once per value (network.agents_per_process: 1 one process
@@ -153,13 +154,22 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
             "peak_rss_mb_max": rss[-1] / 1024 if rss else None,
             "peak_rss_mb_median": statistics.median(rss) / 1024 if rss else None,
+            "peak_rss_mb_per_agent": sum(rss) / 1024 / agents if rss else None,
             "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss)}
+
+
+def per_agent_rss(result: dict) -> str:
+    """The processes' peak RSS summed, over the agents: what each agent costs when its process is shared
+    (older result files lack it: '-')."""
+    value = result.get("peak_rss_mb_per_agent")
+    return "-" if value is None else f"{value:.0f}"
 
 
 def table(results: list[dict]) -> str:
     lines = ["| agents | topology | agents/process (processes) | start-up s | s/round | floor s/round | ratio | "
-             "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | PSS total MB | PSS/agent MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | peak RSS/agent MB | PSS total MB | "
+             "PSS/agent MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def key(r: dict) -> tuple:
         return r["agents"], r["topology"], r.get("agents_per_process", 1)
@@ -176,7 +186,7 @@ def table(results: list[dict]) -> str:
                      f"{r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
                      f"{floor['s_per_round'] if floor else float('nan'):.4f} | {ratio} | "
                      f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
-                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {r['pss_total_mb']:,.0f} | "
+                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {per_agent_rss(r)} | {r['pss_total_mb']:,.0f} | "
                      f"{r['pss_total_mb'] / r['agents']:.0f} |")
     return "\n".join(lines) + "\n"
 

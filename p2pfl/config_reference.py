@@ -70,10 +70,10 @@ MEANINGS: dict[str, str] = {
                                 "client's hello; one missing is absent)"),
     "network.max_message_mb": "largest accepted message, in MiB",
     "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a thread with its own "
-                                  "sockets, log and metrics (1: one process per agent; N: N per process; 0: auto, "
-                                  "ceil(agents / (4 x cores)), i.e. about 4 processes per core, the default: faster, smaller and quicker to "
-                                  "start than one per agent from 16 agents on 2 cores, benchmarks/scale.py; at most "
-                                  "4 x cores agents it is one process per agent)",
+                                  "sockets, log and metrics; neighbours in one process talk over inproc:// (1: one "
+                                  "process per agent, for isolation; N: N per process; 0: auto, the default, "
+                                  "ceil(agents / cores), one worker process per core: faster and smaller than one "
+                                  "process per agent at 8 to 256 agents on 2 cores, benchmarks/scale.py)",
 }
 
 

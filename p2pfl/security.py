@@ -70,11 +70,10 @@ class CurveKeys:
         return cls(public, secret, peers)
 
 
-class AgentAuthenticator(ThreadAuthenticator):
-    """ZAP handler: a client key is allowed only if it is a neighbour's; its User-Id is that agent's id."""
+class AgentAdmission:
+    """One agent's ZAP domain: a client key is allowed only if it is one of that agent's neighbours'."""
 
-    def __init__(self, context: zmq.Context, agent: int, allowed: dict[bytes, int]):
-        super().__init__(context, log=logging.getLogger("p2pfl.security.zap"))
+    def __init__(self, agent: int, allowed: dict[bytes, int]):
         self.agent = agent
         self.allowed = allowed  # z85 public key -> agent id
 
@@ -84,20 +83,28 @@ class AgentAuthenticator(ThreadAuthenticator):
         log.warning("agent %s refused a connection from an unknown key %s", self.agent, key.decode(errors="replace"))
         return False
 
+
+class AgentAuthenticator(ThreadAuthenticator):
+    """The ZAP handler of one ZeroMQ context (libzmq allows one per context). Agents packed in one process share
+    a context, so each agent's inbox asks in its own ZAP domain (its id), where only its neighbours' keys get
+    in; the User-Id of an admitted key is the id of the agent it belongs to (a key is one agent's only)."""
+
+    def __init__(self, context: zmq.Context):
+        super().__init__(context, log=logging.getLogger("p2pfl.security.zap"))
+        self.owners: dict[bytes, int] = {}  # z85 public key -> agent id, over every admitted agent's neighbours
+
+    def admit(self, agent: int, keys: CurveKeys, inbox: zmq.Socket) -> None:
+        """Make `inbox` a CURVE server whose clients must hold one of `keys.peers`."""
+        allowed = {public: peer for peer, public in keys.peers.items()}
+        self.owners.update(allowed)
+        self.configure_curve_callback(str(agent), credentials_provider=AgentAdmission(agent, allowed))
+        inbox.zap_domain = str(agent).encode()
+        inbox.curve_secretkey = keys.secret
+        inbox.curve_publickey = keys.public
+        inbox.curve_server = True
+
     def curve_user_id(self, client_public_key: bytes) -> str:
-        return str(self.allowed[zmq.utils.z85.encode(client_public_key)])
-
-
-def secure_sockets(context: zmq.Context, agent: int, keys: CurveKeys, inbox: zmq.Socket) -> AgentAuthenticator:
-    """Start the authenticator and make `inbox` a CURVE server; dealers are set up by `secure_dealer`."""
-    allowed = {public: peer for peer, public in keys.peers.items()}
-    authenticator = AgentAuthenticator(context, agent, allowed)
-    authenticator.start()
-    authenticator.configure_curve_callback("*", credentials_provider=authenticator)
-    inbox.curve_secretkey = keys.secret
-    inbox.curve_publickey = keys.public
-    inbox.curve_server = True
-    return authenticator
+        return str(self.owners[zmq.utils.z85.encode(client_public_key)])
 
 
 def secure_dealer(dealer: zmq.Socket, keys: CurveKeys, peer: int) -> None:

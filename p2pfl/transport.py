@@ -1,16 +1,23 @@
-"""ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id)."""
+"""ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id).
+
+Neighbours packed in the same process (mates) talk over inproc://: the same frames, encoding and validation,
+but no TCP, no encryption and no I/O thread in between. They reach a PULL inbox of its own, not the ROUTER,
+so no TCP peer can take a mate's routing id over; only code in this process can reach an inproc endpoint,
+so the id a mate puts first in its message is trusted as its name, as CURVE's key is for everyone else.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+import threading
+from typing import Iterable, Mapping, Sequence
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from p2pfl.errors import UserError
 from p2pfl.exchange import MailboxExchange, PeerId
-from p2pfl.security import CurveKeys, secure_dealer, secure_sockets
+from p2pfl.security import AgentAuthenticator, CurveKeys, secure_dealer
 from p2pfl.wire import Buffer
 
 log = logging.getLogger("p2pfl.transport")
@@ -21,19 +28,54 @@ LINGER_MS = 2000  # long enough to flush the last round to live peers, short eno
 SEND_HWM = 64
 
 
+class ProcessLinks:
+    """The ZeroMQ side of one process hosting agents: one context (so one I/O thread, however many agents), its
+    one ZAP handler, and the ids of the agents it hosts, whose links to each other go over inproc://."""
+
+    def __init__(self, run_id: str, mates: Iterable[PeerId] = ()):
+        self.run_id = run_id
+        self.mates = frozenset(mates)
+        self.context = zmq.Context()
+        self._authenticator: AgentAuthenticator | None = None
+        self._lock = threading.Lock()
+
+    def inproc(self, agent: PeerId) -> str:
+        return f"inproc://p2pfl-{self.run_id}-{agent}"
+
+    def authenticator(self) -> AgentAuthenticator:
+        with self._lock:  # agent threads of a packed worker build their exchanges at once
+            if self._authenticator is None:
+                self._authenticator = AgentAuthenticator(self.context)
+                self._authenticator.start()
+            return self._authenticator
+
+    def close(self) -> None:
+        """Once every exchange on it is closed."""
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self.context.term()
+
+
 class ZmqExchange(MailboxExchange):
     def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
-                 round_timeout: float, curve: CurveKeys | None = None,
+                 round_timeout: float, curve: CurveKeys | None = None, links: ProcessLinks | None = None,
                  **kwargs):
+        """`links`: the process's shared context when agents are packed (mates' links then go over inproc);
+        without it the exchange has a context of its own."""
         super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
-        self.context = zmq.Context()
+        self.owns_links = links is None
+        self.links = links = links or ProcessLinks(run_id)
+        self.context = links.context
         self.curve = curve
-        self.authenticator = None
+        self.mates = frozenset(links.mates & set(neighbours))
+        self.identity = identity = str(agent_id).encode()
         self.inbox = self.context.socket(zmq.ROUTER)
+        self.mate_inbox: zmq.Socket | None = None
         self.dealers: dict[PeerId, zmq.Socket] = {}
         self.monitors: dict[zmq.Socket, PeerId] = {}
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
+        self._mates_first = False  # alternates, so neither inbox can starve the other
         try:
             self.inbox.setsockopt(zmq.LINGER, 0)
             # A neighbour that reconnects after a cut link (its old connection never saw a FIN) must get
@@ -47,7 +89,12 @@ class ZmqExchange(MailboxExchange):
             # still cost frames x cap for a moment; the exchange then drops it whole (wire.decode caps the sum).
             self.inbox.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 1)
             if curve is not None:
-                self.authenticator = secure_sockets(self.context, agent_id, curve, self.inbox)
+                links.authenticator().admit(agent_id, curve, self.inbox)
+            if agent_id in links.mates:
+                self.mate_inbox = self.context.socket(zmq.PULL)
+                self.mate_inbox.setsockopt(zmq.LINGER, 0)
+                self.mate_inbox.bind(links.inproc(agent_id))
+                self.poller.register(self.mate_inbox, zmq.POLLIN)
             try:
                 self.inbox.bind(bind)
             except zmq.ZMQError as exc:
@@ -55,8 +102,15 @@ class ZmqExchange(MailboxExchange):
                     raise UserError(f"agent {agent_id}: address {bind} is already in use; stop what holds it or "
                                     "choose another network.base_port / address") from None
                 raise UserError(f"agent {agent_id}: cannot bind {bind}: {exc.strerror}; check the address") from None
-            identity = str(agent_id).encode()
+            for peer in sorted(self.mates):
+                dealer = self.context.socket(zmq.PUSH)
+                dealer.setsockopt(zmq.LINGER, LINGER_MS)
+                dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
+                dealer.connect(links.inproc(peer))  # inproc: no link events, a mate ends with this process
+                self.dealers[peer] = dealer
             for peer, address in sorted(neighbours.items()):
+                if peer in self.mates:
+                    continue
                 dealer = self.context.socket(zmq.DEALER)
                 if curve is None:  # plain: the routing id is the only name a message has
                     dealer.setsockopt(zmq.IDENTITY, identity)
@@ -80,7 +134,12 @@ class ZmqExchange(MailboxExchange):
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
         try:
-            self.dealers[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            if peer in self.mates:
+                # Over inproc a mate would get the frames' memory itself and keep it until it mixes: copy, so
+                # the sender may change its tensors meanwhile (over TCP the kernel's copy does this).
+                self.dealers[peer].send_multipart([self.identity, *frames], flags=zmq.NOBLOCK, copy=True)
+            else:
+                self.dealers[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:  # the peer's queue is full: it is gone or far behind
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
@@ -93,12 +152,16 @@ class ZmqExchange(MailboxExchange):
                 event = recv_monitor_message(monitor)
                 if event["event"] == zmq.EVENT_DISCONNECTED:
                     self.mark_down(peer, "closed its link")
-        if self.inbox not in ready:
+        inboxes = [self.mate_inbox, self.inbox] if self._mates_first else [self.inbox, self.mate_inbox]
+        self._mates_first = not self._mates_first
+        socket = next((inbox for inbox in inboxes if inbox is not None and inbox in ready), None)
+        if socket is None:
             return None
-        parts = self.inbox.recv_multipart(copy=False)
-        # With CURVE the sender is the agent its authenticated key belongs to, not its self-chosen routing id.
-        identity = parts[1].get("User-Id").encode() if self.curve is not None and len(parts) > 1 else \
-            bytes(parts[0].buffer)
+        parts = socket.recv_multipart(copy=False)
+        # A mate names itself first; with CURVE a TCP peer is the agent its authenticated key belongs to, not
+        # its self-chosen routing id.
+        identity = parts[1].get("User-Id").encode() if socket is self.inbox and self.curve is not None \
+            and len(parts) > 1 else bytes(parts[0].buffer)
         return identity, [part.buffer for part in parts[1:]]
 
     def close(self) -> None:
@@ -107,9 +170,10 @@ class ZmqExchange(MailboxExchange):
         for dealer in self.dealers.values():
             dealer.close()
         self.inbox.close(linger=0)
-        if self.authenticator is not None:
-            self.authenticator.stop()
-        self.context.term()
+        if self.mate_inbox is not None:
+            self.mate_inbox.close(linger=0)
+        if self.owns_links:
+            self.links.close()
 
 
 def check_ports_free(config) -> None:

@@ -236,6 +236,7 @@ def test_a_killed_coordinator_restarted_with_resume_continues_and_the_clients_fo
 
     config = clustered("clove", "random", rounds=20, clusters=3, models=3, local_epochs=2, client_timeout=90.0)
     config.agents, config.checkpoint_every = 4, 1
+    config.network.agents_per_process = 1  # the coordinator's own process is killed and restarted
     config.network.addresses = small_config(agents=4).network.addresses
     save_config(config, tmp_path / "run.yaml")
     run_dir = tmp_path / "run"

@@ -26,10 +26,12 @@ def test_worker_groups_are_consecutive_even_and_at_most_n():
     assert groups(7, 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert groups(4, 1) == [[0], [1], [2], [3]]
     assert groups(3, 10) == [[0, 1, 2]]
-    # auto: about 4 processes per core
-    assert agents_per_process(small_config(agents=64, network__agents_per_process=0), cores=2) == 8
-    assert agents_per_process(small_config(agents=4, network__agents_per_process=0), cores=2) == 1
-    assert len(groups(64, 0, cores=2)) == 8
+    # auto: one worker process per core
+    assert agents_per_process(small_config(agents=64, network__agents_per_process=0), cores=2) == 32
+    assert agents_per_process(small_config(agents=4, network__agents_per_process=0), cores=2) == 2
+    assert agents_per_process(small_config(agents=2, network__agents_per_process=0), cores=2) == 1
+    assert groups(5, 0, cores=2) == [[0, 1, 2], [3, 4]]
+    assert len(groups(64, 0, cores=2)) == 2
 
 
 def test_packed_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agents):

@@ -31,8 +31,9 @@ def write_config(tmp_path, config):
 
 @pytest.mark.parametrize("kind, algorithm", [("ring", "dsgdm-n"), ("one-peer-exponential", "ccl")])
 def test_processes_give_the_same_losses_as_simulate(tmp_path, no_leaked_agents, kind, algorithm):
-    """Also with peers changing every round (directed rounds, CCL's reply going the other way)."""
-    config = small_config(agents=4, rounds=15, eval_every=5, algorithm=algorithm)
+    """One process per agent (packing has its own test); also with peers changing every round (directed
+    rounds, CCL's reply going the other way)."""
+    config = small_config(agents=4, rounds=15, eval_every=5, algorithm=algorithm, network__agents_per_process=1)
     config.topology.kind = kind
     path = write_config(tmp_path, config)
     result = run_cli("run", str(path), "--out", str(tmp_path / "proc"), "--no-progress")
@@ -63,7 +64,9 @@ def test_agents_started_by_hand_give_the_same_run(tmp_path, no_leaked_agents):
 
 def start_run(tmp_path, rounds=100000, sigint_ignored=False, **changes):
     """A launcher of 4 agents, once agent 3 has a round done. `sigint_ignored`: started the way a shell
-    starts a background job (SIGINT ignored), which Python's default Ctrl-C handling does not override."""
+    starts a background job (SIGINT ignored), which Python's default Ctrl-C handling does not override.
+    One process per agent unless `changes` say otherwise: the tests kill and restart single agents."""
+    changes.setdefault("network__agents_per_process", 1)
     config = small_config(agents=4, rounds=rounds, eval_every=0, **changes)
     path = write_config(tmp_path, config)
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None

@@ -10,7 +10,7 @@ import zmq.auth
 
 from p2pfl.errors import UserError
 from p2pfl.security import CurveKeys, generate_keys
-from p2pfl.transport import ZmqExchange
+from p2pfl.transport import ProcessLinks, ZmqExchange
 from p2pfl.wire import encode
 from tests.conftest import free_ports
 
@@ -199,3 +199,36 @@ def test_under_curve_a_neighbour_cannot_push_another_off_its_link(tmp_path):
         a.close()
         b.close()
     assert all(heard), heard
+
+
+def test_packed_mates_talk_in_process_and_a_remote_key_cannot_pose_as_a_mate(tmp_path):
+    """Agents 0 and 1 share a process (ProcessLinks), agent 2 is elsewhere: 0 and 1 reach each other over
+    inproc although 1's TCP address is wrong in 0's map; 2, authenticated, claims mate 1's routing id and
+    still counts as 2 (its key names it), while each inbox keeps its own ZAP domain of neighbours' keys."""
+    publics = generate_keys(tmp_path / "keys", 3)
+    ports = free_ports(3)
+    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    links = ProcessLinks("run", mates=[0, 1])
+    load = lambda i, peers: CurveKeys.load(str(tmp_path / "keys"), i, publics, peers)  # noqa: E731
+    a = ZmqExchange(0, addr[0], {1: "tcp://127.0.0.1:1", 2: addr[2]}, "run", 5.0, curve=load(0, [1, 2]), links=links)
+    b = ZmqExchange(1, addr[1], {0: addr[0]}, "run", 5.0, curve=load(1, [0]), links=links)
+    public2, secret2 = zmq.auth.load_certificate(str(tmp_path / "keys" / "agent-2.key_secret"))
+    remote = intruder(addr[0], public2, secret2, publics[0].encode(), identity=b"1")
+    stranger = intruder(addr[1], public2, secret2, publics[1].encode(), identity=b"0")  # 2 is no neighbour of 1
+    try:
+        remote.send_multipart([bytes(f) for f in encode("run", 2, 0, "params", {"x": torch.full((2,), 2.0)})])
+        stranger.send_multipart([bytes(f) for f in encode("run", 0, 0, "params", {"x": torch.full((2,), 9.0)})])
+        out = {}
+        t = threading.Thread(target=lambda: out.update(b.exchange(0, "params", {0: {"x": torch.ones(2)}}, timeout=3)))
+        t.start()
+        got = a.exchange(0, "params", {1: {"x": torch.zeros(2)}, 2: {"x": torch.zeros(2)}})
+        t.join(10)
+    finally:
+        remote.close()
+        stranger.close()
+        a.close()
+        b.close()
+        links.close()
+    assert got[1]["x"].tolist() == [1.0, 1.0] and got[2]["x"].tolist() == [2.0, 2.0]
+    assert out[0]["x"].tolist() == [0.0, 0.0]  # not the stranger's 9s: its key is not one of agent 1's neighbours
+    assert sum(a.stats.dropped.values()) == 0 and sum(b.stats.dropped.values()) == 0

@@ -8,7 +8,7 @@ import torch
 import zmq
 
 from p2pfl.errors import UserError
-from p2pfl.transport import ZmqExchange
+from p2pfl.transport import ProcessLinks, ZmqExchange
 from p2pfl.wire import encode
 from tests.conftest import free_ports
 
@@ -72,3 +72,29 @@ def test_binding_a_taken_port_is_a_user_error():
 # Without CURVE a routing id is only a claim: ROUTER_HANDOVER (needed so a neighbour reconnecting after
 # a cut link gets its id back) lets a second connection take it over. Sender authentication is the job
 # of security.mode curve: tests/test_security.py shows an authenticated neighbour cannot pose as another.
+
+
+def test_mates_in_one_process_exchange_over_inproc_and_keep_their_own_copy():
+    """Neighbours packed in one process skip TCP: agent 0 knows only a wrong TCP address for 1 and still hears
+    it. What a mate receives is a copy (the frame is above pyzmq's copy threshold, so without one it would
+    be the sender's memory): the sender changing its tensor afterwards changes nothing there."""
+    ports = free_ports(2)
+    links = ProcessLinks("run", mates=[0, 1])
+    a = ZmqExchange(0, f"tcp://127.0.0.1:{ports[0]}", {1: "tcp://127.0.0.1:1"}, "run", 5.0, links=links)
+    b = ZmqExchange(1, f"tcp://127.0.0.1:{ports[1]}", {0: "tcp://127.0.0.1:1"}, "run", 5.0, links=links)
+    try:
+        sent = torch.arange(100_000, dtype=torch.float32)
+        out = {}
+        t = threading.Thread(target=lambda: out.update(b.exchange(0, "params", {0: {"x": torch.zeros(100_000)}})))
+        t.start()
+        a.send(0, "params", {1: {"x": sent}})
+        sent.add_(1)  # the sender moves on before the mate has read it
+        got = a.collect(0, "params", [1], timeout=5)
+        t.join(10)
+    finally:
+        a.close()
+        b.close()
+        links.close()
+    assert got[1]["x"].sum().item() == 0
+    assert out[0]["x"].tolist() == torch.arange(100_000, dtype=torch.float32).tolist()
+    assert a.stats.bytes_sent == b.stats.bytes_received > 400_000 and not a.monitors and not b.monitors

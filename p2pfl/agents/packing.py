@@ -1,9 +1,10 @@
 """Packing: several agents as threads of one worker process, for machines with fewer cores than agents.
 
-Each packed agent keeps what it has in a process of its own: its ZmqExchange, sockets, keys and
-ZeroMQ context (nothing changes on the wire), its log file, error file and metrics. What the agents of a
-worker share is the run's setup (the data set mapped once), torch's libraries (their pages are what most
-of an agent process's memory is) and the worker's signals: SIGTERM, or the launcher's death, stops them
+Each packed agent keeps what it has in a process of its own: its ZmqExchange, sockets and keys (nothing
+changes on the wire), its log file, error file and metrics. What the agents of a worker share is the run's
+setup (the data set mapped once), torch's libraries (their pages are what most of an agent process's memory
+is), one ZeroMQ context (one I/O thread; neighbours packed together talk over inproc://, no TCP, no
+encryption, the same frames and validation) and the worker's signals: SIGTERM, or the launcher's death, stops them
 all. Each agent's exit code goes to the launcher over a pipe as the agent ends, so the launcher still
 reports which agent died and stops the run on a diverged one, as with one process per agent.
 """
@@ -30,8 +31,9 @@ from p2pfl.agents.process import PROCESS_NAME_PREFIX, WorkerShare, die_with_pare
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
+from p2pfl.transport import ProcessLinks
 
-PROCESSES_PER_CORE = 4  # auto packing: about this many agent processes per core (see the README's measurements)
+PROCESSES_PER_CORE = 1  # auto packing: one worker process per core (neighbours in a worker talk over inproc://)
 STOP_GRACE_SECONDS = 3.0  # after SIGTERM, agents close their sockets; the launcher SIGKILLs after 5 s
 
 
@@ -73,7 +75,7 @@ def run_packed(config: RunConfig, agents: list[int], run_dir: Path, stop: thread
             codes[agent] = exc.exit_code
             report(agent, exc.exit_code)
         return codes
-    shared = WorkerShare(setup, stop, logs)
+    shared = WorkerShare(setup, stop, logs, ProcessLinks(setup.run_id, agents))
 
     def body(agent: int) -> None:
         name_thread(f"{PROCESS_NAME_PREFIX}{agent}")
@@ -90,6 +92,8 @@ def run_packed(config: RunConfig, agents: list[int], run_dir: Path, stop: thread
             if time.monotonic() > deadline:
                 break
         alive[0].join(0.2)  # one at a time: the stop is seen within 0.2 s however many agents are packed
+    if not any(thread.is_alive() for thread in threads):  # else an agent still holds sockets: term would wait
+        shared.links.close()
     return codes
 
 

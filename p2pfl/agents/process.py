@@ -24,7 +24,7 @@ from p2pfl.agents.setup import RunSetup, prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import Diverged, UserError
 from p2pfl.security import CurveKeys, refuse_plain_off_loopback
-from p2pfl.transport import ZmqExchange
+from p2pfl.transport import ProcessLinks, ZmqExchange
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
@@ -59,10 +59,12 @@ BUILD_LOCK = threading.Lock()
 @dataclass
 class WorkerShare:
     """What the agents packed in one worker process share: the run's setup (the data set mapped once), the
-    event its SIGTERM handler sets to stop them all, and the router that keeps their log files apart."""
+    event its SIGTERM handler sets to stop them all, the router that keeps their log files apart, and one
+    ZeroMQ context over which mates that are neighbours talk in-process."""
     setup: RunSetup
     stop: threading.Event
     logs: ThreadRoutedLogs
+    links: ProcessLinks
 
 
 def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,
@@ -110,7 +112,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
                                    config.network.round_timeout, curve=curve,
                                    max_message_bytes=int(config.network.max_message_mb * 2**20),
                                    round_window=setup.round_window,
-                                   stopping=stop)
+                                   stopping=stop, links=shared.links if shared is not None else None)
             loop = build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume)
         loop.run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
