@@ -21,6 +21,7 @@ from p2pfl.constants import (MAX_HEADER_BYTES, MAX_TENSOR_NDIM, MAX_TENSORS_PER_
 from p2pfl.errors import WireError
 
 Buffer = bytes | memoryview
+ITEMSIZE = {name: np.dtype(name).itemsize for name in WIRE_DTYPES}  # np.dtype(name) per message cost microseconds
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
 
 
 @dataclass
@@ -55,10 +56,11 @@ def encode(run_id: str, sender: int, round_: int, tag: str, tensors: Mapping[str
     """[header, frame_0, ...]; frames are views of the tensors' memory (zero copy)."""
     arrays, entries = [], []
     for name, tensor in tensors.items():
+        dtype = dtype_name(tensor)  # torch's names of the wire dtypes are numpy's
+        if dtype not in WIRE_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}, not one of {WIRE_DTYPES}")
         array = tensor.detach().cpu().contiguous().numpy()
-        if array.dtype.name not in WIRE_DTYPES:
-            raise ValueError(f"tensor {name!r} has dtype {array.dtype}, not one of {WIRE_DTYPES}")
-        entries.append([name, array.dtype.name, list(array.shape)])
+        entries.append([name, dtype, list(array.shape)])
         arrays.append(array)
     header = msgpack.packb({"v": PROTOCOL_VERSION, "run": run_id, "from": sender, "round": round_, "tag": tag,
                             "t": entries}, use_bin_type=True)
@@ -107,7 +109,19 @@ def _specs(entries: list) -> list[tuple[str, TensorSpec]]:
 def capacity(spec: TensorSpec) -> int:
     """Bytes the shape would describe with its empty dims counted as 1: an empty tensor of shape
     [0, 2**63] holds nothing but still cannot be built, so it is capped like a full one."""
-    return math.prod(d or 1 for d in spec.shape) * np.dtype(spec.dtype).itemsize
+    return math.prod(d or 1 for d in spec.shape) * ITEMSIZE[spec.dtype]
+
+
+def _take_the_read_only_warning() -> None:
+    """torch warns, once per process, that a tensor over a read-only buffer is read-only; received tensors are
+    inputs, so that warning is taken here, at import. Guarding every frame with warnings.catch_warnings cost
+    5 us each, and that context manager is not thread-safe, which packed agents are."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.frombuffer(memoryview(bytes(4)), dtype=torch.float32)
+
+
+_take_the_read_only_warning()
 
 
 def view_tensor(frame: Buffer, spec: TensorSpec) -> torch.Tensor:
@@ -115,9 +129,7 @@ def view_tensor(frame: Buffer, spec: TensorSpec) -> torch.Tensor:
     dtype = getattr(torch, spec.dtype)
     if spec.nbytes == 0:
         return torch.empty(spec.shape, dtype=dtype)
-    with warnings.catch_warnings():  # torch warns that the frame is not writable: received tensors are inputs
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+    return torch.frombuffer(frame, dtype=dtype).reshape(spec.shape)
 
 
 def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
@@ -150,10 +162,17 @@ def decode(frames: Sequence[Buffer], run_id: str, max_bytes: int) -> Envelope:
     return Envelope(header["run"], header["from"], header["round"], header["tag"], tensors, received)
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN and no infinity in a floating-point tensor. Its sum is finite only if every element is (a NaN
+    or an infinity stays in a sum), and takes 4 us where torch.isfinite(t).all() takes 130 (a 62k-float
+    LeNet-5 vector on this CPU: three such checks per agent and round were a tenth of a packed run's
+    runtime); only a sum that overflowed needs the element-wise check."""
+    return math.isfinite(float(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def non_finite(envelope: Envelope) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity."""
-    return [name for name, t in envelope.tensors.items()
-            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
+    return [name for name, t in envelope.tensors.items() if t.is_floating_point() and not all_finite(t)]
 
 
 def check_spec(envelope: Envelope, expected: Mapping[str, TensorSpec]) -> None:

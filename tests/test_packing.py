@@ -4,12 +4,14 @@ process per agent and as --simulate; the launcher still reports and stops every 
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from p2pfl.agents import rundir
 from p2pfl.agents.packing import agents_per_process, worker_groups
+from p2pfl.agents.process import StartLine
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
 from p2pfl.errors import Diverged
@@ -97,3 +99,21 @@ def test_sigkill_of_the_launcher_leaves_no_packed_agent_alive(tmp_path, no_leake
     for agent in range(4):
         assert f"agent {agent} stopped" in rundir.error_path(tmp_path / "run", agent).read_text()
     check_ports_free(config)
+
+
+def test_a_workers_agents_start_their_rounds_together_and_a_failed_build_holds_nobody_up():
+    line = StartLine([0, 1, 2])
+    stop = threading.Event()
+    started = []
+    waiters = [threading.Thread(target=lambda a=a: (line.arrive(a), line.wait(stop), started.append(a))) for a in (0, 1)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)
+    assert started == []  # agent 2 is still being built
+    line.arrive(2)  # built, or failed: run_agent's finally arrives for it either way
+    for waiter in waiters:
+        waiter.join(5)
+    assert sorted(started) == [0, 1]
+    late = StartLine([0, 1])
+    stop.set()
+    late.wait(stop)  # a stopped worker does not wait for agents that will never be built

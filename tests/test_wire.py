@@ -1,3 +1,4 @@
+import math
 import msgpack
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pfl.constants import PROTOCOL_VERSION
 from p2pfl.errors import WireError
-from p2pfl.wire import TensorSpec, check_spec, decode, encode
+from p2pfl.wire import TensorSpec, all_finite, check_spec, decode, encode
 
 RUN = "run-a"
 CAP = 1 << 20
@@ -112,3 +113,18 @@ def test_structured_garbage_headers_only_raise_wire_error(body, payload):
         decode([msgpack.packb(body), *payload], RUN, CAP)
     except WireError:
         pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_agrees_with_the_element_wise_check(dtype):
+    """The fast sum path: a NaN or an infinity anywhere is caught, opposite infinities too (their sum is NaN),
+    and finite values whose sum overflows are still finite (the element-wise check decides)."""
+    big = torch.finfo(dtype).max
+    cases = {"zeros": torch.zeros(1000), "empty": torch.zeros(0), "nan": torch.tensor([1.0, float("nan"), 2.0]),
+             "inf": torch.tensor([float("inf"), 1.0]), "-inf": torch.tensor([0.0, float("-inf")]),
+             "opposite": torch.tensor([float("inf"), float("-inf")])}
+    cases = {name: t.to(dtype) for name, t in cases.items()}
+    cases["overflowing sum"] = torch.full((8,), big, dtype=dtype)
+    assert not math.isfinite(float(cases["overflowing sum"].sum()))
+    for name, tensor in cases.items():
+        assert all_finite(tensor) == bool(torch.isfinite(tensor).all()), name

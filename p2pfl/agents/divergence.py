@@ -8,6 +8,7 @@ from typing import Mapping
 import torch
 
 from p2pfl.errors import Diverged
+from p2pfl.wire import all_finite
 
 # The loss terms an algorithm's step reports, with the names the papers give them; the total last,
 # so the term that caused an explosion is the one named.
@@ -27,6 +28,6 @@ def check_divergence(agent: int, round_: int, step_out: Mapping[str, float], par
         raise Diverged(f"agent {agent} diverged at round {round_}: {name} = {value:.4g} ({limit}); "
                        "lower the learning rate, add a warm-up (optim.warmup_rounds) or, for CCL, bound the "
                        "alignment terms (options.align_clip: 2 kept every seed of the authors' setting finite)")
-    if not bool(torch.isfinite(params).all()):
+    if not all_finite(params):
         raise Diverged(f"agent {agent} diverged at round {round_}: parameters non-finite after the step "
                        "(the loss was still finite); lower the learning rate or add a warm-up (optim.warmup_rounds)")

@@ -34,7 +34,7 @@ from p2pfl.constants import HELLO_ROUND, TAG_HELLO
 from p2pfl.errors import PeerUnreachable, UserError
 from p2pfl.exchange import Exchange
 from p2pfl.registry import METHODS, parse_algorithm_options
-from p2pfl.wire import spec_of
+from p2pfl.wire import all_finite, spec_of
 from p2pfl.seeds import stream_seed
 
 log = logging.getLogger("p2pfl.federated")
@@ -175,7 +175,7 @@ def unusable(reply: dict[str, torch.Tensor]) -> str | None:
     infinite losses or parameters) or one reporting no samples (n <= 0, a zero weight) is dropped for
     the round like a silent one; the exchange already drops non-finite messages, this guards the math."""
     for name, tensor in reply.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not all_finite(tensor):
             return f"non-finite {name}"
     if "n" in reply and not bool((reply["n"] > 0).all()):
         return f"n = {reply['n'].tolist()}, not a positive sample count"

@@ -27,7 +27,8 @@ import torch
 from p2pfl.agents import rundir
 from p2pfl.agents.agent_logs import ThreadRoutedLogs
 from p2pfl.agents.lifetime import watch_launcher
-from p2pfl.agents.process import PROCESS_NAME_PREFIX, WorkerShare, die_with_parent, name_thread, run_agent
+from p2pfl.agents.process import (PROCESS_NAME_PREFIX, StartLine, WorkerShare, die_with_parent, name_thread,
+                                  run_agent)
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
@@ -75,7 +76,7 @@ def run_packed(config: RunConfig, agents: list[int], run_dir: Path, stop: thread
             codes[agent] = exc.exit_code
             report(agent, exc.exit_code)
         return codes
-    shared = WorkerShare(setup, stop, logs, ProcessLinks(setup.run_id, agents))
+    shared = WorkerShare(setup, stop, logs, ProcessLinks(setup.run_id, agents), StartLine(agents))
 
     def body(agent: int) -> None:
         name_thread(f"{PROCESS_NAME_PREFIX}{agent}")
