@@ -84,3 +84,10 @@ def test_choco_benchmark_quick_mode_writes_table_and_plot(tmp_path):
     assert "Runs: `p2pfl sweep examples/qgm_fmnist_ring16.yaml --cells benchmarks/choco_cells.yaml" in table
     assert (tmp_path / "runs" / "choco_quick" / "results.md").exists()
     assert (tmp_path / "choco_quick.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gossip_only_benchmark_prints_both_exchanges(capsys):
+    load("gossip_only").main(["--agents", "3", "--rounds", "5", "--size", "100"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["inproc", "in-memory"]
+    assert all(float(line.split(": ")[1].split()[0]) > 0 for line in lines)

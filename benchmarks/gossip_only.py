@@ -1,0 +1,67 @@
+"""Gossip alone, no training: N agents on a ring as threads of this one process (as a packed worker hosts
+them), each round exchanging a LeNet-5-sized vector with both neighbours and mixing it in. Prints the CPU
+each agent spends per round, over inproc:// (ZmqExchange sharing one ProcessLinks, as packed mates) and
+over the in-memory exchange of `--simulate`, side by side: the runtime's own cost per round, which a
+packed run adds to the compute floor. Run it under `perf record -g` to see where that CPU goes.
+
+    python benchmarks/gossip_only.py [--agents 8] [--rounds 1000] [--size 61706]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import torch
+
+from p2pfl.algorithms.base import gossip_average
+from p2pfl.exchange import InMemoryHub
+from p2pfl.transport import ProcessLinks, ZmqExchange
+
+
+def run(kind: str, agents: int, rounds: int, size: int) -> float:
+    """CPU seconds of this process per agent and round."""
+    links, hub = ProcessLinks("gossip-only", mates=range(agents)), InMemoryHub()
+    neighbours = {i: sorted({(i - 1) % agents, (i + 1) % agents}) for i in range(agents)}
+    if kind == "inproc":  # every neighbour is a mate: no TCP address is ever used, so none is real
+        ends = [ZmqExchange(i, f"inproc://gossip-only-unused-{i}", {j: "tcp://127.0.0.1:9" for j in neighbours[i]},
+                            "gossip-only", 30.0, links=links) for i in range(agents)]
+    else:
+        ends = [hub.endpoint(i, neighbours[i], "gossip-only", 30.0) for i in range(agents)]
+
+    def body(i: int) -> None:
+        x = torch.randn(size)
+        weights = {j: 1 / (len(neighbours[i]) + 1) for j in neighbours[i]}
+        for round_ in range(rounds):
+            got = ends[i].exchange(round_, "params", {j: {"params": x} for j in neighbours[i]})
+            x = gossip_average(x, {j: r["params"] for j, r in got.items()}, weights, 1 / (len(neighbours[i]) + 1))
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(agents)]
+    cpu = time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cpu = time.process_time() - cpu
+    for end in ends:
+        end.close()
+    links.close()
+    return cpu / (agents * rounds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=61706, help="floats per message (LeNet-5's parameters)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    for kind in ("inproc", "in-memory"):
+        seconds = run(kind, args.agents, args.rounds, args.size)
+        print(f"{kind:9s} {args.agents} agents, {args.rounds} rounds: {seconds * 1e3:.3f} ms CPU per agent and round",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
