@@ -188,6 +188,9 @@ def test_killing_one_agent_mid_run_leaves_the_others_finishing_with_results(tmp_
 
     config, launcher = start_run(tmp_path, rounds=120, network__round_timeout=10.0)
     try:
+        # Agent 1 must be past its start-up handshake: a hello that agent 2 queued for it before it was up
+        # dies with agent 2, and then agent 1 rightly fails its start-up instead of going on (seen under load).
+        wait_for_round(tmp_path / "run", 1, 1, launcher)
         os.kill(pid_of(2), signal.SIGKILL)
         out, err = launcher.communicate(timeout=240)
     finally:
