@@ -1,4 +1,4 @@
-"""ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id).
+"""ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id), one PUSH per mate.
 
 Neighbours packed in the same process (mates) talk over inproc://: the same frames, encoding and validation,
 but no TCP, no encryption and no I/O thread in between. They reach a PULL inbox of its own, not the ROUTER,
@@ -71,7 +71,7 @@ class ZmqExchange(MailboxExchange):
         self.identity = identity = str(agent_id).encode()
         self.inbox = self.context.socket(zmq.ROUTER)
         self.mate_inbox: zmq.Socket | None = None
-        self.dealers: dict[PeerId, zmq.Socket] = {}
+        self.senders: dict[PeerId, zmq.Socket] = {}  # a DEALER per TCP neighbour, a PUSH per mate
         self.monitors: dict[zmq.Socket, PeerId] = {}
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
@@ -103,11 +103,11 @@ class ZmqExchange(MailboxExchange):
                                     "choose another network.base_port / address") from None
                 raise UserError(f"agent {agent_id}: cannot bind {bind}: {exc.strerror}; check the address") from None
             for peer in sorted(self.mates):
-                dealer = self.context.socket(zmq.PUSH)
-                dealer.setsockopt(zmq.LINGER, LINGER_MS)
-                dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
-                dealer.connect(links.inproc(peer))  # inproc: no link events, a mate ends with this process
-                self.dealers[peer] = dealer
+                push = self.context.socket(zmq.PUSH)
+                push.setsockopt(zmq.LINGER, LINGER_MS)
+                push.setsockopt(zmq.SNDHWM, SEND_HWM)
+                push.connect(links.inproc(peer))  # inproc: no link events, a mate ends with this process
+                self.senders[peer] = push
             for peer, address in sorted(neighbours.items()):
                 if peer in self.mates:
                     continue
@@ -123,7 +123,7 @@ class ZmqExchange(MailboxExchange):
                 if curve is not None:
                     secure_dealer(dealer, curve, peer)
                 dealer.connect(address)  # queues until the peer is up: start order does not matter
-                self.dealers[peer] = dealer
+                self.senders[peer] = dealer
                 # Link events: a dead peer's TCP close, or a heartbeat timeout on a cut link, marks it down.
                 monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
                 self.monitors[monitor] = peer
@@ -137,9 +137,9 @@ class ZmqExchange(MailboxExchange):
             if peer in self.mates:
                 # Over inproc a mate would get the frames' memory itself and keep it until it mixes: copy, so
                 # the sender may change its tensors meanwhile (over TCP the kernel's copy does this).
-                self.dealers[peer].send_multipart([self.identity, *frames], flags=zmq.NOBLOCK, copy=True)
+                self.senders[peer].send_multipart([self.identity, *frames], flags=zmq.NOBLOCK, copy=True)
             else:
-                self.dealers[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self.senders[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:  # the peer's queue is full: it is gone or far behind
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
@@ -167,8 +167,8 @@ class ZmqExchange(MailboxExchange):
     def close(self) -> None:
         for monitor in self.monitors:
             monitor.close(linger=0)
-        for dealer in self.dealers.values():
-            dealer.close()
+        for sender in self.senders.values():
+            sender.close()
         self.inbox.close(linger=0)
         if self.mate_inbox is not None:
             self.mate_inbox.close(linger=0)
