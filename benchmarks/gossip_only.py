@@ -10,6 +10,7 @@ packed run adds to the compute floor. Run it under `perf record -g` to see where
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 import time
 
@@ -18,10 +19,12 @@ import torch
 from p2pfl.algorithms.base import gossip_average
 from p2pfl.exchange import InMemoryHub
 from p2pfl.transport import ProcessLinks, ZmqExchange
+from p2pfl.turn import Turn
 
 
-def run(kind: str, agents: int, rounds: int, size: int) -> float:
-    """CPU seconds of this process per agent and round."""
+def run(kind: str, agents: int, rounds: int, size: int, turns: bool) -> float:
+    """CPU seconds of this process per agent and round; `turns`: one agent thread runs at a time (turn.py)."""
+    turn = Turn(1)
     links, hub = ProcessLinks("gossip-only", mates=range(agents)), InMemoryHub()
     neighbours = {i: sorted({(i - 1) % agents, (i + 1) % agents}) for i in range(agents)}
     if kind == "inproc":  # every neighbour is a mate: no TCP address is ever used, so none is real
@@ -33,9 +36,10 @@ def run(kind: str, agents: int, rounds: int, size: int) -> float:
     def body(i: int) -> None:
         x = torch.randn(size)
         weights = {j: 1 / (len(neighbours[i]) + 1) for j in neighbours[i]}
-        for round_ in range(rounds):
-            got = ends[i].exchange(round_, "params", {j: {"params": x} for j in neighbours[i]})
-            x = gossip_average(x, {j: r["params"] for j, r in got.items()}, weights, 1 / (len(neighbours[i]) + 1))
+        with turn.held() if turns else contextlib.nullcontext():
+            for round_ in range(rounds):
+                got = ends[i].exchange(round_, "params", {j: {"params": x} for j in neighbours[i]})
+                x = gossip_average(x, {j: r["params"] for j, r in got.items()}, weights, 1 / (len(neighbours[i]) + 1))
 
     threads = [threading.Thread(target=body, args=(i,)) for i in range(agents)]
     cpu = time.process_time()
@@ -58,9 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for kind in ("inproc", "in-memory"):
-        seconds = run(kind, args.agents, args.rounds, args.size)
-        print(f"{kind:9s} {args.agents} agents, {args.rounds} rounds: {seconds * 1e3:.3f} ms CPU per agent and round",
-              flush=True)
+        for turns in (False, True):
+            seconds = run(kind, args.agents, args.rounds, args.size, turns)
+            print(f"{kind:9s} {'turns' if turns else 'free-for-all':12s} {args.agents} agents, {args.rounds} rounds: "
+                  f"{seconds * 1e3:.3f} ms CPU per agent and round", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from p2pfl.constants import (DEFAULT_MAX_MESSAGE_BYTES, DRAIN_MAX_MESSAGES, DRAI
                              STOP_POLL_SECONDS,
                              HELLO_ROUND, MAX_PARKED_PER_PEER, PARKED_CAPS_PER_PEER, ROUND_WINDOW, TAG_HELLO,
                              TAG_WELCOME, WELCOME_INTERVAL_SECONDS)
+from p2pfl import turn
 from p2pfl.errors import WireError
 from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, non_finite, spec_of
 
@@ -216,8 +217,12 @@ class MailboxExchange:
             if remaining <= 0 or self._aborted():
                 break
             waited = time.perf_counter()
-            # With a stop event, wait in slices: None after a slice reads as a timeout, the loop checks the event.
-            item = self._receive(remaining if self.stopping is None else min(remaining, STOP_POLL_SECONDS))
+            # What already arrived is taken without giving up this thread's turn (a packed agent's, turn.py).
+            item = self._receive(0) if turn.current() is not None else None
+            if item is None:
+                with turn.waiting():
+                    # With a stop event, wait in slices: None after a slice reads as a timeout, the loop checks it.
+                    item = self._receive(remaining if self.stopping is None else min(remaining, STOP_POLL_SECONDS))
             self.stats.wait_seconds += time.perf_counter() - waited
             if item is not None:  # None: a timeout, or a link event that may have changed who is down
                 self._handle(item, round, tag, specs, got)

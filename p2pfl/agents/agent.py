@@ -13,6 +13,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from p2pfl import turn
 from p2pfl.agents import rundir
 from p2pfl.agents.device_exchange import DeviceExchange
 from p2pfl.validation import check_device_present
@@ -172,6 +173,7 @@ class AgentLoop:
                     raise Stopped(f"agent {self.agent_id} stopped at round {round_}")
                 before = stats.snapshot()
                 started = time.perf_counter()
+                turn.pass_on()  # packed mates that wait go first; the time it takes is this round's too
                 x, y = self.stream.next()
                 self.use_round_graph(round_)
                 out = self.algorithm.step(round_, x, y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from p2pfl import turn
 from p2pfl.constants import HELLO_ROUND, TAG_HELLO
 from p2pfl.exchange import Exchange
 
@@ -22,7 +23,8 @@ def hello_until_answered(exchange: Exchange, hello: dict, peers: list[int], time
         pending = [j for j in peers if j not in heard]
         asked = time.monotonic()
         heard.update(exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in pending}, timeout=1.0))
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))
+        with turn.waiting():
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))
         first_answer = first_answer or (time.monotonic() if heard else None)
         if first_answer and time.monotonic() - first_answer > RESUME_GRACE_SECONDS:
             break

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -18,6 +18,7 @@ import torch
 
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
+from p2pfl.agents.allocator import keep_freed_memory
 from p2pfl.agents.agent_logs import ThreadRoutedLogs, configure_logging
 from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.roles import build_loop
@@ -26,6 +27,7 @@ from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import Diverged, UserError
 from p2pfl.security import CurveKeys, refuse_plain_off_loopback
 from p2pfl.transport import ProcessLinks, ZmqExchange
+from p2pfl.turn import Turn
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
@@ -82,13 +84,14 @@ class StartLine:
 @dataclass
 class WorkerShare:
     """What the agents packed in one worker process share: the run's setup (the data set mapped once), the
-    event its SIGTERM handler sets to stop them all, the router that keeps their log files apart, and one
-    ZeroMQ context over which mates that are neighbours talk in-process."""
+    event its SIGTERM handler sets to stop them all, the router that keeps their log files apart, one
+    ZeroMQ context over which mates that are neighbours talk in-process, and the turn they compute in."""
     setup: RunSetup
     stop: threading.Event
     logs: ThreadRoutedLogs
     links: ProcessLinks
     start_line: StartLine
+    turn: Turn = field(default_factory=Turn)  # one agent thread computes at a time: a worker is sized to a core
 
 
 def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,
@@ -96,6 +99,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
     """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise). With `shared`
     it is one thread of a packed worker; otherwise it owns its process (and its logging)."""
     torch.set_num_threads(1)  # 2 cores shared by many agents: more threads only contend
+    keep_freed_memory()
     directory = rundir.agent_dir(run_dir, agent_id)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = rundir.log_path(run_dir, agent_id) if log_to_file else None
@@ -141,7 +145,10 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         if shared is not None:
             shared.start_line.arrive(agent_id)
             shared.start_line.wait(stop)
-        loop.run()
+            with shared.turn.held():
+                loop.run()
+        else:
+            loop.run()
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0
     except (UserError, Stopped) as exc:

@@ -59,21 +59,24 @@ class DSGD:
         g, loss = local_gradient(self.ctx, x, y, params)
         return params - lr * self.direction(g), loss, lr
 
-    def gossip(self, round_: int) -> int:
-        """x <- sum_j w_ij x_j over the neighbours that answered; returns how many did."""
+    def gossip(self, round_: int, own: torch.Tensor | None = None) -> int:
+        """x <- sum_j w_ij x_j over the neighbours that answered; returns how many did. `own`: the vector the
+        model would hold (the half step), so it need not be written into the model and read back first."""
         ctx = self.ctx
-        own = flat_params(ctx.model)
+        own = flat_params(ctx.model) if own is None else own
         received = exchange_params(ctx, round_, {"params": own})
         set_flat_params(ctx.model, gossip_average(own, {j: r["params"] for j, r in received.items()}, ctx.weights,
                                                   ctx.self_weight))
         return len(received)
 
     def step(self, round_: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        heard = self.gossip(round_) if self.options.mix_first else None
-        half, loss, lr = self.local_step(round_, x, y)
-        set_flat_params(self.ctx.model, half)
-        if heard is None:
+        if self.options.mix_first:
             heard = self.gossip(round_)
+            half, loss, lr = self.local_step(round_, x, y)
+            set_flat_params(self.ctx.model, half)
+        else:
+            half, loss, lr = self.local_step(round_, x, y)
+            heard = self.gossip(round_, own=half)
         return {"loss": loss, "lr": lr, "neighbours_heard": heard}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
