@@ -11,10 +11,11 @@ For each size and topology, two runs of the same agent processes side by side: D
   over the agents (a packed agent's share of its process), and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
-With `--agents-per-process 1,0,sim` every size runs once per value (network.agents_per_process: 1 one process
-per agent, N agents as threads of each process, 0 auto; sim: `p2pfl run --simulate`, every agent a thread of
-the one launcher process over the in-memory exchange, its memory read from that process), so packed,
-unpacked and simulated runs sit side by side.
+With `--agents-per-process 1,0,sim,in-process` every size runs once per value (network.agents_per_process: 1
+one process per agent, N agents as threads of each process, 0 auto; sim: `p2pfl run --simulate`, the packed
+engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
+launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
+simulated runs sit side by side.
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
     python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
@@ -71,7 +72,7 @@ class Watcher(threading.Thread):
     def __init__(self, run_dir: Path, agents: int, marker: str, started: float, process: int | None = None):
         super().__init__(daemon=True)
         self.run_dir, self.agents, self.marker, self.started = run_dir, agents, marker, started
-        self.process = process  # --simulate: the launcher itself runs the agents
+        self.process = process  # --in-process: the launcher itself runs the agents
         self.startup: float | None = None
         self.peak_rss: dict[int, int] = {}
         self.peak_pss_total = 0
@@ -109,6 +110,9 @@ class Watcher(threading.Thread):
         self.peak_pss_total = max(self.peak_pss_total, total)
 
 
+ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"]}  # the other engines, beside packing values
+
+
 def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
     return [[json.loads(line) for line in (run_dir / "agents" / f"{a:03d}" / "metrics.jsonl").read_text().splitlines()]
             for a in range(agents)]
@@ -124,12 +128,12 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
                    "--set", "eval_every=0", "--set", f"network.base_port={port}", "--set", "optim.batch_size=32",
                    "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
                    "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
-                   *(["--simulate"] if per_process == "sim" else ["--set", f"network.agents_per_process={per_process}"])]
+                   *ENGINE_FLAGS.get(str(per_process), ["--set", f"network.agents_per_process={per_process}"])]
         env = {**os.environ, MARKER: marker, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         started = time.perf_counter()
         launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     cwd=ROOT)
-        watcher = Watcher(run_dir, agents, marker, started, launcher.pid if per_process == "sim" else None)
+        watcher = Watcher(run_dir, agents, marker, started, launcher.pid if per_process == "in-process" else None)
         watcher.start()
         try:
             _, stderr = launcher.communicate()
@@ -201,8 +205,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--agents-per-process", default="1",
-                        help="network.agents_per_process values to compare, e.g. 1,0,sim (1: a process per agent, "
-                             "0: auto packing, sim: --simulate)")
+                        help="network.agents_per_process values to compare, e.g. 1,0,sim,in-process (1: a process per "
+                             "agent, 0: auto packing, sim: --simulate, in-process: --in-process)")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for topology in args.topologies.split(","):
-            for per_process in (p if p == "sim" else int(p) for p in args.agents_per_process.split(",")):
+            for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
                 for algorithm in ("dsgdm-n", "local"):
                     result = run_once(args, size, topology, algorithm, args.base_port, per_process)
                     print(json.dumps(result), flush=True)

@@ -25,7 +25,7 @@ def test_simulate_with_overrides_writes_a_run_folder(runner, tmp_path):
     config = small_config(agents=3, rounds=4)
     config.network.addresses = None  # --agents 5 then derives 5 addresses from base_port
     save_config(config, path)
-    result = invoke(runner, "run", str(path), "--simulate", "--agents", "5", "--topology", "complete",
+    result = invoke(runner, "run", str(path), "--in-process", "--agents", "5", "--topology", "complete",
                     "--rounds", "6", "--seed", "3", "--out", str(tmp_path / "out"), "--no-progress")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -60,7 +60,7 @@ def test_bad_input_is_one_clear_line(runner, tmp_path, args, fragments):
     config = small_config()
     config.network.addresses = None
     save_config(config, path)
-    one_line_error(invoke(runner, "run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o"), *args),
+    one_line_error(invoke(runner, "run", str(path), "--in-process", "--no-progress", "--out", str(tmp_path / "o"), *args),
                    *fragments)
 
 
@@ -69,19 +69,19 @@ def test_disconnected_topology_file(runner, tmp_path):
     edges.write_text("0 1\n2 3\n")
     path = tmp_path / "c.yaml"
     save_config(small_config(), path)
-    one_line_error(invoke(runner, "run", str(path), "--simulate", "--topology-file", str(edges)), "disconnected")
+    one_line_error(invoke(runner, "run", str(path), "--in-process", "--topology-file", str(edges)), "disconnected")
 
 
 def test_malformed_yaml_and_unknown_keys(runner, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("agents: [1, 2\nrounds: 3\n")
-    one_line_error(invoke(runner, "run", str(bad), "--simulate"), "not valid YAML", "line")
+    one_line_error(invoke(runner, "run", str(bad), "--in-process"), "not valid YAML", "line")
     typo = tmp_path / "typo.yaml"
     typo.write_text("agnets: 4\n")
-    one_line_error(invoke(runner, "run", str(typo), "--simulate"), "unknown key 'agnets'", "known keys")
+    one_line_error(invoke(runner, "run", str(typo), "--in-process"), "unknown key 'agnets'", "known keys")
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("rounds: many\n")
-    one_line_error(invoke(runner, "run", str(wrong), "--simulate"), "rounds must be an integer")
+    one_line_error(invoke(runner, "run", str(wrong), "--in-process"), "rounds must be an integer")
     one_line_error(invoke(runner, "run", str(tmp_path / "missing.yaml")), "does not exist")
 
 
@@ -111,7 +111,7 @@ def test_unreachable_neighbour_times_out_with_a_clear_error(runner, tmp_path):
 
 
 def test_errors_in_a_real_process_have_no_traceback(tmp_path):
-    result = run_cli("run", "--agents", "1", "--simulate")
+    result = run_cli("run", "--agents", "1", "--in-process")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: agents must be >= 2, got 1; raise --agents"
 

@@ -62,7 +62,7 @@ def test_an_injected_nan_gradient_stops_the_run_at_that_round(tmp_path, monkeypa
 def test_an_exploding_run_exits_non_zero_with_a_diverged_summary(tmp_path):
     config = small_config(agents=4, rounds=60, optim__lr=200.0, optim__momentum=0.9)
     save_config(config, tmp_path / "c.yaml")
-    result = CliRunner().invoke(cli, ["run", str(tmp_path / "c.yaml"), "--simulate", "--no-progress",
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "c.yaml"), "--in-process", "--no-progress",
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == Diverged.exit_code, result.output
     assert "diverged at round" in result.stderr and "Traceback" not in result.output

@@ -46,7 +46,7 @@ def test_bad_overrides_name_the_key(item, fragments):
 def test_run_applies_set_after_the_flags(tmp_path):
     path = tmp_path / "c.yaml"
     save_config(small_config(agents=3, rounds=2), path)
-    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o"),
+    result = CliRunner().invoke(cli, ["run", str(path), "--in-process", "--no-progress", "--out", str(tmp_path / "o"),
                                       "--rounds", "3", "--set", "optim.batch_size=8", "--set", "rounds=2",
                                       "--set", "optim.momentum=0.5"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

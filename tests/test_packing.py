@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from p2pfl.agents.packing import agents_per_process, worker_groups
 from p2pfl.agents.process import StartLine
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
+from p2pfl.config import load_config
 from p2pfl.errors import Diverged
 from p2pfl.transport import check_ports_free
 from tests.conftest import agent_pids, run_cli, small_config
@@ -55,6 +57,15 @@ def test_packed_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agen
         assert (rundir.agent_dir(tmp_path / "packed", agent) / "model.pt").exists()
     assert sorted(p.name for p in (tmp_path / "packed" / "workers").iterdir()) == ["000.log", "001.log"]
     check_ports_free(config)
+    # --simulate: the same packed engine over inproc and private Unix sockets, no port, no keys, same losses
+    simulated = run_cli("run", str(path), "--simulate", "--out", str(tmp_path / "packed-sim"), "--no-progress")
+    assert simulated.returncode == 0, simulated.stderr
+    assert "6 agents (simulate, 3 agents per process)" in simulated.stdout
+    assert losses(tmp_path / "packed-sim", 6) == pytest.approx(sim, rel=1e-5, abs=1e-6)
+    saved = load_config(tmp_path / "packed-sim" / rundir.CONFIG)
+    assert saved.security.mode == "none" and all(a.startswith("ipc://") for a in saved.network.addresses)
+    assert not Path(saved.network.addresses[0][len("ipc://"):]).parent.exists()  # its socket folder is gone
+    assert not (tmp_path / "packed-sim" / "keys").exists()
 
 
 def test_a_packed_diverged_agent_stops_the_whole_run(tmp_path, no_leaked_agents):

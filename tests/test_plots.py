@@ -60,7 +60,7 @@ def test_a_coordinator_run_has_curves_and_a_partition_summary(tmp_path):
     path = tmp_path / "c.yaml"
     save_config(small_config(agents=5, rounds=1, algorithm="ifca", data__partition="iid",
                              options={"models": 2, "clusters": 2, "cluster_kind": "rotation", "local_epochs": 1}), path)
-    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o")],
+    result = CliRunner().invoke(cli, ["run", str(path), "--in-process", "--no-progress", "--out", str(tmp_path / "o")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -56,7 +56,7 @@ def test_ccl_runs_on_a_plain_own_model(tmp_path):
                           model_args={"width": 8}, data__name="tests.plugin_fixtures:torch_datasets",
                           data__partition="iid", eval_every=3)
     save_config(config, path)
-    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o")],
+    result = CliRunner().invoke(cli, ["run", str(path), "--in-process", "--no-progress", "--out", str(tmp_path / "o")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "mean test accuracy of the local models" in result.output
@@ -69,7 +69,7 @@ def test_bad_data_is_caught_before_agents_start(tmp_path):
     config = small_config(data__name="tests.plugin_fixtures:nothing_here")
     path = tmp_path / "c.yaml"
     save_config(config, path)
-    result = run_cli("run", str(path), "--simulate")
+    result = run_cli("run", str(path), "--in-process")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: tests.plugin_fixtures has no 'nothing_here' (for data.name "
                                      "tests.plugin_fixtures:nothing_here); check the name after the colon")

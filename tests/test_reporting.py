@@ -46,7 +46,7 @@ def test_run_folder_has_partition_and_final_models(tmp_path):
     path = tmp_path / "c.yaml"
     save_config(small_config(agents=3, rounds=6, eval_every=3), path)
     out = tmp_path / "o"
-    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(out)],
+    result = CliRunner().invoke(cli, ["run", str(path), "--in-process", "--no-progress", "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "partition: 3 agents x 479 training samples" in result.output and "given to no one" not in result.output
@@ -77,7 +77,7 @@ def test_an_own_model_is_saved_with_its_own_keys(tmp_path):
     path = tmp_path / "c.yaml"
     save_config(small_config(agents=2, rounds=2, model="tests.plugin_fixtures:plain_net", model_args={"width": 8}),
                 path)
-    result = CliRunner().invoke(cli, ["run", str(path), "--simulate", "--no-progress", "--out", str(tmp_path / "o")],
+    result = CliRunner().invoke(cli, ["run", str(path), "--in-process", "--no-progress", "--out", str(tmp_path / "o")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     net = plain_net((1, 8, 8), 10, width=8)

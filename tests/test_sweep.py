@@ -16,7 +16,7 @@ from tests.conftest import small_config
 
 
 def sweep(config_path, out, *extra, grid=("--grid", "algorithm=dsgdm-n,local"), seeds="0,1"):
-    return CliRunner().invoke(cli, ["sweep", str(config_path), *grid, "--seeds", seeds, "--simulate", "--no-progress",
+    return CliRunner().invoke(cli, ["sweep", str(config_path), *grid, "--seeds", seeds, "--in-process", "--no-progress",
                                     "--out", str(out), *extra], catch_exceptions=False)
 
 
@@ -124,7 +124,7 @@ def test_cells_are_parsed_and_checked_before_any_run(tmp_path):
         read_cells_file(tmp_path / "bad.yaml")
     out = tmp_path / "sweep"
     result = CliRunner().invoke(cli, ["sweep", str(digits_config(tmp_path)), "--cell", "ok: optim.lr=0.1",
-                                      "--cell", "typo: optim.lrr=0.1", "--simulate", "--out", str(out)])
+                                      "--cell", "typo: optim.lrr=0.1", "--in-process", "--out", str(out)])
     assert result.exit_code == 2 and "cell 'typo': unknown key 'lrr' in optim" in result.stderr
     assert not list(out.glob("*/seed-*"))  # nothing ran
 

@@ -38,7 +38,7 @@ def test_a_gossip_run_writes_loss_and_accuracies_per_round(tmp_path):
     config = small_config(agents=4, rounds=6, eval_every=3, tensorboard=True)
     save_config(config, tmp_path / "run.yaml")
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--simulate", "--no-progress", "--out", str(run)])
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--in-process", "--no-progress", "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert f"TensorBoard events: {run / 'tensorboard'}" in result.output
     scalars = read_scalars(run / "tensorboard")
@@ -62,7 +62,7 @@ def test_a_coordinator_run_writes_its_records_and_the_clusters_found(tmp_path):
     config.options.update(clusters=2, models=3, unknown_k=True, local_epochs=1)
     save_config(config, tmp_path / "run.yaml")
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--simulate", "--no-progress", "--out", str(run)])
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--in-process", "--no-progress", "--out", str(run)])
     assert result.exit_code == 0, result.output
     scalars = read_scalars(run / "tensorboard")
     summary = json.loads((run / "summary.json").read_text())
@@ -77,11 +77,11 @@ def test_off_by_default_and_a_missing_tensorboardx_is_one_clear_error(tmp_path, 
     assert config.tensorboard is False
     save_config(config, tmp_path / "run.yaml")
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # `import tensorboardX` raises ImportError
-    off = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--simulate", "--no-progress",
+    off = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--in-process", "--no-progress",
                                    "--out", str(tmp_path / "off")])
     assert off.exit_code == 0, off.output
     assert not (tmp_path / "off" / "tensorboard").exists()
-    on = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--simulate", "--no-progress",
+    on = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml"), "--in-process", "--no-progress",
                                   "--out", str(tmp_path / "on"), "--set", "tensorboard=true"])
     assert on.exit_code == 2
     assert on.output.strip().splitlines() == ["error: tensorboard: true needs tensorboardX: pip install "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +22,11 @@ def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
         split = describe_split(config.algorithm, parse_algorithm_options(config.algorithm, config.options))
     else:
         split = "iid" if config.data.partition == "iid" else f"{config.data.partition} alpha={config.data.alpha}"
-    if mode == "processes":
+    if mode in ("processes", "simulate"):
         from p2pfl.agents.packing import agents_per_process
 
         per = agents_per_process(config)
-        mode = f"processes, {per} agents per process" if per > 1 else mode
+        mode = f"{mode}, {per} agents per process" if per > 1 else mode
     return (f"{config.name}: {config.agents} agents ({mode}), {config.algorithm} on {config.topology.kind}, "
             f"{config.data.name} {split}, {config.rounds} rounds -> {run_dir}")
 
@@ -38,36 +39,51 @@ def cluster_colors(config: RunConfig) -> dict[int, int] | None:
     return None if groups is None else {0: 7, **groups}  # 7: grey in tab10
 
 
-def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, show_progress: bool = True,
-                print_table: bool = True, run_plots: bool = True) -> dict:
+def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, in_process: bool = False,
+                show_progress: bool = True, print_table: bool = True, run_plots: bool = True) -> dict:
     """Validate, write config and topology, run every agent, summarize; returns the summary (a diverged
     run is summarized too, with status "diverged"; agents_died lists agents that died mid-run).
+    `simulate`: packed worker processes over inproc:// and private Unix sockets, no ports and no keys
+    (unix_links.py); with `in_process` too, every agent a thread of this process over the in-memory exchange.
     run_plots=False skips topology.png, partition.png and curves.png (a benchmark's smoke test: most of its time)."""
-    from p2pfl.agents import rundir
     from p2pfl.agents.setup import prepare
-    from p2pfl.config import save_config
 
     require_tensorboard(config)  # before the run, not after it
-    if not simulate:
+    in_process = simulate and in_process
+    if not in_process:
         from p2pfl.agents.forkserver import warm_forkserver
 
         warm_forkserver()  # imports torch for the agents while this process prepares the run
     setup = prepare(config)
     config.run_id = setup.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not simulate:  # security.mode auto: the run's own keys, so its links are encrypted and closed to others
-        from p2pfl.security import secure_local_run
+    with ExitStack() as cleanup:
+        if simulate and not in_process:
+            from p2pfl.agents.unix_links import unix_socket_links
 
-        secure_local_run(config, run_dir)
+            cleanup.enter_context(unix_socket_links(config))
+        elif not simulate:  # security.mode auto: the run's own keys, so its links are encrypted and closed to others
+            from p2pfl.security import secure_local_run
+
+            secure_local_run(config, run_dir)
+        return run_and_summarize(config, setup, run_dir, simulate=simulate, in_process=in_process,
+                                 show_progress=show_progress, print_table=print_table, run_plots=run_plots)
+
+
+def run_and_summarize(config: RunConfig, setup, run_dir: Path, *, simulate: bool, in_process: bool,
+                      show_progress: bool, print_table: bool, run_plots: bool) -> dict:
+    from p2pfl.agents import rundir
+    from p2pfl.config import save_config
+
     config_file = run_dir / rundir.CONFIG
     save_config(config, config_file)
-    mode = "simulate" if simulate else "processes"
+    mode = ("simulate, in-process" if in_process else "simulate") if simulate else "processes"
     draw_plots = write_preamble(setup, run_dir, mode)
     if not run_plots:
         draw_plots = lambda: None  # noqa: E731 - the preamble is written either way, only the drawing is skipped
     died: list[int] = []
     try:
-        if simulate:
+        if in_process:
             from p2pfl.agents.progress import RunProgress, watching
             from p2pfl.agents.simulate import run_simulation
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from p2pfl.cli.engine_options import simulate_options
 from p2pfl.cli.config_cmd import config_group, set_option
 from p2pfl.cli.slurm_cmd import slurm, slurm_addresses
 from p2pfl.cli.sweep_cmd import sweep
@@ -102,12 +103,13 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @click.option("--device", help="torch device, e.g. cpu or cuda:0.")
 @click.option("--name", help="Run name (folder prefix).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: a new folder under runs/).")
-@click.option("--simulate", is_flag=True, help="All agents in this process over an in-memory exchange.")
+@simulate_options
 @click.option("--no-progress", is_flag=True)
 @set_option
-def run(config_path, out, simulate, no_progress, sets, **overrides):
+def run(config_path, out, simulate, in_process, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
-    if not simulate:
+    simulate = simulate or in_process
+    if not in_process:
         from p2pfl.agents.forkserver import warm_forkserver
 
         warm_forkserver()  # first: the agents' imports overlap this process's own
@@ -117,7 +119,7 @@ def run(config_path, out, simulate, no_progress, sets, **overrides):
 
     config = apply_sets(apply_overrides(load_config(config_path), **overrides), sets)
     run_dir = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = execute_run(config, run_dir, simulate=simulate, show_progress=not no_progress)
+    summary = execute_run(config, run_dir, simulate=simulate, in_process=in_process, show_progress=not no_progress)
     if summary.get("status") == "diverged":  # after the table: the summary says so, the exit code too
         raise Diverged(summary["diverged"])
     exit_unless_all_finished(run_dir, summary.get("agents_died", []))

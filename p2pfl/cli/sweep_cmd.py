@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
+from p2pfl.cli.engine_options import simulate_options
 from p2pfl.cli.config_cmd import set_option
 
 if TYPE_CHECKING:  # the CLI imports its commands' machinery only when one runs
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # the CLI imports its commands' machinery only when one runs
 
 
 def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *, simulate: bool,
-              show_progress: bool = False, metrics: tuple[str, ...] = (), run_plots: bool = True,
+              in_process: bool = False, show_progress: bool = False, metrics: tuple[str, ...] = (), run_plots: bool = True,
               echo: Callable[[str], None] = click.echo) -> tuple[list[dict], list[dict], tuple[Metric, ...]]:
     """Run (or resume) every cell x seed into OUT, write results.md/.csv/.json and sweep.png; returns the
     runs (cell, seed, summary), the per-cell table (mean, std, diverged count) and its metric columns.
@@ -27,7 +28,7 @@ def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *
     from p2pfl.sweep import aggregate, metrics_of, run_grid, write_results
 
     def run_one(config: RunConfig, run_dir: Path) -> dict:
-        return execute_run(config, run_dir, simulate=simulate, show_progress=show_progress, print_table=False,
+        return execute_run(config, run_dir, simulate=simulate, in_process=in_process, show_progress=show_progress, print_table=False,
                            run_plots=run_plots)
 
     rows = run_grid(base, cells, seeds, out, run_one, echo=echo)
@@ -56,10 +57,11 @@ def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *
                    "(repeatable).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Sweep folder (default: runs/sweep-NAME); run again with the same one to resume.")
-@click.option("--simulate", is_flag=True, help="Each run in this process over the in-memory exchange.")
+@simulate_options
 @click.option("--no-progress", is_flag=True)
 @set_option
-def sweep(config_path, grid_items, cell_items, cells_file, seeds, metric_keys, out, simulate, no_progress, sets):
+def sweep(config_path, grid_items, cell_items, cells_file, seeds, metric_keys, out, simulate, in_process, no_progress,
+          sets):
     """Run CONFIG_PATH over named cells and a grid of config values, times seeds (skipping finished runs),
     then print and write mean ± std per cell (results.md/.csv/.json) and a comparison plot (sweep.png). A run
     stopped by the divergence guard counts in the diverged column, not in the means."""
@@ -68,11 +70,12 @@ def sweep(config_path, grid_items, cell_items, cells_file, seeds, metric_keys, o
     from p2pfl.sweep import parse_seeds, print_table, title
     from p2pfl.sweep_cells import cells_of, parse_cell, parse_grid, read_cells_file
 
+    simulate = simulate or in_process
     base = apply_sets(load_config(config_path), sets)
     named = (read_cells_file(cells_file) if cells_file else []) + [parse_cell(item) for item in cell_items]
     cells = cells_of(parse_grid(list(grid_items)), named)
     folder = Path(out) if out else Path("runs") / f"sweep-{base.name}"
     rows, table, columns = run_sweep(base, cells, parse_seeds(seeds, base.seed), folder, simulate=simulate,
-                                     show_progress=not no_progress, metrics=tuple(metric_keys))
+                                     in_process=in_process, show_progress=not no_progress, metrics=tuple(metric_keys))
     print_table(table, columns, title(base, rows))
     click.echo(f"results: {folder / 'results.md'}, {folder / 'results.csv'}; plot: {folder / 'sweep.png'}")
