@@ -3,8 +3,11 @@
 For each size and topology, two runs of the same agent processes side by side: DSGDm-N (gossip) and
 `local` (the same local steps, no communication: the compute floor). Per run it prints
 - start-up: launch of `p2pfl run` until every agent has written its round 0 (polled at 20 Hz);
-- s/round: the mean wall time of a round over agents, after the first 10% of rounds, and first vs
-  last 10% (flat or not); the gossip run's over the floor's is the ratio the runtime costs;
+- s/round: the mean wall time of a round over agents, between the first and the last 10% of rounds (the
+  start-up transient and the end-of-run evaluations: a packed agent evaluates the whole test set beside
+  its mates' last rounds, 128 evaluations per worker at 256 agents), and first vs last 10% (flat or
+  not); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
+  holds every round's mean, for any other cut;
 - bytes sent per agent per round;
 - memory of the agent processes (named p2pfl-agent-N, or p2pfl-agent-wK for a worker hosting several
   agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, the processes' peak RSS summed
@@ -153,13 +156,14 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
     rss = sorted(watcher.peak_rss.values())
     return {"agents": agents, "topology": topology, "algorithm": algorithm, "agents_per_process": per_process,
             "processes": len(rss), "rounds": rounds,
-            "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds),
+            "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds - tenth),
             "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
             "peak_rss_mb_max": rss[-1] / 1024 if rss else None,
             "peak_rss_mb_median": statistics.median(rss) / 1024 if rss else None,
             "peak_rss_mb_per_agent": sum(rss) / 1024 / agents if rss else None,
-            "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss)}
+            "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss),
+            "round_means": [mean_seconds(r, r + 1) for r in range(rounds)]}
 
 
 def per_agent_rss(result: dict) -> str:
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
                 for algorithm in ("dsgdm-n", "local"):
                     result = run_once(args, size, topology, algorithm, args.base_port, per_process)
-                    print(json.dumps(result), flush=True)
+                    print(json.dumps({k: v for k, v in result.items() if k != "round_means"}), flush=True)
                     results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)
