@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     base = apply_values(load_config(args.config), sets)
     named = cells(args)
     rows, table, _ = run_sweep(base, named, args.seeds, benchmark_runs(args.runs, out, stem),
-                               simulate=not args.processes, run_plots=not args.quick)
+                               simulate=not args.processes, in_process=args.quick and not args.processes,
+                               run_plots=not args.quick)
     runs = {entry["name"]: by_cell(rows)[entry["cell"]] for entry in table}
     (out / f"{stem}_runs.json").write_text(json.dumps(
         {f"{row['cell']}, seed {row['seed']}": row["summary"] for row in rows}, indent=1))

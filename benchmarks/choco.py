@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     base = apply_values(load_config(args.config), sets)
     named = read_cells_file(CELLS)
     rows, _, _ = run_sweep(base, cells_of([], named), [args.seed], benchmark_runs(args.runs, args.results, stem),
-                           simulate=True, metrics=(BYTES,), run_plots=not args.quick)
+                           simulate=True, in_process=args.quick, metrics=(BYTES,), run_plots=not args.quick)
     paths = ("run_dir", "consensus_model")  # this machine's folders: the run folders stay in --runs
     results = {label: {k: v for k, v in runs[0].items() if k not in paths} for label, runs in by_cell(rows).items()}
     out = Path(args.results)

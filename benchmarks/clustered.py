@@ -39,8 +39,9 @@ NAMES = {"fedavg": "FedAvg", "ifca": "IFCA", "clove": "CLoVE", "cpcfl": "CP-CFL"
 class Sweeps:
     """The benchmark's sweeps: each group of rows is one sweep of named cells over an example config."""
 
-    def __init__(self, runs: Path, run_plots: bool = True):
-        self.runs, self.run_plots, self.commands, self.summaries = runs, run_plots, [], []
+    def __init__(self, runs: Path, run_plots: bool = True, in_process: bool = False):
+        """`in_process`: each run in this process (the smoke test: no worker start-up per run)."""
+        self.runs, self.run_plots, self.in_process, self.commands, self.summaries = runs, run_plots, in_process, [], []
 
     def run(self, name: str, example: str, dataset: str, seeds: list[int], rounds: int,
             cells: dict[str, dict]) -> dict[str, list[dict]]:
@@ -50,7 +51,7 @@ class Sweeps:
         base = apply_values(load_config(ROOT / "examples" / example), sets)
         named = cells_of([], list(cells.items()))
         rows, _, _ = run_sweep(base, named, seeds, self.runs / f"{name}-{dataset}", simulate=True,
-                               run_plots=self.run_plots)
+                               in_process=self.in_process, run_plots=self.run_plots)
         self.commands.append(sweep_command(f"examples/{example}", cells=named, sets=sets, seeds=seeds))
         for row in rows:
             self.summaries.append({**{k: v for k, v in row["summary"].items() if k != "run_dir"},
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = {"digits": args.seeds, "fashion-mnist": args.fmnist_seeds}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    sweeps = Sweeps(Path(args.runs) if args.runs else out / "runs" / "clustered", run_plots=not args.quick)
+    sweeps = Sweeps(Path(args.runs) if args.runs else out / "runs" / "clustered", run_plots=not args.quick,
+                    in_process=args.quick)
     if args.cpcfl_variants:
         lines = [f"Command: `python benchmarks/clustered.py --cpcfl-variants --rounds {args.rounds}`", ""]
         lines += cpcfl_variants_table(args.rounds, sweeps)
