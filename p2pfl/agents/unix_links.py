@@ -18,12 +18,13 @@ from p2pfl.config import RunConfig
 from p2pfl.transport import IPC_PREFIX
 
 
-
 @contextmanager
 def unix_socket_links(config: RunConfig) -> Iterator[Path]:
     """Rewrite `config`'s addresses to sockets in a fresh private folder (removed afterwards) and its security
     to none; save the config after this, for the agents read their addresses from the saved file."""
-    folder = Path(tempfile.mkdtemp(prefix="p2pfl-"))  # mkdtemp makes it 0700; a short path: sun_path holds 107 bytes
+    # mkdtemp makes it 0700. Its path is short enough for a socket (107 bytes) wherever multiprocessing's
+    # forkserver, which binds one of its own under the same temporary folder, could start at all.
+    folder = Path(tempfile.mkdtemp(prefix="p2pfl-"))
     config.network.addresses = [f"{IPC_PREFIX}{folder}/{agent}" for agent in range(config.agents)]
     config.security.mode = "none"
     try:

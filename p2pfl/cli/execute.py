@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from p2pfl.config import RunConfig
 from p2pfl.errors import Diverged
 from p2pfl.tensorboard_events import require_tensorboard
+
+if TYPE_CHECKING:
+    from p2pfl.agents.setup import RunSetup
 
 
 def run_header(config: RunConfig, mode: str, run_dir: Path) -> str:
@@ -70,8 +73,9 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, in_process:
                                  show_progress=show_progress, print_table=print_table, run_plots=run_plots)
 
 
-def run_and_summarize(config: RunConfig, setup, run_dir: Path, *, simulate: bool, in_process: bool,
+def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simulate: bool, in_process: bool,
                       show_progress: bool, print_table: bool, run_plots: bool) -> dict:
+    """execute_run once the config is final (addresses, keys): saved for the agents, run, summarized."""
     from p2pfl.agents import rundir
     from p2pfl.config import save_config
 
