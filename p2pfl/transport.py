@@ -148,7 +148,7 @@ class ZmqExchange(MailboxExchange):
             # and keep it until it mixes, while the sender may change its tensors meanwhile. Zero-copy is no
             # cheaper either: pyzmq frees each such frame from a Python thread of its own, which takes the GIL
             # from the agents (benchmarks/zmq_copy.py, a 247 KB frame sent and received on this 2-core CPU:
-            # zero-copy took 1.6x the copy's time over inproc, 1.03-1.4x over TCP).
+            # zero-copy took 1.4-1.6x the copy's wall time over inproc, 0.98-1.03x over TCP).
             if peer in self.mates:
                 self.senders[peer].send_multipart([self.identity, *frames], flags=zmq.NOBLOCK, copy=True)
             else:

@@ -4,8 +4,8 @@ Agents packed as threads of one process (a packed worker, `--simulate`) share it
 ZeroMQ release it around every call. With all of them runnable, each release hands the GIL to another
 thread: a futex wake and a context switch, several times per tensor op (55% of a packed worker's gossip
 CPU went to the kernel, most of it in task switching). A turn is held while an agent computes and given up
-only where it would block anyway (waiting for neighbours' messages) and at the end of each round, so the
-threads take turns round by round instead of op by op. The order of the math does not change, only when
+where it would block anyway (waiting for neighbours' messages), while it evaluates, and between rounds when a
+mate waits, so the threads take turns round by round instead of op by op. The order of the math does not change, only when
 each agent's thread runs.
 """
 
@@ -50,9 +50,6 @@ class Turn:
         """Threads waiting for a slot."""
         return len(self._queue)
 
-    def others_waiting(self) -> bool:
-        return bool(self._queue)
-
     @contextmanager
     def held(self) -> Iterator[None]:
         """Run the body with a slot; exchanges and the agent loop give it up where they wait (waiting(), pass_on())."""
@@ -84,9 +81,9 @@ def waiting() -> Iterator[None]:
 
 
 def pass_on() -> None:
-    """At the end of a round: the agents waiting for a slot go first, so packed agents keep pace round by round
-    even when they never block (local-only training)."""
+    """Between rounds: the agents waiting for a slot go first, so packed agents keep pace round by round even
+    when they never block (local-only training)."""
     turn = current()
-    if turn is not None and turn.others_waiting():
+    if turn is not None and turn.queued():
         turn.give()
         turn.take()

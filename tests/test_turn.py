@@ -53,7 +53,7 @@ def test_waiting_threads_get_the_turn_first_come_first_served():
     with shared.held():
         first = threading.Thread(target=later, args=("first",), daemon=True)
         first.start()
-        while not shared.others_waiting():
+        while not shared.queued():
             first.join(0.01)
         second = threading.Thread(target=later, args=("second",), daemon=True)
         second.start()
@@ -86,7 +86,7 @@ def test_pass_on_keeps_the_turn_when_nobody_waits_and_nothing_happens_without_a_
     shared = Turn(1)
     with shared.held():
         turn.pass_on()
-        assert turn.current() is shared and not shared.others_waiting()
+        assert turn.current() is shared and not shared.queued()
     assert turn.current() is None
     with turn.waiting():  # a thread without a turn (one agent per process) waits as before
         turn.pass_on()

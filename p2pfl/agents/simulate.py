@@ -37,8 +37,9 @@ def run_simulation(setup: RunSetup, run_dir: Path) -> None:
                                 round_window=setup.round_window, stopping=stop)
         loops.append((agent, build_loop(setup, agent, exchange, run_dir, stop=stop)))
 
-    # Two agents compute at once (torch runs outside the GIL for most of a step), the rest wait for a turn: at
-    # 8 agents of LeNet-5 on 2 cores, 0.028 s/round against 0.039 with one turn and 0.044 with all threads free.
+    # Two agents compute at once (torch runs outside the GIL for most of a step), the rest wait for a turn. At 8
+    # agents of LeNet-5 on 2 cores: 0.028 s/round, against 0.039 with one slot (a switch tried once, since removed)
+    # and 0.044 with every thread free (benchmarks/scale.py's `sim` row at commit 5b106d6, before turns).
     turn = Turn(min(IN_PROCESS_SLOTS, os.cpu_count() or 1))
 
     def body(agent: int, loop) -> None:

@@ -31,4 +31,3 @@ def unix_socket_links(config: RunConfig) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-

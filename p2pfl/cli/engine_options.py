@@ -12,6 +12,7 @@ IN_PROCESS_HELP = ("Simulate with every agent a thread of this one process over 
 
 
 def simulate_options(function):
-    """`--simulate` and `--in-process`; the command gets both flags (in_process implies simulate)."""
+    """`--simulate` and `--in-process`; the command gets both flags (execute_run reads in_process as implying
+    simulate)."""
     function = click.option("--in-process", is_flag=True, help=IN_PROCESS_HELP)(function)
     return click.option("--simulate", is_flag=True, help=SIMULATE_HELP)(function)

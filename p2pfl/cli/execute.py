@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -47,12 +47,13 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, in_process:
     """Validate, write config and topology, run every agent, summarize; returns the summary (a diverged
     run is summarized too, with status "diverged"; agents_died lists agents that died mid-run).
     `simulate`: packed worker processes over inproc:// and private Unix sockets, no ports and no keys
-    (unix_links.py); with `in_process` too, every agent a thread of this process over the in-memory exchange.
+    (unix_links.py); `in_process` (implies simulate): every agent a thread of this process over the in-memory
+    exchange.
     run_plots=False skips topology.png, partition.png and curves.png (a benchmark's smoke test: most of its time)."""
     from p2pfl.agents.setup import prepare
 
     require_tensorboard(config)  # before the run, not after it
-    in_process = simulate and in_process
+    simulate = simulate or in_process
     if not in_process:
         from p2pfl.agents.forkserver import warm_forkserver
 
@@ -60,15 +61,13 @@ def execute_run(config: RunConfig, run_dir: Path, *, simulate: bool, in_process:
     setup = prepare(config)
     config.run_id = setup.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as cleanup:
-        if simulate and not in_process:
-            from p2pfl.agents.unix_links import unix_socket_links
+    if not simulate:  # security.mode auto: the run's own keys, so its links are encrypted and closed to others
+        from p2pfl.security import secure_local_run
 
-            cleanup.enter_context(unix_socket_links(config))
-        elif not simulate:  # security.mode auto: the run's own keys, so its links are encrypted and closed to others
-            from p2pfl.security import secure_local_run
+        secure_local_run(config, run_dir)
+    from p2pfl.agents.unix_links import unix_socket_links
 
-            secure_local_run(config, run_dir)
+    with unix_socket_links(config) if simulate and not in_process else nullcontext():
         return run_and_summarize(config, setup, run_dir, simulate=simulate, in_process=in_process,
                                  show_progress=show_progress, print_table=print_table, run_plots=run_plots)
 

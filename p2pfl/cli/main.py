@@ -108,7 +108,6 @@ def exit_unless_all_finished(run_dir: Path, died: list[int]) -> None:
 @set_option
 def run(config_path, out, simulate, in_process, no_progress, sets, **overrides):
     """Run every agent of CONFIG_PATH on this machine (one OS process each) and print the results."""
-    simulate = simulate or in_process
     if not in_process:
         from p2pfl.agents.forkserver import warm_forkserver
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # the CLI imports its commands' machinery only when one runs
 
 
 def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *, simulate: bool,
-              in_process: bool = False, show_progress: bool = False, metrics: tuple[str, ...] = (), run_plots: bool = True,
+              in_process: bool = False, show_progress: bool = False, metrics: tuple[str, ...] = (),
+              run_plots: bool = True,
               echo: Callable[[str], None] = click.echo) -> tuple[list[dict], list[dict], tuple[Metric, ...]]:
     """Run (or resume) every cell x seed into OUT, write results.md/.csv/.json and sweep.png; returns the
     runs (cell, seed, summary), the per-cell table (mean, std, diverged count) and its metric columns.
@@ -28,8 +29,8 @@ def run_sweep(base: RunConfig, cells: list[Cell], seeds: list[int], out: Path, *
     from p2pfl.sweep import aggregate, metrics_of, run_grid, write_results
 
     def run_one(config: RunConfig, run_dir: Path) -> dict:
-        return execute_run(config, run_dir, simulate=simulate, in_process=in_process, show_progress=show_progress, print_table=False,
-                           run_plots=run_plots)
+        return execute_run(config, run_dir, simulate=simulate, in_process=in_process, show_progress=show_progress,
+                           print_table=False, run_plots=run_plots)
 
     rows = run_grid(base, cells, seeds, out, run_one, echo=echo)
     metric = "accuracy"
@@ -70,7 +71,6 @@ def sweep(config_path, grid_items, cell_items, cells_file, seeds, metric_keys, o
     from p2pfl.sweep import parse_seeds, print_table, title
     from p2pfl.sweep_cells import cells_of, parse_cell, parse_grid, read_cells_file
 
-    simulate = simulate or in_process
     base = apply_sets(load_config(config_path), sets)
     named = (read_cells_file(cells_file) if cells_file else []) + [parse_cell(item) for item in cell_items]
     cells = cells_of(parse_grid(list(grid_items)), named)
