@@ -18,9 +18,12 @@ With `--agents-per-process 1,0,sim,in-process` every size runs once per value (n
 one process per agent, N agents as threads of each process, 0 auto; sim: `p2pfl run --simulate`, the packed
 engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
-simulated runs sit side by side.
+simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
+goes first: this machine's s/round moves by 10-20% between identical runs, so the table shows the median
+s/round of each and the median of the K pairwise ratios, with their range.
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
+                               [--repeats 3]
     python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
 """
 
@@ -182,21 +185,33 @@ def table(results: list[dict]) -> str:
     def key(r: dict) -> tuple:
         return r["agents"], r["topology"], r.get("agents_per_process", 1)
 
-    floors = {key(r): r for r in results if r["algorithm"] == "local"}
-    for r in results:
-        if r["algorithm"] == "local":
-            continue
-        floor = floors.get(key(r))
-        ratio = f"{r['s_per_round'] / floor['s_per_round']:.2f}" if floor else "-"
-        per = r.get("agents_per_process", 1)
-        shown = {0: "auto", "sim": "simulate"}.get(per, per)
-        lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
-                     f"{r['startup_s']:.1f} | {r['s_per_round']:.4f} | "
-                     f"{floor['s_per_round'] if floor else float('nan'):.4f} | {ratio} | "
-                     f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
-                     f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {per_agent_rss(r)} | {r['pss_total_mb']:,.0f} | "
-                     f"{r['pss_total_mb'] / r['agents']:.0f} |")
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in results:  # repeats of one setting, in the order they ran
+        groups.setdefault(key(r), {}).setdefault(r["algorithm"], []).append(r)
+    for runs in groups.values():
+        floors = runs.get("local", [])
+        for algorithm, gossip in runs.items():
+            if algorithm == "local":
+                continue
+            r = gossip[0] if len(gossip) == 1 else middle_run(gossip)
+            floor = statistics.median(f["s_per_round"] for f in floors) if floors else float("nan")
+            ratios = [g["s_per_round"] / f["s_per_round"] for g, f in zip(gossip, floors)]
+            ratio = "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
+                f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
+            per = r.get("agents_per_process", 1)
+            shown = {0: "auto", "sim": "simulate"}.get(per, per)
+            lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
+                         f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
+                         f"{floor:.4f} | {ratio} | "
+                         f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
+                         f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {per_agent_rss(r)} | "
+                         f"{r['pss_total_mb']:,.0f} | {r['pss_total_mb'] / r['agents']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def middle_run(runs: list[dict]) -> dict:
+    """The run of median s/round, whose start-up, flatness and memory the table shows for repeated settings."""
+    return sorted(runs, key=lambda r: r["s_per_round"])[(len(runs) - 1) // 2]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -211,6 +226,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--agents-per-process", default="1",
                         help="network.agents_per_process values to compare, e.g. 1,0,sim,in-process (1: a process per "
                              "agent, 0: auto packing, sim: --simulate, in-process: --in-process)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each gossip/floor pair this many times, alternating which goes first")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -219,10 +236,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for size in (int(s) for s in args.sizes.split(",")):
         for topology in args.topologies.split(","):
             for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
-                for algorithm in ("dsgdm-n", "local"):
-                    result = run_once(args, size, topology, algorithm, args.base_port, per_process)
-                    print(json.dumps({k: v for k, v in result.items() if k != "round_means"}), flush=True)
-                    results.append(result)
+                for repeat in range(args.repeats):
+                    for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
+                        result = {**run_once(args, size, topology, algorithm, args.base_port, per_process),
+                                  "repeat": repeat}
+                        print(json.dumps({k: v for k, v in result.items() if k != "round_means"}), flush=True)
+                        results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(results, indent=1))

@@ -65,6 +65,24 @@ def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc
     assert "| 3 | ring |" in table and "PSS total MB" in table
 
 
+def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_range():
+    def run(algorithm: str, seconds: float, repeat: int) -> dict:
+        return {"agents": 8, "topology": "ring", "algorithm": algorithm, "agents_per_process": 0, "processes": 2,
+                "startup_s": 2.0 + repeat, "s_per_round": seconds, "first_tenth_s": seconds, "last_tenth_s": seconds,
+                "bytes_per_round": 0, "peak_rss_mb_median": 400, "peak_rss_mb_max": 420, "peak_rss_mb_per_agent": 105,
+                "pss_total_mb": 600, "repeat": repeat}
+
+    # pairs (gossip, floor): 0.022/0.020 = 1.10, 0.030/0.020 = 1.50, 0.021/0.0175 = 1.20
+    results = [run("dsgdm-n", 0.022, 0), run("local", 0.020, 0), run("local", 0.020, 1), run("dsgdm-n", 0.030, 1),
+               run("dsgdm-n", 0.021, 2), run("local", 0.0175, 2)]
+    row = [line for line in load("scale").table(results).splitlines() if line.startswith("| 8 |")]
+    assert len(row) == 1
+    cells = [cell.strip() for cell in row[0].split("|")[1:-1]]
+    assert cells[2] == "auto (2)" and cells[3] == "2.0"  # the median gossip run's start-up: repeat 0's
+    assert cells[4] == "0.0220" and cells[5] == "0.0200"  # median s/round of each
+    assert cells[6] == "1.20 (1.10-1.50, 3 pairs)"
+
+
 def test_dynamic_topologies_benchmark_writes_both_tables(tmp_path):
     text = load("dynamic_topologies").main(["--rounds", "2", "--seeds", "0", "--sizes", "8",
                                             "--kinds", "one-peer-exponential", "ring", "--results", str(tmp_path)])

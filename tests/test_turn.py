@@ -4,8 +4,10 @@ gives its turn up wherever it waits, so a packed worker never deadlocks on a mat
 import threading
 
 import pytest
+import torch
 
 from p2pfl import turn
+from p2pfl.exchange import InMemoryHub
 from p2pfl.turn import Turn
 
 JOIN_SECONDS = 30  # a deadlock shows as a thread still alive after this
@@ -92,3 +94,22 @@ def test_pass_on_keeps_the_turn_when_nobody_waits_and_nothing_happens_without_a_
         turn.pass_on()
     with pytest.raises(ValueError):
         Turn(0)
+
+
+def test_a_packed_agent_does_not_wait_out_its_timeout_for_a_neighbour_that_is_down():
+    hub, shared = InMemoryHub(), Turn(1)
+    ends = {i: hub.endpoint(i, [0] if i else [1, 2], "r", 600.0) for i in range(3)}
+    ends[0].mark_down(2, "closed its link")
+    got, done = {}, threading.Event()
+
+    def agent_0() -> None:
+        with shared.held():
+            got.update(ends[0].exchange(0, "params", {j: {"x": torch.zeros(2)} for j in (1, 2)}))
+        done.set()
+
+    waiter = threading.Thread(target=agent_0, daemon=True)
+    waiter.start()
+    waiter.join(0.05)
+    ends[1]._send_all(0, "params", {0: {"x": torch.ones(2)}})
+    assert done.wait(JOIN_SECONDS)  # with a 600 s round timeout: only returning early gets here
+    assert list(got) == [1]
