@@ -3,7 +3,8 @@ them), each round exchanging a LeNet-5-sized vector with both neighbours and mix
 each agent spends per round, over inproc:// (ZmqExchange sharing one ProcessLinks, as packed mates) and
 over the in-memory exchange of `--in-process`, side by side: the runtime's own cost per round, which a
 packed run adds to the compute floor; each with every thread free to run and with turns (p2pfl/turn.py: one
-thread computes at a time, as in a packed worker). Run it under `perf record -g` to see where that CPU goes.
+thread computes at a time), and over inproc also as greenlets of one thread (p2pfl/hub.py, a packed worker's
+default). Run it under `perf record -g` to see where that CPU goes.
 
     python benchmarks/gossip_only.py [--agents 8] [--rounds 1000] [--size 61706]
 """
@@ -19,12 +20,14 @@ import torch
 
 from p2pfl.algorithms.base import gossip_average
 from p2pfl.exchange import InMemoryHub
+from p2pfl.hub import Hub
 from p2pfl.transport import ProcessLinks, ZmqExchange
 from p2pfl.turn import Turn
 
 
-def run(kind: str, agents: int, rounds: int, size: int, turns: bool) -> float:
-    """CPU seconds of this process per agent and round; `turns`: one agent thread runs at a time (turn.py)."""
+def run(kind: str, agents: int, rounds: int, size: int, turns: bool, greenlets: bool = False) -> float:
+    """CPU seconds of this process per agent and round; `turns`: one agent thread runs at a time (turn.py);
+    `greenlets`: the agents are greenlets of this thread instead (hub.py)."""
     turn = Turn(1)
     links, hub = ProcessLinks("gossip-only", mates=range(agents)), InMemoryHub()
     neighbours = {i: sorted({(i - 1) % agents, (i + 1) % agents}) for i in range(agents)}
@@ -37,17 +40,20 @@ def run(kind: str, agents: int, rounds: int, size: int, turns: bool) -> float:
     def body(i: int) -> None:
         x = torch.randn(size)
         weights = {j: 1 / (len(neighbours[i]) + 1) for j in neighbours[i]}
-        with turn.held() if turns else contextlib.nullcontext():
+        with turn.held() if turns and not greenlets else contextlib.nullcontext():
             for round_ in range(rounds):
                 got = ends[i].exchange(round_, "params", {j: {"params": x} for j in neighbours[i]})
                 x = gossip_average(x, {j: r["params"] for j, r in got.items()}, weights, 1 / (len(neighbours[i]) + 1))
 
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(agents)]
     cpu = time.process_time()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if greenlets:
+        Hub().run([lambda i=i: body(i) for i in range(agents)])
+    else:
+        threads = [threading.Thread(target=body, args=(i,)) for i in range(agents)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     cpu = time.process_time() - cpu
     for end in ends:
         end.close()
@@ -62,11 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=61706, help="floats per message (LeNet-5's parameters)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for kind in ("inproc", "in-memory"):
-        for turns in (False, True):
-            seconds = run(kind, args.agents, args.rounds, args.size, turns)
-            print(f"{kind:9s} {'turns' if turns else 'free-for-all':12s} {args.agents} agents, {args.rounds} rounds: "
-                  f"{seconds * 1e3:.3f} ms CPU per agent and round", flush=True)
+    for kind, turns, greenlets in (("inproc", False, False), ("inproc", True, False), ("inproc", False, True),
+                                   ("in-memory", False, False), ("in-memory", True, False)):
+        seconds = run(kind, args.agents, args.rounds, args.size, turns, greenlets)
+        how = "greenlets" if greenlets else "turns" if turns else "free-for-all"
+        print(f"{kind:9s} {how:12s} {args.agents} agents, {args.rounds} rounds: "
+              f"{seconds * 1e3:.3f} ms CPU per agent and round", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ For each size and topology, two runs of the same agent processes side by side: D
   over the agents (a packed agent's share of its process), and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
-With `--agents-per-process 1,0,sim,in-process` every size runs once per value (network.agents_per_process: 1
-one process per agent, N agents as threads of each process, 0 auto; sim: `p2pfl run --simulate`, the packed
+With `--agents-per-process 1,0,threads,sim,in-process` every size runs once per value (network.agents_per_process:
+1 one process per agent, N agents as greenlets of each process, 0 auto; threads: auto, with a thread per agent
+(network.scheduler threads) instead of greenlets; sim: `p2pfl run --simulate`, the packed
 engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
 simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
@@ -116,7 +117,8 @@ class Watcher(threading.Thread):
         self.peak_pss_total = max(self.peak_pss_total, total)
 
 
-ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"]}  # the other engines, beside packing values
+# The other engines, beside packing values; threads: the default packing with a thread per agent, not greenlets
+ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"], "threads": ["--set", "network.scheduler=threads"]}
 
 
 def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
@@ -199,7 +201,7 @@ def table(results: list[dict]) -> str:
             ratio = "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
                 f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
             per = r.get("agents_per_process", 1)
-            shown = {0: "auto", "sim": "simulate"}.get(per, per)
+            shown = {0: "auto", "sim": "simulate", "threads": "auto, threads"}.get(per, per)
             lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                          f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
                          f"{floor:.4f} | {ratio} | "
@@ -224,8 +226,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--agents-per-process", default="1",
-                        help="network.agents_per_process values to compare, e.g. 1,0,sim,in-process (1: a process per "
-                             "agent, 0: auto packing, sim: --simulate, in-process: --in-process)")
+                        help="network.agents_per_process values to compare, e.g. 1,0,threads,sim,in-process (1: a "
+                             "process per agent, 0: auto packing, threads: auto packing with a thread per agent, sim: "
+                             "--simulate, in-process: --in-process)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each gossip/floor pair this many times, alternating which goes first")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")

@@ -69,11 +69,14 @@ MEANINGS: dict[str, str] = {
     "network.startup_timeout": ("seconds to wait for every neighbour to come up (a coordinator: for every "
                                 "client's hello; one missing is absent)"),
     "network.max_message_mb": "largest accepted message, in MiB",
-    "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a thread with its own "
-                                  "sockets, log and metrics; neighbours in one process talk over inproc:// (1: one "
+    "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a greenlet or thread "
+                                  "(network.scheduler) with its own sockets, log and metrics; neighbours in one process talk over inproc:// (1: one "
                                   "process per agent, for isolation; N: N per process; 0: auto, the default, "
                                   "ceil(agents / cores), one worker process per core: faster and smaller than one "
                                   "process per agent at 8 to 256 agents on 2 cores, benchmarks/scale.py)",
+    "network.scheduler": "how the agents packed in one process take turns: greenlets (the default: one thread "
+                         "switches between them in user space where they wait, and wakes a waiting one only once "
+                         "its socket is readable) or threads (a thread per agent, one computing at a time)",
 }
 
 

@@ -404,6 +404,9 @@ class InMemoryExchange(MailboxExchange):
         return True
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+        if timeout > 0 and hasattr(turn.current(), "wait_readable"):
+            raise RuntimeError("an in-memory exchange blocks its thread, and with it every agent of a hub (hub.py); "
+                               "a hub's agents talk over ZmqExchange")
         try:
             return self.hub.mailbox(self.agent_id).get(timeout=timeout)
         except queue.Empty:

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from p2pfl import turn
 from p2pfl.errors import UserError
 from p2pfl.exchange import MailboxExchange, PeerId
 from p2pfl.security import AgentAuthenticator, CurveKeys, secure_dealer
@@ -159,6 +160,10 @@ class ZmqExchange(MailboxExchange):
             return False
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+        wait_readable = getattr(turn.current(), "wait_readable", None)
+        if wait_readable is not None and timeout > 0:  # a hub's agent (hub.py): its mates run while it waits
+            wait_readable([socket for socket, _ in self.poller.sockets], timeout)
+            timeout = 0
         ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
         for monitor, peer in self.monitors.items():
             if monitor in ready:

@@ -7,16 +7,21 @@ CPU went to the kernel, most of it in task switching). A turn is held while an a
 where it would block anyway (waiting for neighbours' messages), while it evaluates, and between rounds when a
 mate waits, so the threads take turns round by round instead of op by op. The order of the math does not change, only when
 each agent's thread runs.
+
+Those points are this module's functions (waiting, sleep, pass_on), whatever the agents run as: threads taking
+a Turn (`--in-process`, `network.scheduler: threads`) or the greenlets of a hub (hub.py, a packed worker's
+default), which gives way at the same points without a thread switch.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager, Iterator, Protocol
 
-_held = threading.local()  # the Turn the current thread holds, if any
+_held = threading.local()  # the scheduler (a Turn it holds, or its Hub) of the current thread, if any
 
 
 class Turn:
@@ -54,36 +59,94 @@ class Turn:
     def held(self) -> Iterator[None]:
         """Run the body with a slot; exchanges and the agent loop give it up where they wait (waiting(), pass_on())."""
         self.take()
-        _held.turn = self
+        with installed(self):
+            try:
+                yield
+            finally:
+                self.give()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        self.give()
         try:
             yield
         finally:
-            _held.turn = None
+            self.take()
+
+    def pass_on(self) -> None:
+        if self.queued():
             self.give()
+            self.take()
+
+    def sleep(self, seconds: float) -> None:
+        with self.waiting():
+            time.sleep(seconds)
+
+    def breathe(self) -> None:
+        """Nothing: long work is done in waiting(), beside the agent that holds the turn."""
 
 
-def current() -> Turn | None:
+class Scheduler(Protocol):
+    """What the agents of one process take turns in: a Turn (threads), or a hub.Hub (greenlets of one thread)."""
+
+    def held(self) -> ContextManager[None]: ...
+
+    def waiting(self) -> ContextManager[None]: ...
+
+    def pass_on(self) -> None: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def breathe(self) -> None: ...
+
+
+@contextmanager
+def installed(scheduler: Scheduler | None) -> Iterator[None]:
+    """The calling thread's agents take turns in `scheduler` for the body."""
+    previous = current()
+    _held.turn = scheduler
+    try:
+        yield
+    finally:
+        _held.turn = previous
+
+
+def current() -> Scheduler | None:
     return getattr(_held, "turn", None)
 
 
 @contextmanager
 def waiting() -> Iterator[None]:
-    """Around a blocking wait: let another agent run meanwhile (nothing to do for a thread without a turn)."""
-    turn = current()
-    if turn is None:
+    """Around a blocking wait: let another agent run meanwhile (nothing to do for a thread without a turn;
+    under a hub, only the hub's own waits give way: what runs here holds the thread)."""
+    scheduler = current()
+    if scheduler is None:
         yield
         return
-    turn.give()
-    try:
+    with scheduler.waiting():
         yield
-    finally:
-        turn.take()
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep that lets another agent run meanwhile."""
+    scheduler = current()
+    if scheduler is None:
+        time.sleep(seconds)
+    else:
+        scheduler.sleep(seconds)
 
 
 def pass_on() -> None:
     """Between rounds: the agents waiting for a slot go first, so packed agents keep pace round by round even
     when they never block (local-only training)."""
-    turn = current()
-    if turn is not None and turn.queued():
-        turn.give()
-        turn.take()
+    scheduler = current()
+    if scheduler is not None:
+        scheduler.pass_on()
+
+
+def breathe() -> None:
+    """Between the pieces of a long stretch of work in waiting() (a test-set pass): under a hub, where that work
+    holds the thread, the other agents run a while; threads need nothing, theirs runs beside the turn."""
+    scheduler = current()
+    if scheduler is not None:
+        scheduler.breathe()

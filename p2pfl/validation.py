@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from p2pfl.registry import ALGORITHMS, parse_algorithm_options
 from p2pfl.algorithms.options import Options
-from p2pfl.config import SECURITY_MODES, RunConfig
+from p2pfl.config import SCHEDULERS, SECURITY_MODES, RunConfig
 from p2pfl.errors import UserError
 
 
@@ -71,6 +71,8 @@ def validate_config(config: RunConfig) -> Options:
         (config.network.startup_timeout > 0, "network.startup_timeout must be > 0 seconds"),
         (config.network.agents_per_process >= 0,
          f"network.agents_per_process must be >= 0 (0: auto), got {config.network.agents_per_process}"),
+        (config.network.scheduler in SCHEDULERS,
+         f"unknown network.scheduler {config.network.scheduler!r}; choose {', '.join(SCHEDULERS)}"),
         (1 <= config.network.base_port <= 65535 - config.agents,
          f"network.base_port {config.network.base_port} leaves no room for {config.agents} ports"),
         (config.security.mode in SECURITY_MODES, f"unknown security.mode {config.security.mode!r}; "

@@ -104,11 +104,12 @@ def test_choco_benchmark_quick_mode_writes_table_and_plot(tmp_path):
     assert (tmp_path / "choco_quick.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_gossip_only_benchmark_prints_both_exchanges_with_and_without_turns(capsys):
+def test_gossip_only_benchmark_prints_both_exchanges_with_and_without_turns_and_as_greenlets(capsys):
     load("gossip_only").main(["--agents", "3", "--rounds", "5", "--size", "100"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [["inproc", "free-for-all"], ["inproc", "turns"],
-                                                   ["in-memory", "free-for-all"], ["in-memory", "turns"]]
+                                                   ["inproc", "greenlets"], ["in-memory", "free-for-all"],
+                                                   ["in-memory", "turns"]]
     assert all(float(line.split(": ")[1].split()[0]) > 0 for line in lines)
 
 

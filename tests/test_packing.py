@@ -40,7 +40,8 @@ def test_worker_groups_are_consecutive_even_and_at_most_n():
 
 def test_packed_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agents):
     """6 agents, 3 per process: the same per-round losses as --simulate (as a process per agent gives, in
-    tests/test_processes.py); every agent keeps its own log file (only its lines), metrics and model."""
+    tests/test_processes.py), with the packed agents as greenlets (the default) or threads; every agent keeps
+    its own log file (only its lines), metrics and model."""
     config = small_config(agents=6, rounds=12, eval_every=6, network__agents_per_process=3)
     path = write_config(tmp_path, config)
     packed = run_cli("run", str(path), "--out", str(tmp_path / "packed"), "--no-progress")
@@ -56,6 +57,12 @@ def test_packed_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agen
         assert "finished 12 rounds" in lines[-1]
         assert (rundir.agent_dir(tmp_path / "packed", agent) / "model.pt").exists()
     assert sorted(p.name for p in (tmp_path / "packed" / "workers").iterdir()) == ["000.log", "001.log"]
+    check_ports_free(config)
+    # A thread per packed agent instead of greenlets of one thread (hub.py): the same losses again
+    threads = run_cli("run", str(path), "--set", "network.scheduler=threads", "--out", str(tmp_path / "threads"),
+                      "--no-progress")
+    assert threads.returncode == 0, threads.stderr
+    assert losses(tmp_path / "threads", 6) == pytest.approx(sim, rel=1e-5, abs=1e-6)
     check_ports_free(config)
     # --simulate: the same packed engine over inproc and private Unix sockets, no port, no keys, same losses
     simulated = run_cli("run", str(path), "--simulate", "--out", str(tmp_path / "packed-sim"), "--no-progress")

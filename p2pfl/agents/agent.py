@@ -159,7 +159,7 @@ class AgentLoop:
         if self.config.eval_samples and round_ != self.config.rounds - 1 and self.config.eval_samples < len(y):
             subset = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:self.config.eval_samples]
             x, y = x[subset], y[subset]
-        return evaluate(self.model, x, y)
+        return evaluate(self.model, x, y, pause=turn.breathe)
 
     def run(self) -> dict:
         directory = rundir.agent_dir(self.run_dir, self.agent_id)

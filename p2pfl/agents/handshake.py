@@ -23,8 +23,7 @@ def hello_until_answered(exchange: Exchange, hello: dict, peers: list[int], time
         pending = [j for j in peers if j not in heard]
         asked = time.monotonic()
         heard.update(exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in pending}, timeout=1.0))
-        with turn.waiting():
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))
+        turn.sleep(max(0.0, 1.0 - (time.monotonic() - asked)))
         first_answer = first_answer or (time.monotonic() if heard else None)
         if first_answer and time.monotonic() - first_answer > RESUME_GRACE_SECONDS:
             break

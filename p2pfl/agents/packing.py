@@ -25,13 +25,14 @@ from typing import Callable
 import torch
 
 from p2pfl.agents import rundir
-from p2pfl.agents.agent_logs import ThreadRoutedLogs
+from p2pfl.agents.agent_logs import AgentRoutedLogs
 from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.process import (PROCESS_NAME_PREFIX, StartLine, WorkerShare, die_with_parent, name_thread,
                                   run_agent)
 from p2pfl.agents.setup import prepare
 from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import UserError
+from p2pfl.hub import Hub
 from p2pfl.transport import ProcessLinks
 
 PROCESSES_PER_CORE = 1  # auto packing: one worker process per core (neighbours in a worker talk over inproc://)
@@ -65,7 +66,7 @@ def run_packed(config: RunConfig, agents: list[int], run_dir: Path, stop: thread
     STOP_GRACE_SECONDS more); `report(agent, exit code)` as each one ends. Returns the codes known."""
     worker_lines = logging.StreamHandler(sys.stderr)  # the worker's own lines, and any thread's not an agent's
     worker_lines.setFormatter(logging.Formatter("%(asctime)s worker %(levelname)s %(name)s: %(message)s"))
-    logs = ThreadRoutedLogs(worker_lines).install()
+    logs = AgentRoutedLogs(worker_lines).install()
     codes: dict[int, int] = {}
     try:
         setup = prepare(config)  # once per worker: the setup (data set, graph) is read-only for the agents
@@ -79,11 +80,20 @@ def run_packed(config: RunConfig, agents: list[int], run_dir: Path, stop: thread
     shared = WorkerShare(setup, stop, logs, ProcessLinks(setup.run_id, agents), StartLine(agents))
 
     def body(agent: int) -> None:
-        name_thread(f"{PROCESS_NAME_PREFIX}{agent}")
         codes[agent] = run_agent(config, agent, run_dir, shared=shared)
         report(agent, codes[agent])
 
-    threads = [threading.Thread(target=body, args=(agent,), name=f"agent-{agent}", daemon=True) for agent in agents]
+    if config.network.scheduler == "greenlets":  # every agent a greenlet of one thread (hub.py)
+        shared.turn = hub = Hub()
+        threads = [threading.Thread(target=hub.run, args=([lambda agent=agent: body(agent) for agent in agents],),
+                                    name="agents", daemon=True)]
+    else:  # a thread per agent, named after it in ps -T
+        def named_body(agent: int) -> None:
+            name_thread(f"{PROCESS_NAME_PREFIX}{agent}")
+            body(agent)
+
+        threads = [threading.Thread(target=named_body, args=(agent,), name=f"agent-{agent}", daemon=True)
+                   for agent in agents]
     for thread in threads:
         thread.start()
     deadline = None

@@ -16,10 +16,11 @@ from typing import Iterable
 
 import torch
 
+from p2pfl import turn
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
 from p2pfl.agents.allocator import keep_freed_memory
-from p2pfl.agents.agent_logs import ThreadRoutedLogs, configure_logging
+from p2pfl.agents.agent_logs import AgentRoutedLogs, configure_logging
 from p2pfl.agents.lifetime import watch_launcher
 from p2pfl.agents.roles import build_loop
 from p2pfl.agents.setup import RunSetup, prepare
@@ -27,7 +28,7 @@ from p2pfl.config import RunConfig, load_config
 from p2pfl.errors import Diverged, UserError
 from p2pfl.security import CurveKeys, refuse_plain_off_loopback
 from p2pfl.transport import ProcessLinks, ZmqExchange
-from p2pfl.turn import Turn
+from p2pfl.turn import Scheduler, Turn
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
@@ -77,8 +78,11 @@ class StartLine:
                 self._all.set()
 
     def wait(self, stop: threading.Event) -> None:
-        while not self._all.wait(0.2) and not stop.is_set():
-            pass
+        while not self._all.is_set() and not stop.is_set():
+            if turn.current() is None:  # a thread of its own
+                self._all.wait(0.2)
+            else:  # a hub's greenlet: its mates must get to build meanwhile
+                turn.sleep(0.01)
 
 
 @dataclass
@@ -88,10 +92,10 @@ class WorkerShare:
     ZeroMQ context over which mates that are neighbours talk in-process, and the turn they compute in."""
     setup: RunSetup
     stop: threading.Event
-    logs: ThreadRoutedLogs
+    logs: AgentRoutedLogs
     links: ProcessLinks
     start_line: StartLine
-    turn: Turn = field(default_factory=Turn)  # one agent thread computes at a time: a worker is sized to a core
+    turn: Scheduler = field(default_factory=Turn)  # one agent computes at a time: a worker is sized to a core
 
 
 def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+             pause: Callable[[], None] | None = None) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on (x, y). Batches of 256: larger ones only raise every agent's peak
-    memory (1024 LeNet-5 inputs hold ~100 MB of activations) for no speed on one thread."""
+    memory (1024 LeNet-5 inputs hold ~100 MB of activations) for no speed on one thread. `pause`, after each
+    batch: where a packed agent lets its mates run (turn.breathe)."""
     was_training = model.training
     model.eval()
     correct, loss = 0, 0.0
@@ -19,5 +23,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
         logits = model(xb)
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
+        if pause is not None:
+            pause()
     model.train(was_training)
     return correct / len(y), loss / len(y)

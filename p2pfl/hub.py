@@ -1,0 +1,112 @@
+"""A packed worker's agents as greenlets of one thread: where an agent would wait, the next one runs.
+
+Threads with turns (turn.Turn) still pay the kernel for every hand-over: the next agent's thread is woken
+and fights the current one for the GIL, and each message that reaches a waiting agent wakes its thread
+on its own. Greenlets switch in user space, within one thread, and a waiting agent is resumed only once
+one of its sockets is readable (or its deadline passed): the hub polls the sockets of every waiting agent
+at once, without blocking between two agents' turns and blocking only when no agent can run. The agents'
+code is the same; they give way at the same points as with turns (turn.py), in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Sequence
+
+import greenlet
+import torch
+import zmq
+
+from p2pfl import turn
+
+log = logging.getLogger("p2pfl.hub")
+
+
+class Hub:
+    """Runs bodies as greenlets until all have ended; `wait_readable`, `sleep` and `pass_on` are where they
+    give way. Only this thread's agents may call them, and a body must not block the thread elsewhere."""
+
+    def __init__(self) -> None:
+        self._ready: deque[greenlet.greenlet] = deque()
+        self._parked: dict[greenlet.greenlet, tuple[Sequence[zmq.Socket], float]] = {}
+        self._poller = zmq.Poller()  # the parked agents' sockets, registered while they wait
+        self._home: greenlet.greenlet | None = None  # run()'s loop: every agent switches back to it
+
+    def run(self, bodies: Iterable[Callable[[], object]]) -> None:
+        self._home = greenlet.getcurrent()
+        self._ready.extend(greenlet.greenlet(body) for body in bodies)
+        grad = torch.is_grad_enabled()  # what a new agent starts with; a resumed one restores its own
+        with turn.installed(self):
+            while self._ready or self._parked:
+                if not self._ready:
+                    self._wake(block=True)
+                    continue
+                task = self._ready.popleft()
+                torch.set_grad_enabled(grad)
+                try:
+                    task.switch()
+                except Exception:  # an agent's own errors end in its exit code; this is only a safety net
+                    log.exception("an agent greenlet ended with an error")
+                if self._parked:
+                    self._wake(block=False)
+        torch.set_grad_enabled(grad)
+
+    def wait_readable(self, sockets: Sequence[zmq.Socket], seconds: float) -> None:
+        """Return once one of `sockets` has a message to read, or after `seconds`; the others run meanwhile."""
+        self._park(sockets, seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self._park((), seconds)
+
+    def pass_on(self) -> None:
+        """The others go first (those waiting whose messages came, then back to this one): agents keep pace
+        round by round even when they never wait (local-only training)."""
+        if self._ready or self._parked:
+            self._ready.append(greenlet.getcurrent())
+            self._switch_home()
+
+    def breathe(self) -> None:
+        """Within a long stretch of work (waiting()): the others run a while, as they would beside a thread."""
+        self.pass_on()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        yield  # an agent holds the thread whenever it runs
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        yield  # what runs inside (a test-set pass) holds the thread, and breathe()s between its pieces
+
+    def _park(self, sockets: Sequence[zmq.Socket], seconds: float) -> None:
+        self._parked[greenlet.getcurrent()] = (sockets, time.monotonic() + max(0.0, seconds))
+        for socket in sockets:
+            self._poller.register(socket, zmq.POLLIN)
+        self._switch_home()
+
+    def _switch_home(self) -> None:
+        grad = torch.is_grad_enabled()  # torch's grad mode is per thread, so every agent of the hub shares it
+        self._home.switch()
+        torch.set_grad_enabled(grad)
+
+    def _wake(self, block: bool) -> None:
+        """Move the parked agents whose sockets are readable or whose time is up to the ready queue, in the
+        order they parked; with `block`, first wait until there is one."""
+        timeout = 0.0
+        if block:
+            timeout = max(0.0, min(deadline for _, deadline in self._parked.values()) - time.monotonic())
+        if self._poller.sockets:
+            readable = dict(self._poller.poll(math.ceil(timeout * 1000)))
+        else:
+            time.sleep(timeout)
+            readable = {}
+        now = time.monotonic()
+        for task, (sockets, deadline) in list(self._parked.items()):
+            if deadline <= now or any(socket in readable for socket in sockets):
+                del self._parked[task]
+                for socket in sockets:
+                    self._poller.unregister(socket)
+                self._ready.append(task)
