@@ -404,7 +404,7 @@ class InMemoryExchange(MailboxExchange):
         return True
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
-        if timeout > 0 and hasattr(turn.current(), "wait_readable"):
+        if timeout > 0 and turn.socket_wait() is not None:
             raise RuntimeError("an in-memory exchange blocks its thread, and with it every agent of a hub (hub.py); "
                                "a hub's agents talk over ZmqExchange")
         try:

@@ -160,7 +160,7 @@ class ZmqExchange(MailboxExchange):
             return False
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
-        wait_readable = getattr(turn.current(), "wait_readable", None)
+        wait_readable = turn.socket_wait()
         if wait_readable is not None and timeout > 0:  # a hub's agent (hub.py): its mates run while it waits
             wait_readable([socket for socket, _ in self.poller.sockets], timeout)
             timeout = 0

@@ -115,6 +115,12 @@ def current() -> Scheduler | None:
     return getattr(_held, "turn", None)
 
 
+def socket_wait():
+    """The hub's wait_readable(sockets, seconds) when this agent is a hub's greenlet (hub.py), else None: there
+    a blocking receive would stop every agent of the thread, so a transport waits through the hub instead."""
+    return getattr(current(), "wait_readable", None)
+
+
 @contextmanager
 def waiting() -> Iterator[None]:
     """Around a blocking wait: let another agent run meanwhile (nothing to do for a thread without a turn;
