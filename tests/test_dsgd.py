@@ -62,6 +62,24 @@ def test_gossip_average_renormalises_over_the_neighbours_that_answered():
     assert full.item() == 1.0
 
 
+def test_gossip_average_rounds_each_term_before_adding_it_and_leaves_its_inputs_alone():
+    """The floats of `own * w_ii + w_1 * x_1 + ...` evaluated left to right, each product rounded before it is
+    added. A fused multiply-add (torch's add_(x, alpha=w) on this CPU) rounds once and gives other floats,
+    which the golden records would catch only for the settings they pin."""
+    generator = torch.Generator().manual_seed(0)
+    own = torch.randn(4099, generator=generator) * 1e3
+    received = {peer: torch.randn(4099, generator=generator) * scale for peer, scale in ((3, 1e-3), (1, 1.0), (2, 1e3))}
+    copies = {peer: vector.clone() for peer, vector in received.items()}
+    weights = {1: 2 / 7, 2: 1 / 9, 3: 0.1234567}
+    expected = own * (1 / 3)
+    for peer in (1, 2, 3):
+        expected = expected + weights[peer] * received[peer]
+    mass = 1 / 3 + sum(weights.values())
+    assert torch.equal(gossip_average(own, received, weights, 1 / 3), expected / mass)
+    assert all(torch.equal(received[peer], copies[peer]) for peer in received)
+    assert torch.equal(gossip_average(own, {}, weights, 1.0), own)
+
+
 def test_learning_rate_schedules():
     step = OptimConfig(lr=0.1, schedule="step")
     assert [round(learning_rate(step, r, 100, 4), 6) for r in (0, 49, 50, 74, 75)] == [0.1, 0.1, 0.01, 0.01, 0.001]

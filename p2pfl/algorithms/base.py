@@ -75,13 +75,18 @@ def exchange_params(ctx: AgentContext, round_: int, payload: Mapping[str, torch.
 
 def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], weights: Mapping[PeerId, float],
                    self_weight: float) -> torch.Tensor:
-    """sum_j w_ij x_j over me and the neighbours that answered, renormalised over them."""
+    """sum_j w_ij x_j over me and the neighbours that answered, renormalised over them.
+
+    Each term is rounded, then added, as `total + w * x` would: the same floats (torch's fused
+    `add_(x, alpha=w)` rounds once and would not be), with one scratch vector instead of two fresh ones per
+    neighbour."""
     total = own * self_weight
     mass = self_weight
+    scratch = torch.empty_like(total) if received else None
     for peer in sorted(received):
-        total = total + weights[peer] * received[peer]
+        total.add_(torch.mul(received[peer], weights[peer], out=scratch))
         mass += weights[peer]
-    return total / mass if not math.isclose(mass, 1.0, rel_tol=0, abs_tol=1e-12) else total
+    return total.div_(mass) if not math.isclose(mass, 1.0, rel_tol=0, abs_tol=1e-12) else total
 
 
 def learning_rate(optim: OptimConfig, round_: int, total_rounds: int, agents: int) -> float:
