@@ -21,7 +21,9 @@ engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, eve
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
 simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
 goes first: this machine's s/round moves by 10-20% between identical runs, so the table shows the median
-s/round of each and the median of the K pairwise ratios, with their range.
+s/round of each and the median of the K pairwise ratios, with their range. Before each run a LeNet-5 step
+is timed on one core in this process (`machine_step_ms`, with `started_utc`, in the JSON; their medians
+under the table): how fast the machine itself was then.
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
                                [--repeats 3]
@@ -40,6 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +174,44 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
             "round_means": [mean_seconds(r, r + 1) for r in range(rounds)]}
 
 
+def machine_step_ms(steps: int = 40) -> float:
+    """Milliseconds per LeNet-5 training step (batch 32, one thread) in this process, just before a run: the
+    machine's own pace at that moment. This machine's s/round moves by 10-20% between identical runs, floors
+    included; a run whose check was slower ran on a slower machine, whatever its code did."""
+    import torch
+    import torch.nn.functional as F
+
+    from p2pfl.models.lenet import LeNet5
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        model = LeNet5((1, 28, 28), 10)
+        x, y = torch.randn(32, 1, 28, 28, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+        blocks = []
+        for block in range(5):  # the first warms up
+            started = time.perf_counter()
+            for _ in range(steps // 4):
+                model.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+            if block:
+                blocks.append((time.perf_counter() - started) / (steps // 4) * 1000)
+        return statistics.median(blocks)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def machine_line(results: list[dict]) -> str:
+    """The machine checks of the runs, gossip and floor apart: did one kind run on a slower machine?"""
+    def spread(kind: list[dict]) -> str:
+        values = [r["machine_step_ms"] for r in kind if r.get("machine_step_ms") is not None]
+        return f"{statistics.median(values):.2f} ms ({min(values):.2f}-{max(values):.2f})" if values else "-"
+    return (f"A LeNet-5 step on one core, timed before each run (`machine_step_ms` in the JSON): before the "
+            f"gossip runs {spread([r for r in results if r['algorithm'] != 'local'])}, before the floors "
+            f"{spread([r for r in results if r['algorithm'] == 'local'])}.\n")
+
+
 def per_agent_rss(result: dict) -> str:
     """The processes' peak RSS summed, over the agents: what each agent costs when its process is shared
     (older result files lack it: '-')."""
@@ -241,14 +282,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
                 for repeat in range(args.repeats):
                     for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
+                        check = machine_step_ms()
+                        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
                         result = {**run_once(args, size, topology, algorithm, args.base_port, per_process),
-                                  "repeat": repeat}
+                                  "repeat": repeat, "started_utc": started, "machine_step_ms": check}
                         print(json.dumps({k: v for k, v in result.items() if k != "round_means"}), flush=True)
                         results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(results, indent=1))
-    text = table(results)
+    text = table(results) + "\n" + machine_line(results)
     (args.results / f"{name}.md").write_text(
         f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"({os.cpu_count()} cores, {args.model} on {args.data}, {args.rounds} rounds, batch 32)\n\n{text}")

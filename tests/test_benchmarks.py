@@ -61,8 +61,10 @@ def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc
         assert r["rounds"] == 12 and r["agents_seen"] == 3 and r["startup_s"] > 0
         assert 50 < r["peak_rss_mb_median"] <= r["peak_rss_mb_max"] and r["pss_total_mb"] > 0
     assert gossip["bytes_per_round"] > 0 and floor["bytes_per_round"] == 0
+    assert all(r["machine_step_ms"] > 0 and r["started_utc"].endswith("+00:00") for r in results)
+    assert gossip["started_utc"] <= floor["started_utc"]
     table = (tmp_path / "scale_quick.md").read_text()
-    assert "| 3 | ring |" in table and "PSS total MB" in table
+    assert "| 3 | ring |" in table and "PSS total MB" in table and "A LeNet-5 step on one core" in table
 
 
 def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_range():
@@ -81,6 +83,14 @@ def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_
     assert cells[2] == "auto (2)" and cells[3] == "2.0"  # the median gossip run's start-up: repeat 0's
     assert cells[4] == "0.0220" and cells[5] == "0.0200"  # median s/round of each
     assert cells[6] == "1.20 (1.10-1.50, 3 pairs)"
+
+
+def test_scale_machine_line_sets_the_checks_before_gossip_runs_apart_from_those_before_floors():
+    results = [{"algorithm": "dsgdm-n", "machine_step_ms": 7.0}, {"algorithm": "local", "machine_step_ms": 6.0},
+               {"algorithm": "local", "machine_step_ms": 6.4}, {"algorithm": "dsgdm-n", "machine_step_ms": 8.0},
+               {"algorithm": "dsgdm-n", "machine_step_ms": 7.5}, {"algorithm": "local"}]  # an older file: no check
+    line = load("scale").machine_line(results)
+    assert "before the gossip runs 7.50 ms (7.00-8.00), before the floors 6.20 ms (6.00-6.40)." in line
 
 
 def test_dynamic_topologies_benchmark_writes_both_tables(tmp_path):
