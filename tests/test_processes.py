@@ -115,6 +115,24 @@ def test_sigint_or_sigterm_stops_every_agent(tmp_path, no_leaked_agents, signum,
     check_ports_free(config)
 
 
+def test_an_agent_reached_by_sigterm_exits_143_whichever_check_noticed_the_stop_first():
+    """SIGTERM's exception can be swallowed (a zmq Frame's dealloc ignores it); the loop's own check then raises a
+    plain Stopped at the next round. Seen once in a netns test: exit 130 where 143 was due."""
+    from p2pfl.agents.agent import Stopped
+    from p2pfl.agents.process import ending
+    from p2pfl.errors import Diverged, PeerUnreachable
+
+    noticed_by_the_loop = Stopped("agent 2 stopped at round 812")
+    assert ending(noticed_by_the_loop, 2, stopped=True, terminated=True) == (noticed_by_the_loop, 143)
+    error, code = ending(PeerUnreachable("no answer"), 2, stopped=True, terminated=True)  # a wait cut short
+    assert (type(error), str(error), code) == (Stopped, "agent 2 terminated", 143)
+    error, code = ending(PeerUnreachable("no answer"), 2, stopped=True, terminated=False)  # a sibling failed
+    assert (type(error), str(error), code) == (Stopped, "agent 2 stopped", 130)
+    assert ending(noticed_by_the_loop, 2, stopped=True, terminated=False)[1] == 130
+    assert ending(PeerUnreachable("no answer"), 2, stopped=False, terminated=False)[1] == 3
+    assert ending(Diverged("loss is nan"), 2, stopped=True, terminated=True)[1] == 4
+
+
 def forkservers(parent=None):
     """multiprocessing forkservers started by this session (the agents' parent), or by `parent`."""
     from pathlib import Path

@@ -98,6 +98,18 @@ class WorkerShare:
     turn: Scheduler = field(default_factory=Turn)  # one agent computes at a time: a worker is sized to a core
 
 
+def ending(exc: UserError | Stopped, agent_id: int, *, stopped: bool, terminated: bool) -> tuple[Exception, int]:
+    """What an agent that ended on `exc` reports, and its exit code: 143 whenever SIGTERM reached it (as a shell
+    reports a process it killed), 130 for any other stop, the error's own code otherwise. SIGTERM's exception
+    can be swallowed where Python ignores one (a zmq Frame's dealloc); the agent loop then notices the stop
+    at its next round and raises a plain Stopped, which must still read as terminated."""
+    if isinstance(exc, Diverged) or not (stopped or terminated):
+        return exc, getattr(exc, "exit_code", 130)
+    if terminated:
+        return (exc if isinstance(exc, Stopped) else Stopped(f"agent {agent_id} terminated")), 143
+    return (exc if isinstance(exc, Stopped) else Stopped(f"agent {agent_id} stopped")), 130
+
+
 def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: bool = True,
               resume: bool = False, shared: WorkerShare | None = None) -> int:
     """Run one agent to the end; returns an exit code (0 ok, UserError's code otherwise). With `shared`
@@ -156,9 +168,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
         logging.getLogger("p2pfl").info("finished %s rounds", config.rounds)
         return 0
     except (UserError, Stopped) as exc:
-        if stop.is_set() and not isinstance(exc, (Stopped, Diverged)):  # a wait cut short by the stop
-            exc = terminated_error() if terminated.is_set() else Stopped(f"agent {agent_id} stopped")
-        code = getattr(exc, "exit_code", 130)
+        exc, code = ending(exc, agent_id, stopped=stop.is_set(), terminated=terminated.is_set())
         rundir.error_path(run_dir, agent_id).write_text(str(exc))
         logging.getLogger("p2pfl").error("%s", exc)
         return code
