@@ -168,3 +168,24 @@ def test_a_stop_event_wakes_an_agent_waiting_for_a_silent_neighbour():
     stop.set()
     waiter.join(60)
     assert not waiter.is_alive() and result["got"] == {}
+
+
+def test_a_fresh_agent_whose_neighbours_hello_was_lost_hears_it_by_repeating_its_own():
+    """The neighbour took our hello in its own handshake, but its hello to us never arrived (seen once in a loaded
+    suite); it then runs its rounds. A single hello would leave us waiting out the startup timeout; repeated, it
+    reaches the neighbour in its rounds, which answers it."""
+    from p2pfl.agents.handshake import hello_all
+    from p2pfl.constants import HELLO_ROUND, TAG_HELLO
+
+    hub = InMemoryHub()
+    ours, theirs = hub.endpoint(0, [1], "run", 5.0), hub.endpoint(1, [0], "run", 5.0)
+
+    def neighbour() -> None:
+        assert list(theirs.collect(HELLO_ROUND, TAG_HELLO, [0], timeout=5.0)) == [0]  # its handshake, no hello sent
+        theirs.collect(0, "params", [0], timeout=4.0)  # its round 0: reading what comes, as a running agent does
+
+    thread = threading.Thread(target=neighbour)
+    thread.start()
+    heard = hello_all(ours, {"round": torch.tensor([0])}, [1], timeout=10.0)
+    thread.join()
+    assert list(heard) == [1] and heard[1]["round"].tolist() == [0]

@@ -17,12 +17,12 @@ from p2pfl import turn
 from p2pfl.agents import rundir
 from p2pfl.agents.device_exchange import DeviceExchange
 from p2pfl.validation import check_device_present
-from p2pfl.agents.handshake import hello_until_answered
+from p2pfl.agents.handshake import hello_all, hello_until_answered
 from p2pfl.registry import build_algorithm, parse_algorithm_options
 from p2pfl.algorithms.base import AgentContext, flat_params, set_flat_params
 from p2pfl.algorithms.options import Options
 from p2pfl.config import RunConfig
-from p2pfl.constants import HELLO_ROUND, TAG_BYE, TAG_HELLO
+from p2pfl.constants import TAG_BYE
 from p2pfl.data import BatchStream, agent_shard
 from p2pfl.data.order import ReferenceShuffler
 from p2pfl.data.dataset import ArrayDataset
@@ -117,7 +117,7 @@ class AgentLoop:
         if self.resumed:
             heard = hello_until_answered(self.exchange, hello, peers, timeout)
         else:
-            heard = self.exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in peers}, timeout=timeout)
+            heard = hello_all(self.exchange, hello, peers, timeout)
         missing = sorted(set(peers) - set(heard))
         if self.resumed and heard:
             # Rejoin where the running neighbours are; the rounds in between are lost for this agent.

@@ -9,6 +9,21 @@ from p2pfl.constants import HELLO_ROUND, TAG_HELLO
 from p2pfl.exchange import Exchange
 
 RESUME_GRACE_SECONDS = 3.0
+HELLO_REPEAT_SECONDS = 1.0
+
+
+def hello_all(exchange: Exchange, hello: dict, peers: list[int], timeout: float) -> dict:
+    """A fresh start: hello every neighbour and wait for all of them, repeating the hello once a second to those
+    not heard yet. One hello is sent per neighbour otherwise, and if it is lost (seen once in a loaded suite:
+    a worker's hello to a late-bound neighbour never arrived) that neighbour waits out the whole startup
+    timeout; a repeated hello reaches a neighbour already in its rounds, which answers it (exchange._welcome)."""
+    heard: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(heard) < len(peers) and (remaining := deadline - time.monotonic()) > 0:
+        pending = [j for j in peers if j not in heard]
+        heard.update(exchange.exchange(HELLO_ROUND, TAG_HELLO, {j: hello for j in pending},
+                                       timeout=min(HELLO_REPEAT_SECONDS, remaining)))
+    return heard
 
 
 def hello_until_answered(exchange: Exchange, hello: dict, peers: list[int], timeout: float) -> dict:
