@@ -188,4 +188,16 @@ def test_a_fresh_agent_whose_neighbours_hello_was_lost_hears_it_by_repeating_its
     thread.start()
     heard = hello_all(ours, {"round": torch.tensor([0])}, [1], timeout=10.0)
     thread.join()
-    assert list(heard) == [1] and heard[1]["round"].tolist() == [0]
+    assert heard == {1}
+
+
+def test_a_fresh_agent_counts_a_neighbour_up_once_any_message_of_its_rounds_arrives():
+    """A neighbour whose hello was lost and that does not read ours any more (it waits in its round 0) is still up:
+    its round-0 message, parked meanwhile, says so."""
+    from p2pfl.agents.handshake import hello_all
+
+    hub = InMemoryHub()
+    ours, theirs = hub.endpoint(0, [1], "run", 5.0), hub.endpoint(1, [0], "run", 5.0)
+    theirs.send(0, "params", {0: {"params": torch.ones(3)}})
+    assert hello_all(ours, {"round": torch.tensor([0])}, [1], timeout=3.0) == {1}
+    assert list(ours.exchange(0, "params", {1: {"params": torch.zeros(3)}}, timeout=1.0)) == [1]  # kept for round 0
