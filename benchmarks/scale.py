@@ -14,9 +14,9 @@ For each size and topology, two runs of the same agent processes side by side: D
   over the agents (a packed agent's share of its process), and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
-With `--agents-per-process 1,0,threads,sim,in-process` every size runs once per value (network.agents_per_process:
-1 one process per agent, N agents as greenlets of each process, 0 auto; threads: auto, with a thread per agent
-(network.scheduler threads) instead of greenlets; sim: `p2pfl run --simulate`, the packed
+With `--agents-per-process 1,0,threads,greenlets,sim,in-process` every size runs once per value
+(network.agents_per_process: 1 one process per agent, N agents per process, 0 auto, with the default
+network.scheduler; threads / greenlets: auto, with that scheduler; sim: `p2pfl run --simulate`, the packed
 engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
 simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
@@ -121,7 +121,8 @@ class Watcher(threading.Thread):
 
 
 # The other engines, beside packing values; threads: the default packing with a thread per agent, not greenlets
-ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"], "threads": ["--set", "network.scheduler=threads"]}
+ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"], "threads": ["--set", "network.scheduler=threads"],
+                "greenlets": ["--set", "network.scheduler=greenlets"]}
 
 
 def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
@@ -242,7 +243,7 @@ def table(results: list[dict]) -> str:
             ratio = "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
                 f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
             per = r.get("agents_per_process", 1)
-            shown = {0: "auto", "sim": "simulate", "threads": "auto, threads"}.get(per, per)
+            shown = {0: "auto", "sim": "simulate", "threads": "auto, threads", "greenlets": "auto, greenlets"}.get(per, per)
             lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                          f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
                          f"{floor:.4f} | {ratio} | "
@@ -267,8 +268,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--agents-per-process", default="1",
-                        help="network.agents_per_process values to compare, e.g. 1,0,threads,sim,in-process (1: a "
-                             "process per agent, 0: auto packing, threads: auto packing with a thread per agent, sim: "
+                        help="network.agents_per_process values to compare, e.g. 1,0,threads,greenlets,sim,in-process (1: a "
+                             "process per agent, 0: auto packing, threads / greenlets: auto packing with that scheduler, sim: "
                              "--simulate, in-process: --in-process)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each gossip/floor pair this many times, alternating which goes first")
