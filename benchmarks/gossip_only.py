@@ -3,8 +3,7 @@ them), each round exchanging a LeNet-5-sized vector with both neighbours and mix
 each agent spends per round, over inproc:// (ZmqExchange sharing one ProcessLinks, as packed mates) and
 over the in-memory exchange of `--in-process`, side by side: the runtime's own cost per round, which a
 packed run adds to the compute floor; each with every thread free to run and with turns (p2pfl/turn.py: one
-thread computes at a time), and over inproc also as greenlets of one thread (p2pfl/hub.py, a packed worker's
-default). Run it under `perf record -g` to see where that CPU goes.
+thread computes at a time), and over inproc also as greenlets of one thread (p2pfl/hub.py, `network.scheduler: greenlets`). Run it under `perf record -g` to see where that CPU goes.
 
     python benchmarks/gossip_only.py [--agents 8] [--rounds 1000] [--size 61706]
 """

@@ -76,7 +76,7 @@ MEANINGS: dict[str, str] = {
                                   "process per agent at 8 to 256 agents on 2 cores, benchmarks/scale.py)",
     "network.scheduler": "how the agents packed in one process take turns: threads (the default: a thread per "
                          "agent, one computing at a time) or greenlets (one thread switches between them in user "
-                         "space where they wait: 2-22% less time per round and 15-30% less memory, but under load a "
+                         "space where they wait: 2-22% less time per round and 15-29% less peak memory at 8 and 16 agents, but under load a "
                          "worker's links to the other worker can stall at start-up, README 'Footprint and scale')",
 }
 

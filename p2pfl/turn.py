@@ -9,8 +9,8 @@ mate waits, so the threads take turns round by round instead of op by op. The or
 each agent's thread runs.
 
 Those points are this module's functions (waiting, sleep, pass_on), whatever the agents run as: threads taking
-a Turn (`--in-process`, `network.scheduler: threads`) or the greenlets of a hub (hub.py, a packed worker's
-default), which gives way at the same points without a thread switch.
+a Turn (`--in-process`, `network.scheduler: threads`, the default) or the greenlets of a hub (hub.py,
+`network.scheduler: greenlets`), which gives way at the same points without a thread switch.
 """
 
 from __future__ import annotations
