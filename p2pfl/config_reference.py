@@ -70,7 +70,8 @@ MEANINGS: dict[str, str] = {
                                 "client's hello; one missing is absent)"),
     "network.max_message_mb": "largest accepted message, in MiB",
     "network.agents_per_process": "local `p2pfl run` only: agents per OS process, each a greenlet or thread "
-                                  "(network.scheduler) with its own sockets, log and metrics; neighbours in one process talk over inproc:// (1: one "
+                                  "(network.scheduler) with its own sockets, log and metrics; neighbours in one process hand their "
+                                  "messages over in memory (1: one "
                                   "process per agent, for isolation; N: N per process; 0: auto, the default, "
                                   "ceil(agents / cores), one worker process per core: faster and smaller than one "
                                   "process per agent at 8 to 256 agents on 2 cores, benchmarks/scale.py)",

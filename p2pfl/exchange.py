@@ -23,7 +23,8 @@ from p2pfl.constants import (DEFAULT_MAX_MESSAGE_BYTES, DRAIN_MAX_MESSAGES, DRAI
                              TAG_WELCOME, WELCOME_INTERVAL_SECONDS)
 from p2pfl import turn
 from p2pfl.errors import WireError
-from p2pfl.wire import Buffer, Envelope, TensorSpec, check_spec, decode, encode, non_finite, spec_of
+from p2pfl.wire import (Buffer, Envelope, TensorSpec, all_finite, check_spec, decode, encode, non_finite,
+                        spec_of)
 
 PeerId = int
 TensorMap = Mapping[str, torch.Tensor]
@@ -93,6 +94,10 @@ class Exchange(Protocol):
 class MailboxExchange:
     """Exchange logic common to every transport; subclasses move the frames."""
 
+    # Peers in this process (packed mates) whose messages are handed over as tensors, not sent as bytes:
+    # what a transport with mates sets, along with _hand_over.
+    mates: frozenset[PeerId] = frozenset()
+
     def __init__(self, agent_id: PeerId, peers: Iterable[PeerId], run_id: str, round_timeout: float,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, round_window: int = ROUND_WINDOW,
                  stopping: threading.Event | None = None):
@@ -124,8 +129,13 @@ class MailboxExchange:
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
         raise NotImplementedError
 
-    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
-        """One inbound message as (sender identity, frames), or None when the timeout passes."""
+    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | Envelope | None:
+        """One inbound message as (sender identity, frames), or as the Envelope a mate handed over; None when
+        the timeout passes."""
+        raise NotImplementedError
+
+    def _hand_over(self, peer: PeerId, envelope: Envelope) -> bool:
+        """Give a mate (a peer in `mates`) its message; False when its queue is full."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -185,11 +195,20 @@ class MailboxExchange:
 
     def _send_all(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
         encoded: dict[int, list[Buffer]] = {}
+        handed: dict[int, Envelope] = {}
         for peer, tensors in outbox.items():
             frames = encoded.get(id(tensors))
             if frames is None:  # one encoding per distinct payload, shared by every peer it goes to
                 frames = encoded[id(tensors)] = encode(self.run_id, self.agent_id, round, tag, tensors)
-            if self._send(peer, frames):
+            if peer in self.mates:
+                envelope = handed.get(id(tensors))
+                if envelope is None:  # one copy per distinct payload, shared by every mate it goes to
+                    envelope = handed[id(tensors)] = self._handover_envelope(round, tag, tensors, frames)
+                sent = self._hand_over(peer, Envelope(envelope.run_id, envelope.sender, envelope.round, envelope.tag,
+                                                      dict(envelope.tensors), envelope.nbytes, envelope.non_finite))
+            else:
+                sent = self._send(peer, frames)
+            if sent:
                 size = sum(len(f) for f in frames)
                 self.stats.bytes_sent += size
                 self.stats.sent_by_tag[tag] += size
@@ -197,6 +216,16 @@ class MailboxExchange:
                     self.stats.sent_by_tensor[name] += len(frame)
             else:
                 self.stats.send_failures[peer] += 1
+
+    def _handover_envelope(self, round: int, tag: str, tensors: TensorMap, frames: Sequence[Buffer]) -> Envelope:
+        """What a mate gets instead of the frames: a copy of the tensors on the host, made once and shared by
+        every mate it goes to (they only read it; the sender may change its own tensors as soon as this
+        returns), with what a receiver would otherwise find by decoding: the size the frames have on the wire
+        (so byte counts do not depend on packing) and which tensors are not finite."""
+        copies = {name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+                  for name, t in tensors.items()}
+        bad = [name for name, t in copies.items() if t.is_floating_point() and not all_finite(t)]
+        return Envelope(self.run_id, self.agent_id, round, tag, copies, sum(len(f) for f in frames), bad)
 
     def _collect(self, round: int, tag: str, specs: dict[PeerId, Mapping[str, TensorSpec] | None],
                  timeout: float) -> dict[PeerId, Envelope]:
@@ -236,9 +265,9 @@ class MailboxExchange:
             self._handle(item, round, tag, specs, got)
         return got
 
-    def _handle(self, item: tuple[bytes, Sequence[Buffer]], round: int, tag: str, specs: dict,
+    def _handle(self, item: tuple[bytes, Sequence[Buffer]] | Envelope, round: int, tag: str, specs: dict,
                 got: dict[PeerId, Envelope]) -> None:
-        envelope = self._validate(*item)
+        envelope = self._validate_handed(item) if isinstance(item, Envelope) else self._validate(*item)
         if envelope is None:
             return
         # A peer is waited for again once heard, unless what it sent is for a round far behind ours: then it is
@@ -357,6 +386,17 @@ class MailboxExchange:
         bad = non_finite(envelope)
         if bad:  # a diverged or hostile neighbour: absent this round rather than poisoning our model
             self._drop("non-finite", envelope, f"NaN or infinity in {bad[:3]}")
+            return None
+        return envelope
+
+    def _validate_handed(self, envelope: Envelope) -> Envelope | None:
+        """A mate's hand-over: built in this process by a mate's exchange, so there are no bytes to decode and
+        no name to doubt; what a sender got wrong is still refused as off a socket."""
+        if envelope.sender not in self.mates:
+            self._drop("not a neighbour", None, f"hand-over from {envelope.sender}, not a mate")
+            return None
+        if envelope.non_finite:
+            self._drop("non-finite", envelope, f"NaN or infinity in {envelope.non_finite[:3]}")
             return None
         return envelope
 

@@ -1,15 +1,19 @@
 """ZeroMQ transport: one ROUTER inbox per agent, one DEALER per neighbour (identity = agent id), one PUSH per mate.
 
-Neighbours packed in the same process (mates) talk over inproc://: the same frames, encoding and validation,
-but no TCP, no encryption and no I/O thread in between. They reach a PULL inbox of its own, not the ROUTER,
-so no TCP peer can take a mate's routing id over; only code in this process can reach an inproc endpoint,
-so the id a mate puts first in its message is trusted as its name, as CURVE's key is for everyone else.
+Neighbours packed in the same process (mates) do not send each other bytes: a mate's message is handed over
+as tensors (one copy of each payload, shared by the mates it goes to) into a queue of the receiving agent
+(ProcessLinks.queue), and an empty message over inproc:// rings the receiver's doorbell, a PULL of its own
+that its poll waits on beside the ROUTER. No encoding, no decoding, no TCP, no encryption and no I/O thread
+in between; the receiver still checks the tensors' names, dtypes, shapes and finiteness as off a socket.
+Only code in this process can reach those queues and that inproc endpoint, so the sender a hand-over names is
+trusted, as CURVE's key is for everyone else, and no TCP peer can take a mate's name.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -20,7 +24,7 @@ from p2pfl import turn
 from p2pfl.errors import UserError
 from p2pfl.exchange import MailboxExchange, PeerId
 from p2pfl.security import AgentAuthenticator, CurveKeys, secure_dealer
-from p2pfl.wire import Buffer
+from p2pfl.wire import Buffer, Envelope
 
 log = logging.getLogger("p2pfl.transport")
 
@@ -48,9 +52,16 @@ class ProcessLinks:
         self.context = zmq.Context()
         self._authenticator: AgentAuthenticator | None = None
         self._lock = threading.Lock()
+        self._queues: dict[tuple[PeerId, PeerId], deque[Envelope]] = {}
 
     def inproc(self, agent: PeerId) -> str:
         return f"inproc://p2pfl-{self.run_id}-{agent}"
+
+    def queue(self, receiver: PeerId, sender: PeerId) -> deque[Envelope]:
+        """The hand-overs from `sender` to `receiver`, oldest first; the same deque for both ends, whichever
+        asks first (deque's append and popleft are atomic, so the two agents' threads need no lock)."""
+        with self._lock:
+            return self._queues.setdefault((receiver, sender), deque())
 
     def authenticator(self) -> AgentAuthenticator:
         with self._lock:  # agent threads of a packed worker build their exchanges at once
@@ -78,6 +89,8 @@ class ZmqExchange(MailboxExchange):
         self.context = links.context
         self.curve = curve
         self.mates = frozenset(links.mates & set(neighbours))
+        self._handed_in = [links.queue(agent_id, peer) for peer in sorted(self.mates)]
+        self._handed_out = {peer: links.queue(peer, agent_id) for peer in self.mates}
         self.identity = identity = str(agent_id).encode()
         self.inbox = self.context.socket(zmq.ROUTER)
         self.mate_inbox: zmq.Socket | None = None
@@ -145,21 +158,40 @@ class ZmqExchange(MailboxExchange):
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
         try:
-            # Copied into libzmq's own message: over inproc a mate would otherwise get the frames' memory itself
-            # and keep it until it mixes, while the sender may change its tensors meanwhile. Zero-copy is no
-            # cheaper either: pyzmq frees each such frame from a Python thread of its own, which takes the GIL
-            # from the agents (benchmarks/zmq_copy.py, a 247 KB frame sent and received on this 2-core CPU:
-            # zero-copy took 1.4-1.6x the copy's wall time over inproc, 0.98-1.03x over TCP).
-            if peer in self.mates:
-                self.senders[peer].send_multipart([self.identity, *frames], flags=zmq.NOBLOCK, copy=True)
-            else:
-                self.senders[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=True)
+            # Copied into libzmq's own message. Zero-copy is no cheaper: pyzmq frees each such frame from a Python
+            # thread of its own, which takes the GIL from the agents (benchmarks/zmq_copy.py, a 247 KB frame sent
+            # and received on this 2-core CPU: zero-copy took 0.98-1.03x the copy's wall time over TCP).
+            self.senders[peer].send_multipart(frames, flags=zmq.NOBLOCK, copy=True)
             return True
         except zmq.Again:  # the peer's queue is full: it is gone or far behind
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
             return False
 
-    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | None:
+    def _hand_over(self, peer: PeerId, envelope: Envelope) -> bool:
+        queue = self._handed_out[peer]
+        if len(queue) >= SEND_HWM:  # as a socket's high-water mark: the mate has ended or is far behind
+            log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
+            return False
+        queue.append(envelope)
+        try:
+            self.senders[peer].send(b"", flags=zmq.NOBLOCK)  # the doorbell
+        except zmq.Again:  # that many rings unread: the mate wakes up anyway
+            pass
+        return True
+
+    def _take_handed(self) -> Envelope | None:
+        for queue in self._handed_in:
+            if queue:
+                return queue.popleft()
+        return None
+
+    def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | Envelope | None:
+        mates_first = self._mates_first  # alternates, so neither the mates nor the sockets can starve the other
+        self._mates_first = not mates_first
+        if mates_first and (handed := self._take_handed()) is not None:
+            return handed
+        if any(self._handed_in):  # a hand-over waits (its ring already read): only look at the sockets
+            timeout = 0
         wait_readable = turn.socket_wait()
         if wait_readable is not None and timeout > 0:  # a hub's agent (hub.py): its mates run while it waits
             wait_readable([socket for socket, _ in self.poller.sockets], timeout)
@@ -170,17 +202,19 @@ class ZmqExchange(MailboxExchange):
                 event = recv_monitor_message(monitor)
                 if event["event"] == zmq.EVENT_DISCONNECTED:
                     self.mark_down(peer, "closed its link")
-        inboxes = [self.mate_inbox, self.inbox] if self._mates_first else [self.inbox, self.mate_inbox]
-        self._mates_first = not self._mates_first
-        socket = next((inbox for inbox in inboxes if inbox is not None and inbox in ready), None)
-        if socket is None:
-            return None
-        parts = socket.recv_multipart(copy=False)
-        # A mate names itself first; with CURVE a TCP peer is the agent its authenticated key belongs to, not
-        # its self-chosen routing id.
-        identity = parts[1].get("User-Id").encode() if socket is self.inbox and self.curve is not None \
-            and len(parts) > 1 else bytes(parts[0].buffer)
-        return identity, [part.buffer for part in parts[1:]]
+        if self.inbox in ready:
+            parts = self.inbox.recv_multipart(copy=False)
+            # With CURVE a TCP peer is the agent its authenticated key belongs to, not its self-chosen routing id.
+            identity = parts[1].get("User-Id").encode() if self.curve is not None and len(parts) > 1 \
+                else bytes(parts[0].buffer)
+            return identity, [part.buffer for part in parts[1:]]
+        if self.mate_inbox is not None and self.mate_inbox in ready:
+            while True:  # every ring read: each hand-over is in its queue before its ring is sent
+                try:
+                    self.mate_inbox.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+        return self._take_handed()
 
     def close(self) -> None:
         for monitor in self.monitors:

@@ -42,6 +42,9 @@ class Envelope:
     tag: str
     tensors: dict[str, torch.Tensor]
     nbytes: int = 0
+    # A mate's hand-over (transport.ProcessLinks) carries the names of its non-finite tensors, found once by
+    # the sender for every mate it goes to; None: not looked at yet (every message off a socket).
+    non_finite: list[str] | None = None
 
 
 def dtype_name(tensor: torch.Tensor) -> str:

@@ -128,3 +128,16 @@ def test_zmq_copy_benchmark_prints_both_links_with_their_ratios(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["inproc", "tcp"]
     assert all("zero-copy / copied:" in line and float(line.split("copied: ")[1].split()[0]) > 0 for line in lines)
+
+
+def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_in_the_agents_own_threads(no_leaked_agents, capsys):
+    """Three agents in two worker processes: the gossip run spends CPU on the exchange and the mixing, the floor
+    on neither, both on their local steps; the ZeroMQ I/O threads only carry the gossip's link between workers."""
+    runs = load("round_cpu").main(["--agents", "3", "--rounds", "12", "--repeats", "1", "--model", "mlp",
+                                   "--data", "digits", "--base-port", str(free_ports(1)[0])])
+    gossip, floor = ({r["algorithm"]: r for r in runs}[kind]["cpu_us"] for kind in ("dsgdm-n", "local"))
+    assert gossip["exchange (params)"] > 0 and gossip["mix"] > 0 and gossip["ZeroMQ I/O threads"] > 0
+    assert floor["exchange (params)"] == floor["mix"] == 0 and floor["ZeroMQ I/O threads"] < gossip["ZeroMQ I/O threads"]
+    for phases in (gossip, floor):
+        assert 0 < phases["local step"] < phases["step"] and phases["write into the model"] > 0
+    assert "| exchange (params) |" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import torch
 import zmq
 
 from p2pfl.errors import UserError
-from p2pfl.transport import ProcessLinks, ZmqExchange
-from p2pfl.wire import encode
+from p2pfl.transport import SEND_HWM, ProcessLinks, ZmqExchange
+from p2pfl.wire import TensorSpec, encode
 from tests.conftest import free_ports
 
 
@@ -74,10 +74,9 @@ def test_binding_a_taken_port_is_a_user_error():
 # of security.mode curve: tests/test_security.py shows an authenticated neighbour cannot pose as another.
 
 
-def test_mates_in_one_process_exchange_over_inproc_and_keep_their_own_copy():
+def test_mates_in_one_process_exchange_without_tcp_and_keep_their_own_copy():
     """Neighbours packed in one process skip TCP: agent 0 knows only a wrong TCP address for 1 and still hears
-    it. What a mate receives is a copy (the frame is above pyzmq's copy threshold, so without one it would
-    be the sender's memory): the sender changing its tensor afterwards changes nothing there."""
+    it. What a mate receives is a copy: the sender changing its tensor afterwards changes nothing there."""
     ports = free_ports(2)
     links = ProcessLinks("run", mates=[0, 1])
     a = ZmqExchange(0, f"tcp://127.0.0.1:{ports[0]}", {1: "tcp://127.0.0.1:1"}, "run", 5.0, links=links)
@@ -98,3 +97,67 @@ def test_mates_in_one_process_exchange_over_inproc_and_keep_their_own_copy():
     assert got[1]["x"].sum().item() == 0
     assert out[0]["x"].tolist() == torch.arange(100_000, dtype=torch.float32).tolist()
     assert a.stats.bytes_sent == b.stats.bytes_received > 400_000 and not a.monitors and not b.monitors
+
+
+@pytest.fixture
+def three_mates():
+    """Agents 0, 1, 2 packed in one process, 0 linked to both others; their TCP addresses are never used."""
+    ports = free_ports(3)
+    links = ProcessLinks("run", mates=[0, 1, 2])
+    neighbours = {0: [1, 2], 1: [0], 2: [0]}
+    ends = [ZmqExchange(i, f"tcp://127.0.0.1:{ports[i]}", {j: "tcp://127.0.0.1:1" for j in neighbours[i]}, "run",
+                        5.0, links=links) for i in range(3)]
+    yield ends
+    for end in ends:
+        end.close()
+    links.close()
+
+
+def test_a_payload_for_several_mates_is_copied_once_and_counted_as_its_bytes_on_the_wire(three_mates):
+    """Mates read one shared copy of what was sent (not the sender's memory, not a copy each), and the bytes
+    each message counts are those its frames would have had between processes."""
+    a, b, c = three_mates
+    payload = {"x": torch.arange(1000, dtype=torch.float32)}
+    a.send(0, "params", {1: payload, 2: payload})
+    got_b = b.collect(0, "params", [0], timeout=5)[0]["x"]
+    got_c = c.collect(0, "params", [0], timeout=5)[0]["x"]
+    assert got_b.tolist() == got_c.tolist() == payload["x"].tolist()
+    assert got_b.data_ptr() == got_c.data_ptr() != payload["x"].data_ptr()
+    wire_bytes = sum(len(frame) for frame in encode("run", 0, 0, "params", payload))
+    assert a.stats.bytes_sent == 2 * wire_bytes and b.stats.bytes_received == c.stats.bytes_received == wire_bytes
+
+
+def test_a_mates_non_finite_or_misshapen_tensors_are_dropped_as_off_a_socket(three_mates):
+    a, b, _ = three_mates
+    a.send(0, "params", {1: {"x": torch.tensor([1.0, float("nan")])}})
+    assert b.collect(0, "params", [0], expect={0: {"x": TensorSpec("float32", (2,))}}, timeout=0.5) == {}
+    a.send(1, "params", {1: {"x": torch.ones(3)}})
+    assert b.collect(1, "params", [0], expect={0: {"x": TensorSpec("float32", (2,))}}, timeout=0.5) == {}
+    a.send(2, "params", {1: {"x": torch.ones(2)}})
+    assert b.collect(2, "params", [0], expect={0: {"x": TensorSpec("float32", (2,))}}, timeout=5)[0]["x"].tolist() \
+        == [1.0, 1.0]
+    assert b.stats.dropped == {"non-finite": 1, "unexpected tensors": 1}
+
+
+def test_a_mate_that_reads_nothing_gets_at_most_a_high_water_mark_of_messages(three_mates):
+    a, b, _ = three_mates
+    for round_ in range(SEND_HWM + 3):
+        a.send(round_, "params", {1: {"x": torch.ones(2)}})
+    assert a.stats.send_failures[1] == 3
+    assert len(b._handed_in[0]) == SEND_HWM
+
+
+def test_a_hand_over_whose_ring_was_already_read_is_taken_without_waiting(three_mates):
+    """Two hand-overs, both rings read while taking the first: the second must not wait for a ring that will
+    not come (it would wait out the whole timeout and return nothing)."""
+    a, b, _ = three_mates
+    a.send(0, "params", {1: {"x": torch.ones(2)}})
+    a.send(1, "params", {1: {"x": torch.ones(2)}})
+    waits = []
+    poll = b.poller.poll
+    b.poller.poll = lambda timeout=None: waits.append(timeout) or poll(timeout)
+    rounds = []
+    for _ in range(2):
+        b._mates_first = False  # the sockets first: the first call reads both rings and takes round 0
+        rounds.append(b._receive(3.0).round)
+    assert rounds == [0, 1] and waits == [0, 0]

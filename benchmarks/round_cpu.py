@@ -1,0 +1,162 @@
+"""Where an agent's CPU goes in a round of a real packed run, gossip beside its compute floor.
+
+`benchmarks/scale.py` gives the ratio of a gossip run's s/round over its floor's; this one says which part of
+the round the difference is spent in. It starts `p2pfl run` as scale.py does (LeNet-5 on Fashion-MNIST,
+packed workers, network.scheduler threads), with a `sitecustomize` on the agents' path that times, in each
+agent's own thread (CLOCK_THREAD_CPUTIME_ID: CPU, not the waits), the phases of the round: the whole
+algorithm step, its local step, the exchange of the parameters (encoding, sending, waiting for its turn and
+its neighbours, receiving, checking), the mixing, and writing the result into the model. Each worker's ZeroMQ
+I/O threads (TCP and CurveZMQ to the other worker) are read from /proc just before their context closes. Every figure is
+microseconds of CPU per agent and round, the median over `--repeats` runs of each kind, run alternately.
+Greenlets are not timed here: their waits switch to other agents inside the same thread.
+
+    python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale  # noqa: E402  (benchmarks/scale.py: the same launch, the same settings)
+
+OUT = "P2PFL_ROUND_CPU"
+PHASES = ("step", "local step", "exchange (params)", "mix", "write into the model", "ZeroMQ I/O threads")
+
+SITECUSTOMIZE = r'''
+import collections, json, os, threading, time
+
+_path = os.environ.get("P2PFL_ROUND_CPU")
+if _path:
+    _totals, _calls, _lock = collections.Counter(), collections.Counter(), threading.Lock()
+
+    def _timed(name, function, by_tag=False):
+        def wrapper(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                key = f"{name} ({args[2]})" if by_tag else name
+                with _lock:
+                    _totals[key] += time.thread_time() - started
+                    _calls[key] += 1
+        return wrapper
+
+    from p2pfl.algorithms import dsgd
+    from p2pfl.exchange import MailboxExchange
+
+    dsgd.DSGD.step = _timed("step", dsgd.DSGD.step)
+    dsgd.LocalOnly.step = _timed("step", dsgd.LocalOnly.step)
+    dsgd.DSGD.local_step = _timed("local step", dsgd.DSGD.local_step)
+    dsgd.gossip_average = _timed("mix", dsgd.gossip_average)
+    dsgd.set_flat_params = _timed("write into the model", dsgd.set_flat_params)
+    MailboxExchange.exchange = _timed("exchange", MailboxExchange.exchange, by_tag=True)
+
+    _io = {}  # CPU seconds of each ZeroMQ I/O thread: read just before its context ends it, ahead of the worker
+
+    def _read_io():
+        for task in os.listdir("/proc/self/task"):
+            try:
+                if open(f"/proc/self/task/{task}/comm").read().startswith("ZMQbg"):
+                    _io[task] = int(open(f"/proc/self/task/{task}/schedstat").read().split()[0]) / 1e9
+            except OSError:
+                pass
+
+    from p2pfl.transport import ProcessLinks
+
+    _close = ProcessLinks.close
+
+    def _close_after_reading(self):
+        _read_io()
+        _close(self)
+
+    ProcessLinks.close = _close_after_reading
+
+    def _dump():
+        if not _calls["step"]:
+            return
+        _totals["ZeroMQ I/O threads"] = sum(_io.values())
+        with open(os.path.join(_path, f"{os.getpid()}.json"), "w") as sink:
+            json.dump({"seconds": _totals, "calls": _calls}, sink)
+
+    _exit = os._exit
+
+    def _dump_then_exit(code):  # a packed worker ends with os._exit, which skips atexit
+        _dump()
+        _exit(code)
+
+    os._exit = _dump_then_exit
+    import atexit
+    atexit.register(_dump)
+'''
+
+
+def per_agent_round(folder: Path) -> dict[str, float]:
+    """Microseconds of CPU per agent and round, each phase summed over the run's processes."""
+    seconds, calls = {}, 0
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text())
+        for phase, value in data["seconds"].items():
+            seconds[phase] = seconds.get(phase, 0.0) + value
+        calls += data["calls"].get("step", 0)
+    return {phase: seconds.get(phase, 0.0) / calls * 1e6 for phase in PHASES} if calls else {}
+
+
+def run(args, algorithm: str, port: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="p2pfl-round-cpu-") as tmp:
+        hooks, out = Path(tmp) / "hooks", Path(tmp) / "out"
+        hooks.mkdir()
+        out.mkdir()
+        (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        saved = {key: os.environ.get(key) for key in ("PYTHONPATH", OUT)}
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(hooks), saved["PYTHONPATH"])))
+        os.environ[OUT] = str(out)
+        try:
+            result = scale.run_once(args, args.agents, args.topology, algorithm, port, "threads")
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        return {"algorithm": algorithm, "s_per_round": result["s_per_round"], "cpu_us": per_agent_round(out)}
+
+
+def table(runs: list[dict]) -> str:
+    def median(algorithm: str, phase: str) -> float:
+        return statistics.median(r["cpu_us"][phase] for r in runs if r["algorithm"] == algorithm)
+
+    lines = ["| µs of CPU per agent and round | gossip (dsgdm-n) | floor (local) | gossip − floor |",
+             "| --- | --- | --- | --- |"]
+    for phase in PHASES:
+        gossip, floor = median("dsgdm-n", phase), median("local", phase)
+        lines.append(f"| {phase} | {gossip:.0f} | {floor:.0f} | {gossip - floor:+.0f} |")
+    s = {kind: statistics.median(r["s_per_round"] for r in runs if r["algorithm"] == kind) for kind in ("dsgdm-n", "local")}
+    lines.append(f"| s/round (median) | {s['dsgdm-n']:.4f} | {s['local']:.4f} | ratio {s['dsgdm-n'] / s['local']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--topology", default="ring")
+    parser.add_argument("--rounds", type=int, default=1200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--base-port", type=int, default=33000)
+    args = parser.parse_args(argv)
+    runs = []
+    for repeat in range(args.repeats):
+        for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
+            runs.append(run(args, algorithm, args.base_port))
+            print(json.dumps(runs[-1]), flush=True)
+    print(table(runs))
+    return runs
+
+
+if __name__ == "__main__":
+    main()
