@@ -395,6 +395,10 @@ class MailboxExchange:
         if envelope.sender not in self.mates:
             self._drop("not a neighbour", None, f"hand-over from {envelope.sender}, not a mate")
             return None
+        size = sum(t.numel() * t.element_size() for t in envelope.tensors.values())
+        if size > self.max_message_bytes:  # as between processes, so packing cannot change what gets through
+            self._drop("too large", envelope, f"message of {size} bytes, cap is {self.max_message_bytes}")
+            return None
         if envelope.non_finite:
             self._drop("non-finite", envelope, f"NaN or infinity in {envelope.non_finite[:3]}")
             return None

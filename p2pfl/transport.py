@@ -4,7 +4,7 @@ Neighbours packed in the same process (mates) do not send each other bytes: a ma
 as tensors (one copy of each payload, shared by the mates it goes to) into a queue of the receiving agent
 (ProcessLinks.queue), and an empty message over inproc:// rings the receiver's doorbell, a PULL of its own
 that its poll waits on beside the ROUTER. No encoding, no decoding, no TCP, no encryption and no I/O thread
-in between; the receiver still checks the tensors' names, dtypes, shapes and finiteness as off a socket.
+in between; the receiver still checks the tensors' size, names, dtypes, shapes and finiteness as off a socket.
 Only code in this process can reach those queues and that inproc endpoint, so the sender a hand-over names is
 trusted, as CURVE's key is for everyone else, and no TCP peer can take a mate's name.
 """

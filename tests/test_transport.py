@@ -139,6 +139,23 @@ def test_a_mates_non_finite_or_misshapen_tensors_are_dropped_as_off_a_socket(thr
     assert b.stats.dropped == {"non-finite": 1, "unexpected tensors": 1}
 
 
+def test_a_mates_message_over_the_size_cap_is_dropped_as_between_processes():
+    ports = free_ports(2)
+    links = ProcessLinks("run", mates=[0, 1])
+    a, b = (ZmqExchange(i, f"tcp://127.0.0.1:{ports[i]}", {1 - i: "tcp://127.0.0.1:1"}, "run", 5.0, links=links,
+                        max_message_bytes=4000) for i in range(2))
+    try:
+        a.send(0, "params", {1: {"x": torch.zeros(1001)}})  # 4,004 bytes of tensor: over the cap
+        a.send(1, "params", {1: {"x": torch.zeros(1000)}})
+        assert b.collect(0, "params", [0], timeout=0.5) == {}
+        assert b.collect(1, "params", [0], timeout=5)[0]["x"].shape == (1000,)
+    finally:
+        a.close()
+        b.close()
+        links.close()
+    assert b.stats.dropped == {"too large": 1}
+
+
 def test_a_mate_that_reads_nothing_gets_at_most_a_high_water_mark_of_messages(three_mates):
     a, b, _ = three_mates
     for round_ in range(SEND_HWM + 3):
