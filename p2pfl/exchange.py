@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Protocol, Sequence
 
 import torch
@@ -204,8 +204,8 @@ class MailboxExchange:
                 envelope = handed.get(id(tensors))
                 if envelope is None:  # one copy per distinct payload, shared by every mate it goes to
                     envelope = handed[id(tensors)] = self._handover_envelope(round, tag, tensors, frames)
-                sent = self._hand_over(peer, Envelope(envelope.run_id, envelope.sender, envelope.round, envelope.tag,
-                                                      dict(envelope.tensors), envelope.nbytes, envelope.non_finite))
+                # Each mate its own envelope and dict (a receiver may retag or keep them), the tensors shared.
+                sent = self._hand_over(peer, replace(envelope, tensors=dict(envelope.tensors)))
             else:
                 sent = self._send(peer, frames)
             if sent:
