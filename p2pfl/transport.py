@@ -217,6 +217,11 @@ class ZmqExchange(MailboxExchange):
         return self._take_handed()
 
     def close(self) -> None:
+        # Monitors off before their pairs close: libzmq reports a link event with a blocking send to the
+        # monitor's pair, so a link breaking while its dealer still lingers (a neighbour ending at the same
+        # moment) would block the I/O thread for good, and with it every mate's link in a packed worker.
+        for peer in self.monitors.values():
+            self.senders[peer].disable_monitor()
         for monitor in self.monitors:
             monitor.close(linger=0)
         for sender in self.senders.values():

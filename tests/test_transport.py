@@ -1,6 +1,7 @@
 """ZeroMQ transport on loopback: real sockets, garbage from a raw socket, clean close."""
 
 import threading
+import time
 
 import msgpack
 import pytest
@@ -178,3 +179,39 @@ def test_a_hand_over_whose_ring_was_already_read_is_taken_without_waiting(three_
         b._mates_first = False  # the sockets first: the first call reads both rings and takes round 0
         rounds.append(b._receive(3.0).round)
     assert rounds == [0, 1] and waits == [0, 0]
+
+
+def test_a_link_cut_while_a_closed_agent_still_flushes_does_not_stall_its_mates_links():
+    """Agents packed in one process share one ZeroMQ I/O thread. libzmq reports a link's events with a blocking
+    send to the monitor's pair: if the agent closed its end of that pair first and the link then broke while its
+    dealer still flushed (a neighbour that ended at the same moment), that send waited forever and every other
+    agent of the process stopped hearing anyone (late agents' handshakes timed out). The closed agent's monitors
+    must go quiet before its dealers linger."""
+    ports = free_ports(4)
+    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    links = ProcessLinks("run")
+    sink_context = zmq.Context()
+    sink = sink_context.socket(zmq.ROUTER)  # agent 1: takes one message, then reads nothing and dies
+    sink.setsockopt(zmq.RCVHWM, 1)
+    sink.setsockopt(zmq.LINGER, 0)
+    sink.bind(addr[1])
+    closing = ZmqExchange(0, addr[0], {1: addr[1]}, "run", 5.0, links=links)
+    mate = ZmqExchange(2, addr[2], {3: addr[3]}, "run", 5.0, links=links)
+    other = ZmqExchange(3, addr[3], {2: addr[2]}, "run", 5.0)
+    try:
+        closing.send(0, "params", {1: {"x": torch.ones(3)}})
+        assert sink.poll(5000), "the link to the sink never came up"
+        sink.recv_multipart()
+        for round_ in range(1, SEND_HWM):  # far more than the socket buffers hold: the dealer must linger
+            closing.send(round_, "params", {1: {"x": torch.ones(250_000)}})
+        closing.close()
+        sink.close()
+        sink_context.term()  # the lingering dealer's link breaks: a disconnect event
+        time.sleep(0.5)  # the shared I/O thread has seen it before the mate's message comes in
+        other.send(0, "params", {2: {"x": torch.full((3,), 5.0)}})
+        got = mate.collect(0, "params", [3], timeout=5)
+    finally:
+        other.close()
+        mate.close()
+        links.close()
+    assert got[3]["x"].tolist() == [5, 5, 5]
