@@ -17,7 +17,7 @@ from p2pfl.errors import UserError
 
 
 SECURITY_MODES = ("auto", "curve", "none")
-SCHEDULERS = ("threads", "greenlets")  # network.scheduler: how packed agents take turns
+SCHEDULERS = ("greenlets", "threads")  # network.scheduler: how packed agents take turns
 # Config keys that may differ between the machines of one run (paths on each host, its device).
 HOST_LOCAL_KEYS = ("device", "data.path", "security.keys_dir", "topology.path")
 
@@ -67,7 +67,7 @@ class NetworkConfig:
     startup_timeout: float = 180.0
     max_message_mb: float = 256.0
     agents_per_process: int = 0  # local `p2pfl run`: agents hosted as threads of one OS process (0: auto)
-    scheduler: str = "threads"  # threads | greenlets: how the agents packed in one process take turns
+    scheduler: str = "greenlets"  # greenlets | threads: how the agents packed in one process take turns
 
 
 @dataclass

@@ -115,6 +115,6 @@ def test_a_message_cap_below_the_model_size_is_a_user_error():
 
 
 def test_an_unknown_scheduler_is_a_user_error_naming_the_choices():
-    with pytest.raises(UserError, match="unknown network.scheduler 'fibers'; choose threads, greenlets"):
+    with pytest.raises(UserError, match="unknown network.scheduler 'fibers'; choose greenlets, threads"):
         validate_config(small_config(network__scheduler="fibers"))
     validate_config(small_config(network__scheduler="threads"))
