@@ -221,7 +221,8 @@ class ZmqExchange(MailboxExchange):
         # monitor's pair, so a link breaking while its dealer still lingers (a neighbour ending at the same
         # moment) would block the I/O thread for good, and with it every mate's link in a packed worker.
         for peer in self.monitors.values():
-            self.senders[peer].disable_monitor()
+            if not self.senders[peer].closed:  # a second close() must not fail
+                self.senders[peer].disable_monitor()
         for monitor in self.monitors:
             monitor.close(linger=0)
         for sender in self.senders.values():

@@ -210,8 +210,10 @@ def test_a_link_cut_while_a_closed_agent_still_flushes_does_not_stall_its_mates_
         time.sleep(0.5)  # the shared I/O thread has seen it before the mate's message comes in
         other.send(0, "params", {2: {"x": torch.full((3,), 5.0)}})
         got = mate.collect(0, "params", [3], timeout=5)
-    finally:
-        other.close()
-        mate.close()
+    finally:  # everything closed even when a step above failed (closing twice is harmless), or term would hang
+        for end in (closing, mate, other):
+            end.close()
+        sink.close()
+        sink_context.term()
         links.close()
     assert got[3]["x"].tolist() == [5, 5, 5]
