@@ -6,8 +6,10 @@ packed workers, network.scheduler threads), with a `sitecustomize` on the agents
 agent's own thread (CLOCK_THREAD_CPUTIME_ID: CPU, not the waits), the phases of the round: the whole
 algorithm step, its local step, the exchange of the parameters (encoding, sending, waiting for its turn and
 its neighbours, receiving, checking), the mixing, and writing the result into the model. Each worker's ZeroMQ
-I/O threads (TCP and CurveZMQ to the other worker) are read from /proc just before their context closes. Every figure is
-microseconds of CPU per agent and round, the median over `--repeats` runs of each kind, run alternately.
+I/O threads (TCP and CurveZMQ to the other worker) are read from /proc twice: when the worker's last agent takes its
+first step and when its first agent says goodbye, so the figure holds the rounds' traffic and not the handshakes, the
+key exchanges and the goodbyes, which would otherwise decide it in a short run. Every figure is microseconds of CPU
+per agent and round, the median over `--repeats` runs of each kind, run alternately.
 Greenlets are not timed here: their waits switch to other agents inside the same thread.
 
     python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3]
@@ -51,37 +53,49 @@ if _path:
     from p2pfl.algorithms import dsgd
     from p2pfl.exchange import MailboxExchange
 
-    dsgd.DSGD.step = _timed("step", dsgd.DSGD.step)
-    dsgd.LocalOnly.step = _timed("step", dsgd.LocalOnly.step)
-    dsgd.DSGD.local_step = _timed("local step", dsgd.DSGD.local_step)
-    dsgd.gossip_average = _timed("mix", dsgd.gossip_average)
-    dsgd.set_flat_params = _timed("write into the model", dsgd.set_flat_params)
-    MailboxExchange.exchange = _timed("exchange", MailboxExchange.exchange, by_tag=True)
-
-    _io = {}  # CPU seconds of each ZeroMQ I/O thread: read just before its context ends it, ahead of the worker
+    _io_at = {}  # CPU seconds of the worker's ZeroMQ I/O threads, from /proc: at the rounds' start and at their end
 
     def _read_io():
+        seconds = 0.0
         for task in os.listdir("/proc/self/task"):
             try:
                 if open(f"/proc/self/task/{task}/comm").read().startswith("ZMQbg"):
-                    _io[task] = int(open(f"/proc/self/task/{task}/schedstat").read().split()[0]) / 1e9
+                    seconds += int(open(f"/proc/self/task/{task}/schedstat").read().split()[0]) / 1e9
             except OSError:
                 pass
+        return seconds
 
-    from p2pfl.transport import ProcessLinks
+    _first_steps = set()
 
-    _close = ProcessLinks.close
+    def _io_window(step):
+        def wrapper(self, *args, **kwargs):
+            if id(self) not in _first_steps:  # the latest first step of the worker's agents: all its handshakes done
+                with _lock:
+                    _first_steps.add(id(self))
+                    _io_at["start"] = _read_io()
+            return step(self, *args, **kwargs)
+        return wrapper
 
-    def _close_after_reading(self):
-        _read_io()
-        _close(self)
+    dsgd.DSGD.step = _io_window(_timed("step", dsgd.DSGD.step))
+    dsgd.LocalOnly.step = _io_window(_timed("step", dsgd.LocalOnly.step))
+    dsgd.DSGD.local_step = _timed("local step", dsgd.DSGD.local_step)
+    dsgd.gossip_average = _timed("mix", dsgd.gossip_average)
+    dsgd.set_flat_params = _timed("write into the model", dsgd.set_flat_params)
+    _exchange = _timed("exchange", MailboxExchange.exchange, by_tag=True)
 
-    ProcessLinks.close = _close_after_reading
+    def _exchange_until_bye(self, round_, tag, *args, **kwargs):
+        if tag == "bye" and "end" not in _io_at:  # the worker's first goodbye: its rounds' traffic is over
+            with _lock:
+                _io_at.setdefault("end", _read_io())
+        return _exchange(self, round_, tag, *args, **kwargs)
+
+    MailboxExchange.exchange = _exchange_until_bye
 
     def _dump():
         if not _calls["step"]:
             return
-        _totals["ZeroMQ I/O threads"] = sum(_io.values())
+        if "start" in _io_at and "end" in _io_at:
+            _totals["ZeroMQ I/O threads"] = max(0.0, _io_at["end"] - _io_at["start"])
         with open(os.path.join(_path, f"{os.getpid()}.json"), "w") as sink:
             json.dump({"seconds": _totals, "calls": _calls}, sink)
 
