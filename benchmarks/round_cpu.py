@@ -2,17 +2,20 @@
 
 `benchmarks/scale.py` gives the ratio of a gossip run's s/round over its floor's; this one says which part of
 the round the difference is spent in. It starts `p2pfl run` as scale.py does (LeNet-5 on Fashion-MNIST,
-packed workers, network.scheduler threads), with a `sitecustomize` on the agents' path that times, in each
-agent's own thread (CLOCK_THREAD_CPUTIME_ID: CPU, not the waits), the phases of the round: the whole
-algorithm step, its local step, the exchange of the parameters (encoding, sending, waiting for its turn and
-its neighbours, receiving, checking), the mixing, and writing the result into the model. Each worker's ZeroMQ
-I/O threads (TCP and CurveZMQ to the other worker) are read from /proc twice: when the worker's last agent takes its
-first step and when its first agent says goodbye, so the figure holds the rounds' traffic and not the handshakes, the
-key exchanges and the goodbyes, which would otherwise decide it in a short run. Every figure is microseconds of CPU
-per agent and round, the median over `--repeats` runs of each kind, run alternately.
-Greenlets are not timed here: their waits switch to other agents inside the same thread.
+packed workers, the scheduler of `--scheduler`), with a `sitecustomize` on the agents' path that times, on
+each agent's own CPU clock, the phases of the round: the whole algorithm step, its local step, the exchange of
+the parameters (encoding, sending, waiting for its turn and its neighbours, receiving, checking), the mixing,
+and writing the result into the model. An agent's clock is its thread's CPU time (CLOCK_THREAD_CPUTIME_ID)
+with threads; with greenlets, where a wait switches to the other agents of the same thread, it is the CPU its
+thread spent while that agent's greenlet ran (counted at each switch, through greenlet.settrace), and the
+hub's own loop (polling the parked agents' sockets, switching) is a phase of its own. Each worker's ZeroMQ
+I/O threads (TCP and CurveZMQ to the other worker) are read from /proc twice: when the worker's last agent
+takes its first step and when its first agent says goodbye, so the figure holds the rounds' traffic and not
+the handshakes, the key exchanges and the goodbyes, which would otherwise decide it in a short run. Every
+figure is microseconds of CPU per agent and round, the median over `--repeats` runs of each kind, run
+alternately.
 
-    python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3]
+    python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3] [--scheduler greenlets]
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale  # noqa: E402  (benchmarks/scale.py: the same launch, the same settings)
 
 OUT = "P2PFL_ROUND_CPU"
-PHASES = ("step", "local step", "exchange (params)", "mix", "write into the model", "ZeroMQ I/O threads")
+PHASES = ("step", "local step", "exchange (params)", "mix", "write into the model", "hub loop (greenlets)",
+          "ZeroMQ I/O threads")
 
 SITECUSTOMIZE = r'''
 import collections, json, os, threading, time
@@ -37,18 +41,55 @@ import collections, json, os, threading, time
 _path = os.environ.get("P2PFL_ROUND_CPU")
 if _path:
     _totals, _calls, _lock = collections.Counter(), collections.Counter(), threading.Lock()
+    _hub_thread = threading.local()  # set in a hub's thread: its greenlets' CPU is counted at each switch
+
+    def _clock():
+        """CPU seconds of the calling agent: its thread's, or with greenlets what its thread spent running it."""
+        spent = getattr(_hub_thread, "spent", None)
+        if spent is None:
+            return time.thread_time()
+        import greenlet
+        return spent.get(greenlet.getcurrent(), 0.0) + time.thread_time() - _hub_thread.since
 
     def _timed(name, function, by_tag=False):
         def wrapper(*args, **kwargs):
-            started = time.thread_time()
+            started = _clock()
             try:
                 return function(*args, **kwargs)
             finally:
                 key = f"{name} ({args[2]})" if by_tag else name
                 with _lock:
-                    _totals[key] += time.thread_time() - started
+                    _totals[key] += _clock() - started
                     _calls[key] += 1
         return wrapper
+
+    from p2pfl import hub as _hub_module
+
+    _hub_run = _hub_module.Hub.run
+
+    def _counted_hub_run(self, bodies):
+        import greenlet
+
+        spent = collections.Counter()
+
+        def _on_switch(event, args):
+            if event in ("switch", "throw"):
+                now = time.thread_time()
+                spent[args[0]] += now - _hub_thread.since  # args: (origin, target)
+                _hub_thread.since = now
+
+        _hub_thread.spent, _hub_thread.since = spent, time.thread_time()
+        home = greenlet.getcurrent()
+        previous = greenlet.settrace(_on_switch)
+        try:
+            return _hub_run(self, bodies)
+        finally:
+            greenlet.settrace(previous)
+            with _lock:
+                _totals["hub loop (greenlets)"] += spent[home] + time.thread_time() - _hub_thread.since
+            _hub_thread.spent = None
+
+    _hub_module.Hub.run = _counted_hub_run
 
     from p2pfl.algorithms import dsgd
     from p2pfl.exchange import MailboxExchange
@@ -132,11 +173,12 @@ def run(args, algorithm: str, port: int) -> dict:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(hooks), saved["PYTHONPATH"])))
         os.environ[OUT] = str(out)
         try:
-            result = scale.run_once(args, args.agents, args.topology, algorithm, port, "threads")
+            result = scale.run_once(args, args.agents, args.topology, algorithm, port, args.scheduler)
         finally:
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        return {"algorithm": algorithm, "s_per_round": result["s_per_round"], "cpu_us": per_agent_round(out)}
+        return {"algorithm": algorithm, "scheduler": args.scheduler, "s_per_round": result["s_per_round"],
+            "cpu_us": per_agent_round(out)}
 
 
 def table(runs: list[dict]) -> str:
@@ -162,6 +204,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--base-port", type=int, default=33000)
+    parser.add_argument("--scheduler", choices=("greenlets", "threads"), default="greenlets",
+                        help="network.scheduler of the packed workers (greenlets: the default)")
     args = parser.parse_args(argv)
     runs = []
     for repeat in range(args.repeats):
