@@ -33,7 +33,6 @@ class Hub:
     def __init__(self) -> None:
         self._ready: deque[greenlet.greenlet] = deque()
         self._parked: dict[greenlet.greenlet, tuple[Sequence[zmq.Socket], float]] = {}
-        self._poller = zmq.Poller()  # the parked agents' sockets, registered while they wait
         self._home: greenlet.greenlet | None = None  # run()'s loop: every agent switches back to it
 
     def run(self, bodies: Iterable[Callable[[], object]]) -> None:
@@ -89,8 +88,6 @@ class Hub:
 
     def _park(self, sockets: Sequence[zmq.Socket], seconds: float) -> None:
         self._parked[greenlet.getcurrent()] = (sockets, time.monotonic() + max(0.0, seconds))
-        for socket in sockets:
-            self._poller.register(socket, zmq.POLLIN)
         self._switch_home()
 
     def _switch_home(self) -> None:
@@ -104,8 +101,11 @@ class Hub:
         timeout = 0.0
         if block:
             timeout = max(0.0, min(deadline for _, deadline in self._parked.values()) - time.monotonic())
-        if self._poller.sockets:
-            readable = dict(self._poller.poll(math.ceil(timeout * 1000)))
+        # The poll list is built afresh from the parked agents: linear in their sockets, where a zmq.Poller's
+        # unregister shifts every later entry, so waking a pass of agents from it took quadratic time.
+        items = [(socket, zmq.POLLIN) for sockets, _ in self._parked.values() for socket in sockets]
+        if items:
+            readable = dict(zmq.zmq_poll(items, math.ceil(timeout * 1000)))
         else:
             time.sleep(timeout)
             readable = {}
@@ -113,6 +113,4 @@ class Hub:
         for task, (sockets, deadline) in list(self._parked.items()):
             if deadline <= now or any(socket in readable for socket in sockets):
                 del self._parked[task]
-                for socket in sockets:
-                    self._poller.unregister(socket)
                 self._ready.append(task)

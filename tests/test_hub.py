@@ -51,6 +51,40 @@ def test_a_waiting_agent_resumes_when_its_socket_is_readable_and_not_before():
         socket.close(linger=0)
 
 
+def test_many_parked_agents_each_wake_for_their_own_socket_only_as_they_park_again():
+    """A worker hosts up to 128 agents: the poll over the parked agents' sockets must wake exactly the one whose
+    message came, however many park and wake in between (each reader waits twice, woken in reverse order)."""
+    context, count = zmq.Context.instance(), 150
+    pairs = []
+    for i in range(count):
+        inbox, outbox = context.socket(zmq.PULL), context.socket(zmq.PUSH)
+        inbox.bind(f"inproc://hub-test-many-{i}")
+        outbox.connect(f"inproc://hub-test-many-{i}")
+        pairs.append((inbox, outbox))
+    hub, woke = Hub(), []
+
+    def reader(i: int) -> None:
+        inbox = pairs[i][0]
+        for wait in range(2):
+            turn.current().wait_readable([inbox], 30.0)
+            woke.append((wait, i, inbox.recv(zmq.NOBLOCK)))
+
+    def writer() -> None:
+        for wait in range(2):
+            turn.pass_on()  # every reader parks first
+            for i in reversed(range(count)):
+                pairs[i][1].send(f"{wait}:{i}".encode())
+                turn.pass_on()  # the one reader it woke runs now, and no other
+
+    try:
+        hub.run([lambda i=i: reader(i) for i in range(count)] + [writer])
+        assert woke == [(wait, i, f"{wait}:{i}".encode()) for wait in range(2) for i in reversed(range(count))]
+    finally:
+        for inbox, outbox in pairs:
+            inbox.close(linger=0)
+            outbox.close(linger=0)
+
+
 def test_a_wait_ends_at_its_deadline_and_sleep_lets_the_others_run():
     context = zmq.Context.instance()
     silent = context.socket(zmq.PULL)
