@@ -40,6 +40,8 @@ import collections, json, os, threading, time
 
 _path = os.environ.get("P2PFL_ROUND_CPU")
 if _path:
+    import greenlet
+
     _totals, _calls, _lock = collections.Counter(), collections.Counter(), threading.Lock()
     _hub_thread = threading.local()  # set in a hub's thread: its greenlets' CPU is counted at each switch
 
@@ -48,7 +50,6 @@ if _path:
         spent = getattr(_hub_thread, "spent", None)
         if spent is None:
             return time.thread_time()
-        import greenlet
         return spent.get(greenlet.getcurrent(), 0.0) + time.thread_time() - _hub_thread.since
 
     def _timed(name, function, by_tag=False):
@@ -68,8 +69,6 @@ if _path:
     _hub_run = _hub_module.Hub.run
 
     def _counted_hub_run(self, bodies):
-        import greenlet
-
         spent = collections.Counter()
 
         def _on_switch(event, args):
@@ -126,8 +125,9 @@ if _path:
 
     def _exchange_until_bye(self, round_, tag, *args, **kwargs):
         if tag == "bye" and "end" not in _io_at:  # the worker's first goodbye: its rounds' traffic is over
-            with _lock:
-                _io_at.setdefault("end", _read_io())
+            with _lock:  # checked again under the lock: with threads, two first goodbyes can race here
+                if "end" not in _io_at:
+                    _io_at["end"] = _read_io()
         return _exchange(self, round_, tag, *args, **kwargs)
 
     MailboxExchange.exchange = _exchange_until_bye
@@ -178,7 +178,7 @@ def run(args, algorithm: str, port: int) -> dict:
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         return {"algorithm": algorithm, "scheduler": args.scheduler, "s_per_round": result["s_per_round"],
-            "cpu_us": per_agent_round(out)}
+                "cpu_us": per_agent_round(out)}
 
 
 def table(runs: list[dict]) -> str:
