@@ -155,6 +155,7 @@ class ZmqExchange(MailboxExchange):
         except BaseException:
             self.close()
             raise
+        self._poll_sockets = [socket for socket, _ in self.poller.sockets]  # what a hub's wait watches, every wait
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
         try:
@@ -194,7 +195,7 @@ class ZmqExchange(MailboxExchange):
             timeout = 0
         wait_readable = turn.socket_wait()
         if wait_readable is not None and timeout > 0:  # a hub's agent (hub.py): its mates run while it waits
-            wait_readable([socket for socket, _ in self.poller.sockets], timeout)
+            wait_readable(self._poll_sockets, timeout)
             timeout = 0
         ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
         for monitor, peer in self.monitors.items():

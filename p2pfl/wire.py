@@ -46,6 +46,12 @@ class Envelope:
     # the sender for every mate it goes to; None: not looked at yet (every message off a socket).
     non_finite: list[str] | None = None
 
+    def for_mate(self) -> "Envelope":
+        """A copy of this envelope and of its dict, sharing the tensors: what each mate of a hand-over gets.
+        (dataclasses.replace does the same at several times the cost, every message.)"""
+        return Envelope(self.run_id, self.sender, self.round, self.tag, dict(self.tensors), self.nbytes,
+                        self.non_finite)
+
 
 def dtype_name(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
@@ -55,19 +61,36 @@ def spec_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
     return {name: TensorSpec(dtype_name(t), tuple(t.shape)) for name, t in tensors.items()}
 
 
+def _wire_dtype(name: str, tensor: torch.Tensor) -> str:
+    dtype = dtype_name(tensor)  # torch's names of the wire dtypes are numpy's
+    if dtype not in WIRE_DTYPES:
+        raise ValueError(f"tensor {name!r} has dtype {dtype}, not one of {WIRE_DTYPES}")
+    return dtype
+
+
+def _header_bytes(run_id: str, sender: int, round_: int, tag: str, entries: list) -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "run": run_id, "from": sender, "round": round_, "tag": tag,
+                          "t": entries}, use_bin_type=True)
+
+
 def encode(run_id: str, sender: int, round_: int, tag: str, tensors: Mapping[str, torch.Tensor]) -> list[Buffer]:
     """[header, frame_0, ...]; frames are views of the tensors' memory (zero copy)."""
     arrays, entries = [], []
     for name, tensor in tensors.items():
-        dtype = dtype_name(tensor)  # torch's names of the wire dtypes are numpy's
-        if dtype not in WIRE_DTYPES:
-            raise ValueError(f"tensor {name!r} has dtype {dtype}, not one of {WIRE_DTYPES}")
+        dtype = _wire_dtype(name, tensor)
         array = tensor.detach().cpu().contiguous().numpy()
         entries.append([name, dtype, list(array.shape)])
         arrays.append(array)
-    header = msgpack.packb({"v": PROTOCOL_VERSION, "run": run_id, "from": sender, "round": round_, "tag": tag,
-                            "t": entries}, use_bin_type=True)
-    return [header, *(memoryview(a.reshape(-1)).cast("B") for a in arrays)]
+    return [_header_bytes(run_id, sender, round_, tag, entries),
+            *(memoryview(a.reshape(-1)).cast("B") for a in arrays)]
+
+
+def frame_sizes(run_id: str, sender: int, round_: int, tag: str, tensors: Mapping[str, torch.Tensor]) -> list[int]:
+    """The lengths `encode` would give its frames, without making them: what a hand-over to a mate counts as
+    sent, so byte counts do not depend on packing, while the mate gets tensors and no frame is built."""
+    entries = [[name, _wire_dtype(name, tensor), list(tensor.shape)] for name, tensor in tensors.items()]
+    return [len(_header_bytes(run_id, sender, round_, tag, entries)),
+            *(tensor.numel() * tensor.element_size() for tensor in tensors.values())]
 
 
 def _header(raw: Buffer) -> dict:

@@ -128,6 +128,57 @@ def test_a_payload_for_several_mates_is_copied_once_and_counted_as_its_bytes_on_
     assert a.stats.bytes_sent == 2 * wire_bytes and b.stats.bytes_received == c.stats.bytes_received == wire_bytes
 
 
+def test_a_frozen_payload_is_read_by_mates_in_place_and_counts_the_same_bytes(three_mates):
+    """`frozen`: the sender promises not to change what it sent, so mates read its own memory (no copy); what they
+    get, and the bytes counted, are those of a copied hand-over. A frozen tensor that is not contiguous is still
+    copied (a mate reads one flat block), and a NaN in a frozen payload is still refused."""
+    a, b, c = three_mates
+    payload = {"x": torch.arange(1000, dtype=torch.float32)}
+    a.send(0, "params", {1: payload, 2: payload}, frozen=True)
+    got_b = b.collect(0, "params", [0], timeout=5)[0]["x"]
+    got_c = c.collect(0, "params", [0], timeout=5)[0]["x"]
+    assert got_b.data_ptr() == got_c.data_ptr() == payload["x"].data_ptr()
+    assert got_b.tolist() == payload["x"].tolist()
+    wire_bytes = sum(len(frame) for frame in encode("run", 0, 0, "params", payload))
+    assert a.stats.bytes_sent == 2 * wire_bytes and b.stats.bytes_received == wire_bytes
+    assert a.stats.sent_by_tensor["x"] == 2 * 4000
+
+    strided = torch.arange(20, dtype=torch.float32).reshape(4, 5).t()
+    a.send(1, "params", {1: {"x": strided}}, frozen=True)
+    got = b.collect(1, "params", [0], timeout=5)[0]["x"]
+    assert got.is_contiguous() and got.data_ptr() != strided.data_ptr() and got.tolist() == strided.tolist()
+
+    a.send(2, "params", {1: {"x": torch.tensor([1.0, float("inf")])}}, frozen=True)
+    assert b.collect(2, "params", [0], timeout=0.5) == {}
+    assert b.stats.dropped == {"non-finite": 1}
+
+
+def test_a_payload_for_a_mate_and_a_socket_peer_counts_its_wire_bytes_for_both():
+    """One payload to a mate (no frames built for it) and to a peer in another process (frames on TCP): both count
+    the frames' true size, and the peer across the socket decodes what was sent."""
+    ports = free_ports(3)
+    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    links = ProcessLinks("run", mates=[0, 1])
+    a = ZmqExchange(0, addr[0], {1: addr[1], 2: addr[2]}, "run", 5.0, links=links)
+    b = ZmqExchange(1, addr[1], {0: addr[0]}, "run", 5.0, links=links)
+    far = ZmqExchange(2, addr[2], {0: addr[0]}, "run", 5.0)
+    try:
+        payload = {"x": torch.linspace(0, 1, 300), "n": torch.arange(7)}
+        a.send(0, "params", {1: payload, 2: payload}, frozen=True)
+        got_b = b.collect(0, "params", [0], timeout=5)[0]
+        got_far = far.collect(0, "params", [0], timeout=5)[0]
+    finally:
+        for end in (a, b, far):
+            end.close()
+        links.close()
+    frames = encode("run", 0, 0, "params", payload)
+    assert a.stats.bytes_sent == 2 * sum(len(f) for f in frames)
+    assert b.stats.bytes_received == far.stats.bytes_received == sum(len(f) for f in frames)
+    assert a.stats.sent_by_tensor == {"x": 2 * 1200, "n": 2 * 56}
+    for got in (got_b, got_far):
+        assert got["x"].tolist() == payload["x"].tolist() and got["n"].tolist() == list(range(7))
+
+
 def test_a_mates_non_finite_or_misshapen_tensors_are_dropped_as_off_a_socket(three_mates):
     a, b, _ = three_mates
     a.send(0, "params", {1: {"x": torch.tensor([1.0, float("nan")])}})

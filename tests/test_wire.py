@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pfl.constants import PROTOCOL_VERSION
 from p2pfl.errors import WireError
-from p2pfl.wire import TensorSpec, all_finite, check_spec, decode, encode
+from p2pfl.wire import TensorSpec, all_finite, check_spec, decode, encode, frame_sizes
 
 RUN = "run-a"
 CAP = 1 << 20
@@ -128,3 +128,20 @@ def test_all_finite_agrees_with_the_element_wise_check(dtype):
     assert not math.isfinite(float(cases["overflowing sum"].sum()))
     for name, tensor in cases.items():
         assert all_finite(tensor) == bool(torch.isfinite(tensor).all()), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=st.lists(st.lists(st.integers(0, 5), max_size=3), min_size=0, max_size=4),
+       dtypes=st.lists(st.sampled_from(["float32", "float64", "int64", "uint8"]), min_size=4, max_size=4),
+       round_=st.integers(-5, 2**40), tag=st.text(max_size=30))
+def test_frame_sizes_are_the_lengths_of_the_encoded_frames(shapes, dtypes, round_, tag):
+    """A hand-over to a mate counts frame_sizes as sent; a message between processes counts its frames: the two
+    must agree, or byte counts would depend on packing."""
+    tensors = {f"t{i}": torch.zeros(shape, dtype=getattr(torch, dtypes[i])) for i, shape in enumerate(shapes)}
+    frames = encode("run-id", 3, round_, tag, tensors)
+    assert frame_sizes("run-id", 3, round_, tag, tensors) == [len(f) for f in frames]
+
+
+def test_frame_sizes_refuses_what_encode_refuses():
+    with pytest.raises(ValueError, match="dtype"):
+        frame_sizes("run", 0, 0, "params", {"x": torch.zeros(2, dtype=torch.complex64)})

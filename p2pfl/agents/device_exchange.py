@@ -33,12 +33,12 @@ class DeviceExchange:
 
     def exchange(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *,
                  expect_from: Iterable[PeerId] | None = None, expect: Mapping[PeerId, Expected] | None = None,
-                 timeout: float | None = None) -> dict[PeerId, dict[str, torch.Tensor]]:
+                 timeout: float | None = None, frozen: bool = False) -> dict[PeerId, dict[str, torch.Tensor]]:
         return on_device(self.inner.exchange(round, tag, outbox, expect_from=expect_from, expect=expect,
-                                             timeout=timeout), self.device)
+                                             timeout=timeout, frozen=frozen), self.device)
 
-    def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap]) -> None:
-        self.inner.send(round, tag, outbox)
+    def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *, frozen: bool = False) -> None:
+        self.inner.send(round, tag, outbox, frozen=frozen)
 
     def collect(self, round: int, tag: str, peers: Iterable[PeerId], *,
                 expect: Mapping[PeerId, Expected] | None = None,

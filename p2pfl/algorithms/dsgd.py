@@ -64,7 +64,9 @@ class DSGD:
         model would hold (the half step), so it need not be written into the model and read back first."""
         ctx = self.ctx
         own = flat_params(ctx.model) if own is None else own
-        received = exchange_params(ctx, round_, {"params": own})
+        # Frozen: `own` is a vector of its own (the half step, or flat_params' fresh copy) that nothing here
+        # changes afterwards; the mixing below reads it and writes a new one.
+        received = exchange_params(ctx, round_, {"params": own}, frozen=True)
         set_flat_params(ctx.model, gossip_average(own, {j: r["params"] for j, r in received.items()}, ctx.weights,
                                                   ctx.self_weight))
         return len(received)
