@@ -236,15 +236,15 @@ class MailboxExchange:
         once, unless the payload is `frozen`: the sender may otherwise change its tensors as soon as this
         returns. A frozen tensor already on the host and contiguous is handed over as it is: one vector less to
         write and read per round (a LeNet-5 has 247 KB), each round, for every agent."""
-        def handed(t: torch.Tensor) -> torch.Tensor:
-            t = t.detach()
-            if frozen and t.device.type == "cpu" and t.is_contiguous():
-                return t
-            return t.to("cpu", memory_format=torch.contiguous_format, copy=True)
-
-        copies = {name: handed(t) for name, t in tensors.items()}
+        copies, versions = {}, {}
+        for name, tensor in tensors.items():
+            tensor = tensor.detach()  # shares the original's version counter
+            if frozen and tensor.device.type == "cpu" and tensor.is_contiguous():
+                copies[name], versions[name] = tensor, tensor._version
+            else:
+                copies[name] = tensor.to("cpu", memory_format=torch.contiguous_format, copy=True)
         bad = [name for name, t in copies.items() if t.is_floating_point() and not all_finite(t)]
-        return Envelope(self.run_id, self.agent_id, round, tag, copies, nbytes, bad)
+        return Envelope(self.run_id, self.agent_id, round, tag, copies, nbytes, bad, versions or None)
 
     def _collect(self, round: int, tag: str, specs: dict[PeerId, Mapping[str, TensorSpec] | None],
                  timeout: float) -> dict[PeerId, Envelope]:
@@ -421,6 +421,11 @@ class MailboxExchange:
         if envelope.non_finite:
             self._drop("non-finite", envelope, f"NaN or infinity in {envelope.non_finite[:3]}")
             return None
+        for name, version in (envelope.versions or {}).items():
+            if envelope.tensors[name]._version != version:  # a bug in the sender's algorithm, not a hostile peer
+                raise RuntimeError(f"agent {envelope.sender} changed its tensor {name!r} of round {envelope.round} "
+                                   f"({envelope.tag}) in place after sending it frozen; what is sent with "
+                                   "frozen=True must never be written into (send a copy, or leave frozen unset)")
         return envelope
 
     def _drop(self, reason: str, envelope: Envelope | None, detail: str = "") -> bool:

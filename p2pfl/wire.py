@@ -45,12 +45,15 @@ class Envelope:
     # A mate's hand-over (transport.ProcessLinks) carries the names of its non-finite tensors, found once by
     # the sender for every mate it goes to; None: not looked at yet (every message off a socket).
     non_finite: list[str] | None = None
+    # A frozen hand-over (the sender's own tensors, not a copy): each tensor's version counter when it was sent,
+    # which any in-place write moves on; the receiver checks it, so a broken promise fails loudly.
+    versions: dict[str, int] | None = None
 
     def for_mate(self) -> "Envelope":
         """A copy of this envelope and of its dict, sharing the tensors: what each mate of a hand-over gets.
         (dataclasses.replace does the same at several times the cost, every message.)"""
         return Envelope(self.run_id, self.sender, self.round, self.tag, dict(self.tensors), self.nbytes,
-                        self.non_finite)
+                        self.non_finite, self.versions)
 
 
 def dtype_name(tensor: torch.Tensor) -> str:

@@ -75,6 +75,25 @@ def test_packed_and_simulated_runs_give_the_same_losses(tmp_path, no_leaked_agen
     assert not (tmp_path / "packed-sim" / "keys").exists()
 
 
+@pytest.mark.parametrize("algorithm", ["qgm", "ccl"])
+def test_packed_qgm_and_ccl_mates_reading_each_others_vectors_in_place_give_the_same_losses(
+        tmp_path, no_leaked_agents, algorithm):
+    """QGM and CCL send their half step and m_hat frozen: a packed mate reads the sender's own vectors, no copy.
+    Had the sender written into one after sending it, the mate would have failed (the version check) or mixed
+    another vector; the losses are those of the in-memory exchange, where every message is bytes."""
+    config = small_config(agents=4, rounds=10, eval_every=5, algorithm=algorithm, network__agents_per_process=2,
+                          options={"gossip_momentum": True})
+    path = write_config(tmp_path, config)
+    packed = run_cli("run", str(path), "--out", str(tmp_path / "packed"), "--no-progress")
+    assert packed.returncode == 0, packed.stderr
+    assert "4 agents (processes, 2 agents per process)" in packed.stdout
+    run_simulation(prepare(config), tmp_path / "sim")
+    sim = losses(tmp_path / "sim", 4)
+    assert len(sim) == 4 * 10
+    assert losses(tmp_path / "packed", 4) == pytest.approx(sim, rel=1e-5, abs=1e-6)
+    check_ports_free(config)
+
+
 def test_a_packed_diverged_agent_stops_the_whole_run(tmp_path, no_leaked_agents):
     config = small_config(agents=4, rounds=400, optim__lr=200.0, optim__momentum=0.9,
                           network__agents_per_process=2)

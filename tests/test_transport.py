@@ -153,6 +153,21 @@ def test_a_frozen_payload_is_read_by_mates_in_place_and_counts_the_same_bytes(th
     assert b.stats.dropped == {"non-finite": 1}
 
 
+def test_a_frozen_tensor_written_into_after_it_was_sent_fails_loudly_at_the_mate(three_mates):
+    """frozen=True is a promise; an algorithm that breaks it would make its mates mix a changed vector without a
+    word. Every in-place write moves the tensor's version counter, which the mate checks on receipt."""
+    a, b, _ = three_mates
+    sent = torch.zeros(10)
+    a.send(0, "params", {1: {"x": sent}}, frozen=True)
+    sent.add_(1)
+    with pytest.raises(RuntimeError, match="changed its tensor 'x' of round 0 .* after sending it frozen"):
+        b.collect(0, "params", [0], timeout=5)
+    kept = torch.zeros(10)
+    a.send(1, "params", {1: {"x": kept}}, frozen=True)
+    kept = kept + 1  # a new tensor: the one sent is untouched
+    assert b.collect(1, "params", [0], timeout=5)[0]["x"].tolist() == [0.0] * 10
+
+
 def test_a_payload_for_a_mate_and_a_socket_peer_counts_its_wire_bytes_for_both():
     """One payload to a mate (no frames built for it) and to a peer in another process (frames on TCP): both count
     the frames' true size, and the peer across the socket decodes what was sent."""

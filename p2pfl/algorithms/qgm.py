@@ -89,7 +89,8 @@ def gossip_then_correct(ctx: AgentContext, buffer: QuasiGlobalBuffer, pending: P
     payload = {"params": half}
     if gossip_momentum:
         payload["momentum"] = buffer.momentum_hat
-    received = exchange_params(ctx, round_, payload)
+    # Frozen: `half` is a fresh vector and m_hat is replaced, never written into, by the buffer's updates.
+    received = exchange_params(ctx, round_, payload, frozen=True)
     neighbour_params = {j: r["params"] for j, r in received.items()}
     x_new = mix_with_step(half, neighbour_params, ctx.weights, gamma)
     if pending is not None:
@@ -125,7 +126,7 @@ class QGM:
         payload = {"params": half}
         if self.options.gossip_momentum:
             payload["momentum"] = buffer.momentum_hat
-        received = exchange_params(ctx, round_, payload)
+        received = exchange_params(ctx, round_, payload, frozen=True)  # as in gossip_then_correct
         x_new = gossip_average(half, {j: r["params"] for j, r in received.items()}, ctx.weights, ctx.self_weight)
         mixed_hat = None
         if self.options.gossip_momentum:
