@@ -239,7 +239,8 @@ class MailboxExchange:
         copies, versions = {}, {}
         for name, tensor in tensors.items():
             tensor = tensor.detach()  # shares the original's version counter
-            if frozen and tensor.device.type == "cpu" and tensor.is_contiguous():
+            # An inference-mode tensor has no version counter to check: copied, as without frozen.
+            if frozen and tensor.device.type == "cpu" and tensor.is_contiguous() and not tensor.is_inference():
                 copies[name], versions[name] = tensor, tensor._version
             else:
                 copies[name] = tensor.to("cpu", memory_format=torch.contiguous_format, copy=True)

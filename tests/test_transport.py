@@ -152,6 +152,12 @@ def test_a_frozen_payload_is_read_by_mates_in_place_and_counts_the_same_bytes(th
     assert b.collect(2, "params", [0], timeout=0.5) == {}
     assert b.stats.dropped == {"non-finite": 1}
 
+    with torch.inference_mode():  # no version counter to check: copied
+        inferred = torch.ones(3)
+    a.send(3, "params", {1: {"x": inferred}}, frozen=True)
+    got = b.collect(3, "params", [0], timeout=5)[0]["x"]
+    assert got.data_ptr() != inferred.data_ptr() and got.tolist() == [1.0, 1.0, 1.0]
+
 
 def test_a_frozen_tensor_written_into_after_it_was_sent_fails_loudly_at_the_mate(three_mates):
     """frozen=True is a promise; an algorithm that breaks it would make its mates mix a changed vector without a
