@@ -125,6 +125,15 @@ def test_gossip_only_benchmark_prints_both_exchanges_with_and_without_turns_and_
     assert all(float(line.split(": ")[1].split()[0]) > 0 for line in lines)
 
 
+def test_gossip_only_hand_over_mode_prints_copied_and_frozen_runs_and_their_ratio(capsys):
+    load("gossip_only").main(["--agents", "3", "--rounds", "5", "--size", "100", "--hand-over", "--repeats", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines[:4]] == [
+        "inproc greenlets one payload, copied", "inproc greenlets one payload, frozen",
+        "inproc greenlets one payload, frozen", "inproc greenlets one payload, copied"]
+    assert lines[4].startswith("frozen / copied (medians of 2): ") and float(lines[4].split(": ")[1]) > 0
+
+
 def test_zmq_copy_benchmark_prints_both_links_with_their_ratios(capsys):
     load("zmq_copy").main(["--messages", "20", "--size", "1000"])
     lines = capsys.readouterr().out.splitlines()
