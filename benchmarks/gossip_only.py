@@ -51,8 +51,7 @@ def run(kind: str, agents: int, rounds: int, size: int, turns: bool, greenlets: 
             for round_ in range(rounds):
                 if shared:
                     payload = {"params": x}  # x is a fresh vector each round: the mixing writes a new one
-                    got = ends[i].exchange(round_, "params", {j: payload for j in neighbours[i]},
-                                           **({"frozen": True} if frozen else {}))
+                    got = ends[i].exchange(round_, "params", {j: payload for j in neighbours[i]}, frozen=frozen)
                 else:
                     got = ends[i].exchange(round_, "params", {j: {"params": x} for j in neighbours[i]})
                 x = gossip_average(x, {j: r["params"] for j, r in got.items()}, weights, 1 / (len(neighbours[i]) + 1))

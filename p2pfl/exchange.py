@@ -152,8 +152,7 @@ class MailboxExchange:
                  expect_from: Iterable[PeerId] | None = None,
                  expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None, frozen: bool = False) -> dict[PeerId, dict[str, torch.Tensor]]:
-        # The flag only when set: a subclass or a test's stand-in for send() need not know it.
-        self.send(round, tag, outbox, **({"frozen": True} if frozen else {}))
+        self.send(round, tag, outbox, frozen=frozen)
         wanted = set(outbox if expect_from is None else expect_from)
         # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
         if expect is None:
@@ -218,12 +217,13 @@ class MailboxExchange:
                 frames = frames_of.get(key)
                 if frames is None:
                     frames = frames_of[key] = encode(self.run_id, self.agent_id, round, tag, tensors)
-                    sizes_of[key] = [len(f) for f in frames]
+                    sizes_of.setdefault(key, [len(f) for f in frames])  # known already if a mate got it first
                 sent = self._send(peer, frames)
             if sent:
                 sizes = sizes_of[key]
-                self.stats.bytes_sent += sum(sizes)
-                self.stats.sent_by_tag[tag] += sum(sizes)
+                total = sum(sizes)
+                self.stats.bytes_sent += total
+                self.stats.sent_by_tag[tag] += total
                 for name, size in zip(tensors, sizes[1:]):
                     self.stats.sent_by_tensor[name] += size
             else:

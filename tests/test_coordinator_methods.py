@@ -435,8 +435,8 @@ def test_a_client_slower_than_client_timeout_misses_that_round_and_nobody_quits(
             released.wait(600)
         return reply
 
-    def send_and_tell(round_, tag, outbox):
-        send(round_, tag, outbox)
+    def send_and_tell(round_, tag, outbox, **flags):
+        send(round_, tag, outbox, **flags)
         if released.is_set():  # the held reply is in the coordinator's mailbox
             sent.set()
 

@@ -68,12 +68,11 @@ def exchange_params(ctx: AgentContext, round_: int, payload: Mapping[str, torch.
                     frozen: bool = False) -> dict[PeerId, dict]:
     """Round "params": send `payload` to this round's recipients, return what the peers we mix in sent.
     `frozen`: the caller never changes the payload's tensors afterwards (Exchange.exchange)."""
-    flags = {"frozen": True} if frozen else {}  # unset: an Exchange of a plugin need not know the flag
     if ctx.send_to is None:
-        return ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights}, **flags)
+        return ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.weights}, frozen=frozen)
     spec = spec_of(payload)  # a directed round: the senders we mix in send what we send
     return ctx.exchange.exchange(round_, "params", {j: payload for j in ctx.send_to}, expect_from=tuple(ctx.weights),
-                                 expect={j: spec for j in ctx.weights}, **flags)
+                                 expect={j: spec for j in ctx.weights}, frozen=frozen)
 
 
 def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], weights: Mapping[PeerId, float],
