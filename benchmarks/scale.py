@@ -14,9 +14,10 @@ For each size and topology, two runs of the same agent processes side by side: D
   over the agents (a packed agent's share of its process), and PSS summed over processes
   at its largest (RSS counts the pages that every process shares, torch's libraries and the mapped
   dataset, once per process; PSS splits them, so its sum is what the machine holds).
-With `--agents-per-process 1,0,threads,greenlets,sim,in-process` every size runs once per value
+With `--agents-per-process 1,0,threads,greenlets,sockets,sim,in-process` every size runs once per value
 (network.agents_per_process: 1 one process per agent, N agents per process, 0 auto, with the default
-network.scheduler; threads / greenlets: auto, with that scheduler; sim: `p2pfl run --simulate`, the packed
+network.scheduler; threads / greenlets: auto, with that scheduler; sockets: auto, every tensor over the
+sockets (network.shared_memory false); sim: `p2pfl run --simulate`, the packed
 engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
 simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
@@ -122,7 +123,8 @@ class Watcher(threading.Thread):
 
 # The other engines, beside packing values; threads: the default packing with a thread per agent, not greenlets
 ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"], "threads": ["--set", "network.scheduler=threads"],
-                "greenlets": ["--set", "network.scheduler=greenlets"]}
+                "greenlets": ["--set", "network.scheduler=greenlets"],
+                "sockets": ["--set", "network.shared_memory=false"]}
 
 
 def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
@@ -243,7 +245,8 @@ def table(results: list[dict]) -> str:
             ratio = "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
                 f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
             per = r.get("agents_per_process", 1)
-            shown = {0: "auto", "sim": "simulate", "threads": "auto, threads", "greenlets": "auto, greenlets"}.get(per, per)
+            shown = {0: "auto", "sim": "simulate", "threads": "auto, threads", "greenlets": "auto, greenlets",
+                     "sockets": "auto, no shared memory"}.get(per, per)
             lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                          f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
                          f"{floor:.4f} | {ratio} | "

@@ -68,6 +68,7 @@ class NetworkConfig:
     max_message_mb: float = 256.0
     agents_per_process: int = 0  # local `p2pfl run`: agents hosted as threads of one OS process (0: auto)
     scheduler: str = "greenlets"  # greenlets | threads: how the agents packed in one process take turns
+    shared_memory: bool = True  # tensor frames to neighbours in other processes of this host via /dev/shm
 
 
 @dataclass

@@ -80,6 +80,10 @@ MEANINGS: dict[str, str] = {
                          "socket is readable; 3-13% less time per round than threads at 8 to 256 agents, and 2.3-3.4x "
                          "less memory at 256) or threads (a thread per agent, one computing at a time), "
                          "README 'Footprint and scale'",
+    "network.shared_memory": "neighbours in other processes of this host (loopback or ipc:// addresses) get the "
+                             "tensors of large messages through a slot in /dev/shm (a folder of this user's "
+                             "alone) and only the header, still authenticated, over the socket: no encryption "
+                             "or loopback copies of the tensors (false: every byte over the socket)",
 }
 
 

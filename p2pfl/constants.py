@@ -25,7 +25,8 @@ WELCOME_INTERVAL_SECONDS = 0.5
 DROP_REASONS = (
     "malformed header", "protocol version", "wrong run id", "malformed tensors", "frame count", "frame size",
     "too large", "identity mismatch", "not a neighbour", "non-finite", "unexpected sender", "duplicate",
-    "unexpected tensors", "stale round", "round too far ahead", "buffer full", "repeated hello", "other",
+    "unexpected tensors", "stale round", "round too far ahead", "buffer full", "repeated hello", "shared memory",
+    "other",
 )
 
 # Only these dtypes cross the wire; anything else is rejected.

@@ -7,6 +7,10 @@ that its poll waits on beside the ROUTER. No encoding, no decoding, no TCP, no e
 in between; the receiver still checks the tensors' size, names, dtypes, shapes and finiteness as off a socket.
 Only code in this process can reach those queues and that inproc endpoint, so the sender a hand-over names is
 trusted, as CURVE's key is for everyone else, and no TCP peer can take a mate's name.
+
+Neighbours in other processes of this host (loopback or ipc:// addresses at both ends) get the tensor frames
+of a large message through a shared-memory slot (shared_slots.py) and only its header, with the slot's
+descriptor, over the socket: message [b"", descriptor, header], which no header-first message can be.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from p2pfl import turn
-from p2pfl.errors import UserError
+from p2pfl.errors import UserError, WireError
 from p2pfl.exchange import MailboxExchange, PeerId
-from p2pfl.security import AgentAuthenticator, CurveKeys, secure_dealer
+from p2pfl.security import AgentAuthenticator, CurveKeys, is_loopback, secure_dealer
+from p2pfl.shared_slots import SlotReader, SlotWriter, shared_folder, slot_path
 from p2pfl.wire import Buffer, Envelope
 
 log = logging.getLogger("p2pfl.transport")
@@ -33,6 +38,10 @@ HEARTBEAT_TIMEOUT_MS = 5000
 LINGER_MS = 2000  # long enough to flush the last round to live peers, short enough to exit if they died
 SEND_HWM = 64
 IPC_PREFIX = "ipc://"
+
+
+def on_this_host(address: str) -> bool:
+    return address.startswith(IPC_PREFIX) or is_loopback(address)
 
 
 def ensure_socket_folder(address: str) -> None:
@@ -80,9 +89,10 @@ class ProcessLinks:
 class ZmqExchange(MailboxExchange):
     def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
                  round_timeout: float, curve: CurveKeys | None = None, links: ProcessLinks | None = None,
-                 **kwargs):
+                 shared_memory: bool = False, **kwargs):
         """`links`: the process's shared context when agents are packed (mates' links then go over inproc);
-        without it the exchange has a context of its own."""
+        without it the exchange has a context of its own. `shared_memory`: large tensor frames to neighbours
+        in other processes of this host go through shared-memory slots."""
         super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
         self.owns_links = links is None
         self.links = links = links or ProcessLinks(run_id)
@@ -96,6 +106,9 @@ class ZmqExchange(MailboxExchange):
         self.mate_inbox: zmq.Socket | None = None
         self.senders: dict[PeerId, zmq.Socket] = {}  # a DEALER per TCP neighbour, a PUSH per mate
         self.monitors: dict[zmq.Socket, PeerId] = {}
+        self._slot_writers: dict[PeerId, SlotWriter] = {}
+        self._slot_readers: dict[bytes, SlotReader] = {}  # by the identity a neighbour's messages arrive with
+        self._slot_folder: Path | None = None
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
         self._mates_first = False  # alternates, so neither inbox can starve the other
@@ -156,8 +169,18 @@ class ZmqExchange(MailboxExchange):
             self.close()
             raise
         self._poll_sockets = [socket for socket, _ in self.poller.sockets]  # what a hub's wait watches, every wait
+        local = [peer for peer, address in neighbours.items() if peer not in self.mates and on_this_host(address)]
+        self._slot_folder = folder = shared_folder(run_id) if shared_memory and local and on_this_host(bind) else None
+        for peer in local if folder is not None else ():
+            self._slot_writers[peer] = SlotWriter(slot_path(folder, agent_id, peer))
+            self._slot_readers[str(peer).encode()] = SlotReader(slot_path(folder, peer, agent_id),
+                                                                self.max_message_bytes)
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
+        writer = self._slot_writers.get(peer)
+        descriptor = writer.put(frames[1:]) if writer is not None else None
+        if descriptor is not None:
+            frames = [b"", descriptor, frames[0]]
         try:
             # Copied into libzmq's own message. Zero-copy is no cheaper: pyzmq frees each such frame from a Python
             # thread of its own, which takes the GIL from the agents (benchmarks/zmq_copy.py, a 247 KB frame sent
@@ -166,7 +189,23 @@ class ZmqExchange(MailboxExchange):
             return True
         except zmq.Again:  # the peer's queue is full: it is gone or far behind
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
+            if descriptor is not None:
+                writer.cancel(descriptor)
             return False
+
+    def _validate(self, identity: bytes, frames: Sequence[Buffer]) -> Envelope | None:
+        if frames and len(frames[0]) == 0:  # [b"", descriptor, header]: the tensor frames wait in a slot
+            reader = self._slot_readers.get(identity)
+            try:
+                if reader is None:
+                    raise WireError("shared memory", "from a peer with no shared memory on this host")
+                if len(frames) != 3:
+                    raise WireError("shared memory", f"{len(frames)} frames, not a descriptor and a header")
+                frames = [frames[2], *reader.take(frames[1])]
+            except WireError as exc:
+                self._drop(exc.reason, None, str(exc))
+                return None
+        return super()._validate(identity, frames)
 
     def _hand_over(self, peer: PeerId, envelope: Envelope) -> bool:
         queue = self._handed_out[peer]
@@ -229,6 +268,13 @@ class ZmqExchange(MailboxExchange):
         for sender in self.senders.values():
             sender.close()
         self.inbox.close(linger=0)
+        for side in [*self._slot_writers.values(), *self._slot_readers.values()]:
+            side.close()
+        if self._slot_folder is not None:
+            try:
+                self._slot_folder.rmdir()  # the run's last agent to end on this host
+            except OSError:
+                pass
         if self.mate_inbox is not None:
             self.mate_inbox.close(linger=0)
         if self.owns_links:

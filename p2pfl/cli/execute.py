@@ -96,7 +96,13 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
         else:
             from p2pfl.agents.launcher import launch_local
 
-            died = launch_local(config, config_file, run_dir, show_progress=show_progress, after_start=draw_plots)
+            from p2pfl.shared_slots import remove_folder
+
+            try:
+                died = launch_local(config, config_file, run_dir, show_progress=show_progress,
+                                    after_start=draw_plots)
+            finally:
+                remove_folder(config.run_id)  # slot files of agents that were killed before removing theirs
             if died:
                 click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the "
                             "others", fg="yellow", err=True)
