@@ -12,7 +12,8 @@ socket. The folder is the user's own (0700, checked), as the run's secret keys a
 A sender that finds no free slot (its receiver is behind or gone) sends the frames over the socket as before:
 nothing waits for a slot and nothing is lost. A slot left unread for RECLAIM_AFTER sends is taken back; its
 generation, checked by the reader before and after copying, makes a late read of it a dropped message, never
-a torn one.
+a torn one. A receiver that never read a slot by then (it sees another /dev/shm: a container) loses the first
+SLOTS messages of that link; the sender then sends it everything over the socket and says so.
 """
 
 from __future__ import annotations
@@ -92,13 +93,15 @@ class SlotWriter:
         self._sends = 0
         self._filled_at = [0] * slots  # self._sends when each slot was last filled
         self._next = 0
+        self._read_once = False  # seen a slot we filled freed: the receiver reads this file
+        self.disabled = False
 
     def put(self, frames: Sequence[Buffer]) -> bytes | None:
         """Copy `frames` into a free slot and return its descriptor, or None: send them over the socket."""
         self._sends += 1
         sizes = [len(frame) for frame in frames]
         total = sum(sizes)
-        if total < MIN_BYTES or len(frames) > MAX_TENSORS_PER_MESSAGE:
+        if total < MIN_BYTES or len(frames) > MAX_TENSORS_PER_MESSAGE or self.disabled:
             return None
         if total > self._capacity and not self._make(total):
             return None
@@ -128,8 +131,15 @@ class SlotWriter:
     def _free_slot(self) -> int | None:
         for step in range(self.slots):
             slot = (self._next + step) % self.slots
-            if self._map[_slot_base(slot, self._capacity)] == 0 \
-                    or self._sends - self._filled_at[slot] > RECLAIM_AFTER:
+            free = self._map[_slot_base(slot, self._capacity)] == 0
+            self._read_once = self._read_once or (free and self._filled_at[slot] > 0)
+            if free or self._sends - self._filled_at[slot] > RECLAIM_AFTER:
+                if not free and not self._read_once:  # a receiver that cannot see our files (another /dev/shm)
+                    self.disabled = True
+                    log.warning("%s: no slot was ever read; every later message goes over the socket (agents "
+                                "on this host with separate /dev/shm, containers? network.shared_memory: "
+                                "false spares their first messages)", self.path)
+                    return None
                 self._next = (slot + 1) % self.slots
                 return slot
         return None

@@ -74,6 +74,7 @@ def test_a_receiver_behind_sends_the_rest_over_the_socket_until_it_reads(link):
 
 def test_a_slot_never_read_is_taken_back_and_its_late_reader_drops_it(link):
     writer, reader = link
+    reader.take(writer.put(frames_of(big(0.0))))  # a receiver that reads this file, then falls behind
     descriptors = [writer.put(frames_of(big(i))) for i in range(SLOTS)]
     for _ in range(RECLAIM_AFTER - SLOTS + 1):  # the first slot was filled RECLAIM_AFTER sends ago after these
         assert writer.put(frames_of(big(1.0))) is None
@@ -225,3 +226,18 @@ def test_a_slot_message_from_a_peer_not_on_this_host_or_forged_is_dropped(shm_ro
             intruder.close()
         a.close()
     assert a.stats.dropped["shared memory"] == 3
+
+
+def test_a_receiver_that_never_reads_a_slot_gets_everything_over_the_socket_after_the_first_few(link):
+    """Agents of one host whose /dev/shm differ (containers sharing only the network): the slot files are
+    never read, so the sender stops using them instead of reclaiming and losing one message in every 64."""
+    writer, _ = link
+    sent = [writer.put(frames_of(big(i))) for i in range(RECLAIM_AFTER + 40)]
+    assert all(sent[:SLOTS]) and not any(sent[SLOTS:]) and writer.disabled
+
+
+def test_a_receiver_that_read_once_keeps_its_slots_after_falling_behind(link):
+    writer, reader = link
+    reader.take(writer.put(frames_of(big(1.0))))
+    sent = [writer.put(frames_of(big(i))) for i in range(RECLAIM_AFTER + 40)]
+    assert sum(d is not None for d in sent) > SLOTS and not writer.disabled  # taken back, not given up
