@@ -28,10 +28,16 @@ from p2pfl.shared_slots import SlotReader, SlotWriter
 FLOATS = 61706  # LeNet-5's parameters
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Ports free at once: every probe is held until all are bound, so no two get the same one."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def side(role: int, slots: bool, ports: list[int], keys: list[tuple[bytes, bytes]], folder: str, messages: int,
@@ -85,7 +91,7 @@ def side(role: int, slots: bool, ports: list[int], keys: list[tuple[bytes, bytes
 def measure(slots: bool, messages: int) -> tuple[float, float]:
     """(µs of CPU per message, both processes; µs of wall time per message)."""
     keys = [zmq.curve_keypair(), zmq.curve_keypair()]
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     results: mp.Queue = mp.Queue()
     with tempfile.TemporaryDirectory(prefix="p2pfl-slots-", dir="/dev/shm") as folder:
         processes = [mp.Process(target=side, args=(role, slots, ports, keys, folder, messages, results))

@@ -1,8 +1,9 @@
 """Tensor frames between agent processes of one host through shared memory, the header still over the socket.
 
-Between two packed workers on one machine, a 247 KB LeNet-5 message through a socket costs about four times
-the CPU of two memory copies: libzmq copies it, CurveZMQ encrypts and decrypts it, the kernel copies it twice
-through loopback, and each side's I/O thread wakes for it (benchmarks/shared_slots.py). Here the sender copies
+Between two packed workers on one machine, a 247 KB LeNet-5 message through a socket costs about three times
+the CPU it costs through a slot: libzmq copies it, CurveZMQ encrypts and decrypts it, the kernel copies it twice
+through loopback, and each side's I/O thread wakes for it (benchmarks/shared_slots.py: 285-290 against 88-97 µs
+of both processes' CPU). Here the sender copies
 the tensor frames into a slot of a file in /dev/shm that it alone writes and one receiver alone reads, and sends
 the header with a short slot descriptor over the usual socket. Who sent a message is still the agent whose
 CURVE key authenticated that header: the receiver opens the file it knows belongs to that sender and to itself
@@ -43,12 +44,16 @@ PAGE = mmap.PAGESIZE
 DESCRIPTOR = struct.Struct("<QQQQ")  # incarnation, slot, generation, frame count; then a u64 size per frame
 
 
+def _folder(run_id: str) -> Path:
+    return SHM_ROOT / f"p2pfl-{os.geteuid()}-{run_id}"
+
+
 def shared_folder(run_id: str) -> Path | None:
     """This user's folder for the run's slot files, made private, or None where there is no /dev/shm or the
     folder is not this user's alone (then every frame goes over the sockets)."""
     if not SHM_ROOT.is_dir():
         return None
-    folder = SHM_ROOT / f"p2pfl-{os.geteuid()}-{run_id}"
+    folder = _folder(run_id)
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(folder)
@@ -63,7 +68,7 @@ def shared_folder(run_id: str) -> Path | None:
 
 def remove_folder(run_id: str) -> None:
     """At the end of a run: the slot files of agents that could not remove their own (killed, crashed)."""
-    folder = SHM_ROOT / f"p2pfl-{os.geteuid()}-{run_id}"
+    folder = _folder(run_id)
     try:
         for path in folder.iterdir():
             path.unlink(missing_ok=True)
@@ -99,9 +104,11 @@ class SlotWriter:
     def put(self, frames: Sequence[Buffer]) -> bytes | None:
         """Copy `frames` into a free slot and return its descriptor, or None: send them over the socket."""
         self._sends += 1
+        if self.disabled or len(frames) > MAX_TENSORS_PER_MESSAGE:
+            return None
         sizes = [len(frame) for frame in frames]
         total = sum(sizes)
-        if total < MIN_BYTES or len(frames) > MAX_TENSORS_PER_MESSAGE or self.disabled:
+        if total < MIN_BYTES:
             return None
         if total > self._capacity and not self._make(total):
             return None
@@ -127,6 +134,7 @@ class SlotWriter:
         base = _slot_base(slot, self._capacity)
         if self._map is not None and struct.unpack_from("<Q", self._map, base + 8)[0] == generation:
             self._map[base] = 0
+            self._filled_at[slot] = 0  # freed by us, not read: no sign that the receiver reads this file
 
     def _free_slot(self) -> int | None:
         for step in range(self.slots):

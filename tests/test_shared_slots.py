@@ -241,3 +241,11 @@ def test_a_receiver_that_read_once_keeps_its_slots_after_falling_behind(link):
     reader.take(writer.put(frames_of(big(1.0))))
     sent = [writer.put(frames_of(big(i))) for i in range(RECLAIM_AFTER + 40)]
     assert sum(d is not None for d in sent) > SLOTS and not writer.disabled  # taken back, not given up
+
+
+def test_a_slot_the_sender_cancelled_is_no_sign_that_the_receiver_reads(link):
+    writer, _ = link
+    writer.cancel(writer.put(frames_of(big(0.0))))  # the socket refused it: freed by the sender itself
+    for i in range(RECLAIM_AFTER + 40):
+        writer.put(frames_of(big(i)))
+    assert writer.disabled
