@@ -17,7 +17,8 @@ For each size and topology, two runs of the same agent processes side by side: D
 With `--agents-per-process 1,0,threads,greenlets,sockets,sim,in-process` every size runs once per value
 (network.agents_per_process: 1 one process per agent, N agents per process, 0 auto, with the default
 network.scheduler; threads / greenlets: auto, with that scheduler; sockets: auto, every tensor over the
-sockets (network.shared_memory false); sim: `p2pfl run --simulate`, the packed
+sockets (network.shared_memory false); zmq-headers: auto, the tensors through shared memory but every
+message over ZeroMQ (network.host_channel false); sim: `p2pfl run --simulate`, the packed
 engine over Unix sockets with no keys; in-process: `p2pfl run --in-process`, every agent a thread of the one
 launcher process over the in-memory exchange, its memory read from that process), so packed, unpacked and
 simulated runs sit side by side. With `--repeats K` each pair runs K times, alternating which of the two
@@ -124,7 +125,8 @@ class Watcher(threading.Thread):
 # The other engines, beside packing values; threads: the default packing with a thread per agent, not greenlets
 ENGINE_FLAGS = {"sim": ["--simulate"], "in-process": ["--in-process"], "threads": ["--set", "network.scheduler=threads"],
                 "greenlets": ["--set", "network.scheduler=greenlets"],
-                "sockets": ["--set", "network.shared_memory=false"]}
+                "sockets": ["--set", "network.shared_memory=false"],
+                "zmq-headers": ["--set", "network.host_channel=false"]}
 
 
 def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:

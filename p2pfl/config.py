@@ -69,6 +69,7 @@ class NetworkConfig:
     agents_per_process: int = 0  # local `p2pfl run`: agents hosted as threads of one OS process (0: auto)
     scheduler: str = "greenlets"  # greenlets | threads: how the agents packed in one process take turns
     shared_memory: bool = True  # tensor frames to neighbours in other processes of this host via /dev/shm
+    host_channel: bool = True  # with shared_memory: their messages over Unix sockets, not through ZeroMQ
 
 
 @dataclass

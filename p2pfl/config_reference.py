@@ -84,6 +84,11 @@ MEANINGS: dict[str, str] = {
                              "tensors of large messages through a slot in /dev/shm (a folder of this user's "
                              "alone) and only the header, still authenticated, over the socket: no encryption "
                              "or loopback copies of the tensors (false: every byte over the socket)",
+    "network.host_channel": "with network.shared_memory: those neighbours' messages (a header with its slot "
+                            "descriptor, or a small message whole) go over a Unix socket in that same folder, not "
+                            "through ZeroMQ, whose I/O threads would wake for each on both sides; named by the "
+                            "sender's socket file, which only this user can make (false: over ZeroMQ, "
+                            "authenticated by CurveZMQ)",
 }
 
 

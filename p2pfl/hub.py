@@ -34,6 +34,8 @@ class Hub:
         self._ready: deque[greenlet.greenlet] = deque()
         self._parked: dict[greenlet.greenlet, tuple[Sequence[zmq.Socket], float]] = {}
         self._home: greenlet.greenlet | None = None  # run()'s loop: every agent switches back to it
+        self._waiting_on: dict[object, greenlet.greenlet] = {}  # a token given to wait_readable: who waits under it
+        self._tokens: set[object] = set()  # every token an agent of this hub waited under: it lives here
 
     def run(self, bodies: Iterable[Callable[[], object]]) -> None:
         self._home = greenlet.getcurrent()
@@ -60,9 +62,29 @@ class Hub:
                     until_poll = len(self._ready)
         torch.set_grad_enabled(grad)
 
-    def wait_readable(self, sockets: Sequence[zmq.Socket], seconds: float) -> None:
-        """Return once one of `sockets` has a message to read, or after `seconds`; the others run meanwhile."""
-        self._park(sockets, seconds)
+    def wait_readable(self, sockets: Sequence[zmq.Socket | int], seconds: float, token: object = None) -> None:
+        """Return once one of `sockets` has a message to read, or after `seconds`, or once a mate rings `token`
+        (ring()); the others run meanwhile."""
+        if token is None:
+            self._park(sockets, seconds)
+            return
+        self._tokens.add(token)
+        self._waiting_on[token] = greenlet.getcurrent()
+        try:
+            self._park(sockets, seconds)
+        finally:
+            del self._waiting_on[token]
+
+    def ring(self, token: object) -> bool:
+        """A mate left a message for the agent that waits under `token`: it runs again if it waits, at no system
+        call, where a doorbell over inproc:// costs a send, a poll and a receive. False when no agent of this hub
+        ever waited under `token` (a thread, or one not yet waiting): then the caller rings its socket instead."""
+        if token not in self._tokens:
+            return False
+        task = self._waiting_on.get(token)
+        if task is not None and self._parked.pop(task, None) is not None:
+            self._ready.append(task)
+        return True
 
     def sleep(self, seconds: float) -> None:
         self._park((), seconds)

@@ -10,7 +10,9 @@ trusted, as CURVE's key is for everyone else, and no TCP peer can take a mate's 
 
 Neighbours in other processes of this host (loopback or ipc:// addresses at both ends) get the tensor frames
 of a large message through a shared-memory slot (shared_slots.py) and only its header, with the slot's
-descriptor, over the socket: message [b"", descriptor, header], which no header-first message can be.
+descriptor: message [b"", descriptor, header], which no header-first message can be. That message, and a small
+one whole, goes over a Unix socket of the same private folder (host_channel.py), so that neither side's ZeroMQ
+I/O thread has to wake for it; over the ZeroMQ link only when the channel cannot take it at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 from p2pfl import turn
 from p2pfl.errors import UserError, WireError
 from p2pfl.exchange import MailboxExchange, PeerId
+from p2pfl.host_channel import ChannelInbox, ChannelSender, fits
 from p2pfl.security import AgentAuthenticator, CurveKeys, is_loopback, secure_dealer
 from p2pfl.shared_slots import SlotReader, SlotWriter, shared_folder, slot_path
 from p2pfl.wire import Buffer, Envelope
@@ -72,6 +75,10 @@ class ProcessLinks:
         with self._lock:
             return self._queues.setdefault((receiver, sender), deque())
 
+    def token(self, agent: PeerId) -> tuple[int, PeerId]:
+        """What `agent` waits under in a hub (Hub.ring), the same for every mate that hands it a message."""
+        return id(self), agent
+
     def authenticator(self) -> AgentAuthenticator:
         with self._lock:  # agent threads of a packed worker build their exchanges at once
             if self._authenticator is None:
@@ -89,10 +96,11 @@ class ProcessLinks:
 class ZmqExchange(MailboxExchange):
     def __init__(self, agent_id: PeerId, bind: str, neighbours: Mapping[PeerId, str], run_id: str,
                  round_timeout: float, curve: CurveKeys | None = None, links: ProcessLinks | None = None,
-                 shared_memory: bool = False, **kwargs):
+                 shared_memory: bool = False, host_channel: bool = True, **kwargs):
         """`links`: the process's shared context when agents are packed (mates' links then go over inproc);
         without it the exchange has a context of its own. `shared_memory`: large tensor frames to neighbours
-        in other processes of this host go through shared-memory slots."""
+        in other processes of this host go through shared-memory slots, and with `host_channel` their messages over
+        Unix sockets (host_channel.py)."""
         super().__init__(agent_id, neighbours.keys(), run_id, round_timeout, **kwargs)
         self.owns_links = links is None
         self.links = links = links or ProcessLinks(run_id)
@@ -109,6 +117,8 @@ class ZmqExchange(MailboxExchange):
         self._slot_writers: dict[PeerId, SlotWriter] = {}
         self._slot_readers: dict[bytes, SlotReader] = {}  # by the identity a neighbour's messages arrive with
         self._slot_folder: Path | None = None
+        self._channels: dict[PeerId, ChannelSender] = {}
+        self._channel_inbox: ChannelInbox | None = None
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
         self._mates_first = False  # alternates, so neither inbox can starve the other
@@ -175,12 +185,24 @@ class ZmqExchange(MailboxExchange):
             self._slot_writers[peer] = SlotWriter(slot_path(folder, agent_id, peer))
             self._slot_readers[str(peer).encode()] = SlotReader(slot_path(folder, peer, agent_id),
                                                                 self.max_message_bytes)
+        if host_channel and folder is not None and fits(folder, [agent_id, *local]):
+            try:
+                self._channel_inbox = ChannelInbox(folder, agent_id, local)
+            except OSError as exc:
+                log.warning("agent %s: no Unix socket channel (%s): headers go over ZeroMQ", agent_id, exc)
+            else:
+                self.poller.register(self._channel_inbox.fileno(), zmq.POLLIN)  # a poll reports descriptors
+                self._poll_sockets.append(self._channel_inbox.fileno())
+                self._channels = {peer: ChannelSender(folder, agent_id, peer) for peer in local}
 
     def _send(self, peer: PeerId, frames: Sequence[Buffer]) -> bool:
         writer = self._slot_writers.get(peer)
         descriptor = writer.put(frames[1:]) if writer is not None else None
         if descriptor is not None:
             frames = [b"", descriptor, frames[0]]
+        channel = self._channels.get(peer)
+        if channel is not None and channel.send(frames):
+            return True
         try:
             # Copied into libzmq's own message. Zero-copy is no cheaper: pyzmq frees each such frame from a Python
             # thread of its own, which takes the GIL from the agents (benchmarks/zmq_copy.py, a 247 KB frame sent
@@ -213,6 +235,9 @@ class ZmqExchange(MailboxExchange):
             log.warning("agent %s: send queue to %s is full, message dropped", self.agent_id, peer)
             return False
         queue.append(envelope)
+        ring = turn.mate_ring()
+        if ring is not None and ring(self.links.token(peer)):  # a greenlet of this hub: woken without a system call
+            return True
         try:
             self.senders[peer].send(b"", flags=zmq.NOBLOCK)  # the doorbell
         except zmq.Again:  # that many rings unread: the mate wakes up anyway
@@ -234,7 +259,7 @@ class ZmqExchange(MailboxExchange):
             timeout = 0
         wait_readable = turn.socket_wait()
         if wait_readable is not None and timeout > 0:  # a hub's agent (hub.py): its mates run while it waits
-            wait_readable(self._poll_sockets, timeout)
+            wait_readable(self._poll_sockets, timeout, self.links.token(self.agent_id))
             timeout = 0
         ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
         for monitor, peer in self.monitors.items():
@@ -248,6 +273,8 @@ class ZmqExchange(MailboxExchange):
             identity = parts[1].get("User-Id").encode() if self.curve is not None and len(parts) > 1 \
                 else bytes(parts[0].buffer)
             return identity, [part.buffer for part in parts[1:]]
+        if self._channel_inbox is not None and (item := self._channel_message(ready)) is not None:
+            return item
         if self.mate_inbox is not None and self.mate_inbox in ready:
             while True:  # every ring read: each hand-over is in its queue before its ring is sent
                 try:
@@ -255,6 +282,27 @@ class ZmqExchange(MailboxExchange):
                 except zmq.Again:
                     break
         return self._take_handed()
+
+    def _channel_message(self, ready: dict) -> tuple[bytes, Sequence[Buffer]] | None:
+        """One message from a same-host neighbour's channel connection that `ready` says is readable; a new
+        connection is accepted (and polled from then on) first."""
+        channel = self._channel_inbox
+        if channel.fileno() in ready:
+            for fd in channel.accept():
+                self.poller.register(fd, zmq.POLLIN)
+                self._poll_sockets.append(fd)
+        for fd in [fd for fd in channel.links if fd in ready]:
+            try:
+                item = channel.receive(fd)
+            except WireError as exc:
+                self._drop(exc.reason, None, str(exc))
+                continue
+            if fd not in channel.links:  # it ended: closed, so its number may be reused
+                self.poller.unregister(fd)
+                self._poll_sockets.remove(fd)
+            if item is not None:
+                return item
+        return None
 
     def close(self) -> None:
         # Monitors off before their pairs close: libzmq reports a link event with a blocking send to the
@@ -268,8 +316,10 @@ class ZmqExchange(MailboxExchange):
         for sender in self.senders.values():
             sender.close()
         self.inbox.close(linger=0)
-        for side in [*self._slot_writers.values(), *self._slot_readers.values()]:
+        for side in [*self._slot_writers.values(), *self._slot_readers.values(), *self._channels.values()]:
             side.close()
+        if self._channel_inbox is not None:
+            self._channel_inbox.close()
         if self._slot_folder is not None:
             try:
                 self._slot_folder.rmdir()  # the run's last agent to end on this host

@@ -121,6 +121,12 @@ def socket_wait():
     return getattr(current(), "wait_readable", None)
 
 
+def mate_ring():
+    """The hub's ring(token) when this agent is a hub's greenlet (hub.py), else None: a hand-over to a mate of
+    the same hub wakes it without a doorbell."""
+    return getattr(current(), "ring", None)
+
+
 @contextmanager
 def waiting() -> Iterator[None]:
     """Around a blocking wait: let another agent run meanwhile (nothing to do for a thread without a turn;

@@ -226,3 +226,28 @@ def test_a_test_set_pass_lets_the_mates_run_between_its_batches():
 
     hub.run([evaluating, training])
     assert order.index(("evaluated", True)) > order.index(("round", 2))  # 4 batches: 3 breaths, 3 mate rounds
+
+
+def test_a_ring_wakes_the_agent_waiting_under_its_token_and_no_other():
+    """A mate's hand-over wakes the receiver through the hub (Hub.ring), not through a socket: a token no agent of
+    the hub waited under is refused (the caller then rings the socket), and a sleeping agent sleeps on."""
+    hub, events = Hub(), []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        turn.current().wait_readable([], 30.0, token="waiter")
+        events.append(("woken", time.monotonic() - started < 10))
+
+    def sleeper() -> None:
+        started = time.monotonic()
+        turn.sleep(0.3)
+        events.append(("slept", time.monotonic() - started >= 0.3))
+
+    def ringer() -> None:
+        events.append(("unknown", turn.mate_ring()("nobody")))
+        events.append(("rang", turn.mate_ring()("waiter")))
+        turn.pass_on()
+
+    hub.run([waiter, sleeper, ringer])
+    assert events == [("unknown", False), ("rang", True), ("woken", True), ("slept", True)]
+    assert turn.mate_ring() is None  # outside a hub, hand-overs ring the socket

@@ -156,6 +156,7 @@ def run_agent(config: RunConfig, agent_id: int, run_dir: Path, *, log_to_file: b
                                    config.network.round_timeout, curve=curve,
                                    max_message_bytes=int(config.network.max_message_mb * 2**20),
                                    round_window=setup.round_window, shared_memory=config.network.shared_memory,
+                                   host_channel=config.network.host_channel,
                                    stopping=stop, links=shared.links if shared is not None else None)
             loop = build_loop(setup, agent_id, exchange, run_dir, stop=stop, resume=resume)
         if shared is not None:
