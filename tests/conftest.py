@@ -57,7 +57,11 @@ XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if not os.environ.get(SESSION_MARKER, "").endswith(f"-{XDIST_WORKER}"):
     os.environ[SESSION_MARKER] = f"{os.getpid()}-{time.time_ns()}-{XDIST_WORKER}"
 # The session's own dataset cache (p2pfl.data.cache), removed at the end: tests never read a user's entries.
-os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="p2pfl-test-cache-")
+# Made once per process: a test that imports tests.conftest again (pytest loaded it under another name) runs this
+# module twice, and the second folder, never removed, was left in /tmp by every run of the suite.
+_OWN_CACHE_PREFIX = f"p2pfl-test-cache-{os.getpid()}-"
+if not os.path.basename(os.environ.get(CACHE_ENV, "")).startswith(_OWN_CACHE_PREFIX):
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix=_OWN_CACHE_PREFIX)
 
 
 def pytest_sessionfinish(session, exitstatus):
