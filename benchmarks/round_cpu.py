@@ -16,6 +16,7 @@ figure is microseconds of CPU per agent and round, the median over `--repeats` r
 alternately.
 
     python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3] [--scheduler greenlets]
+    python benchmarks/round_cpu.py --scheduler zmq-headers   # the same, messages between the workers over ZeroMQ
 """
 
 from __future__ import annotations
@@ -204,8 +205,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--base-port", type=int, default=33000)
-    parser.add_argument("--scheduler", choices=("greenlets", "threads"), default="greenlets",
-                        help="network.scheduler of the packed workers (greenlets: the default)")
+    parser.add_argument("--scheduler", choices=("greenlets", "threads", "zmq-headers"), default="greenlets",
+                        help="network.scheduler of the packed workers (greenlets: the default); zmq-headers: "
+                             "greenlets with every message over ZeroMQ (network.host_channel false)")
     args = parser.parse_args(argv)
     runs = []
     for repeat in range(args.repeats):
