@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -57,11 +58,13 @@ XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if not os.environ.get(SESSION_MARKER, "").endswith(f"-{XDIST_WORKER}"):
     os.environ[SESSION_MARKER] = f"{os.getpid()}-{time.time_ns()}-{XDIST_WORKER}"
 # The session's own dataset cache (p2pfl.data.cache), removed at the end: tests never read a user's entries.
-# Made once per process: a test that imports tests.conftest again (pytest loaded it under another name) runs this
-# module twice, and the second folder, never removed, was left in /tmp by every run of the suite.
+# Made once per process (a test that imports tests.conftest again runs this module twice) and removed when that
+# process exits too: a child a test starts with `python -c` that imports a test module runs it as well, with no
+# session to finish. Each run of the suite used to leave such folders in /tmp.
 _OWN_CACHE_PREFIX = f"p2pfl-test-cache-{os.getpid()}-"
 if not os.path.basename(os.environ.get(CACHE_ENV, "")).startswith(_OWN_CACHE_PREFIX):
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix=_OWN_CACHE_PREFIX)
+    atexit.register(shutil.rmtree, os.environ[CACHE_ENV], True)
 
 
 def pytest_sessionfinish(session, exitstatus):
