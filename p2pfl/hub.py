@@ -3,9 +3,10 @@
 Threads with turns (turn.Turn) still pay the kernel for every hand-over: the next agent's thread is woken
 and fights the current one for the GIL, and each message that reaches a waiting agent wakes its thread
 on its own. Greenlets switch in user space, within one thread, and a waiting agent is resumed only once
-one of its sockets is readable (or its deadline passed): the hub polls the sockets of every waiting agent
-at once, without blocking between two agents' turns and blocking only when no agent can run. The agents'
-code is the same; they give way at the same points as with turns (turn.py), in the same order.
+one of its sockets is readable, a mate of the same hub handed it a message (ring), or its deadline passed:
+the hub polls the sockets of every waiting agent at once, without blocking between two agents' turns and
+blocking only when no agent can run. The agents' code is the same; they give way at the same points as with
+turns (turn.py), in the same order.
 """
 
 from __future__ import annotations
