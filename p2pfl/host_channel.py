@@ -1,9 +1,9 @@
 """Messages between agent processes of one host over Unix sockets, past ZeroMQ's I/O threads.
 
 Through ZeroMQ, every message between two packed workers wakes the sender's I/O thread (to encrypt it and write it
-to TCP) and the receiver's (to read and decrypt it), on a box whose cores the agents already keep busy: the
-sender's send took 130 µs of wall time for a 300-byte header and slot descriptor (8-agent ring, 2 cores), and the
-two I/O threads about 70 µs of CPU each. Here a same-host neighbour's messages (a slot descriptor with its header,
+to TCP) and the receiver's (to read and decrypt it), on a box whose cores the agents already keep busy: on the
+8-agent ring those threads took 78 µs of CPU per agent and round, and 2 with this channel (`python
+benchmarks/round_cpu.py --scheduler zmq-headers`, against `--scheduler greenlets`). Here a same-host neighbour's messages (a slot descriptor with its header,
 shared_slots.py, or a small message whole) go as one SOCK_SEQPACKET message each: one system call to send, one to
 receive, no thread in between, in order, as over one socket.
 

@@ -17,9 +17,8 @@ from p2pfl.errors import WireError
 from p2pfl.host_channel import (CHANNEL_MAX_BYTES, ChannelInbox, ChannelSender, inbox_path, pack_prefix,
                                 sender_path, unpack)
 from p2pfl.shared_slots import MIN_BYTES
-from p2pfl.transport import ZmqExchange
 from p2pfl.wire import encode
-from tests.conftest import free_ports
+from tests.test_shared_slots import exchange_pair, run_rounds
 
 
 @pytest.fixture
@@ -29,6 +28,20 @@ def folder(monkeypatch):
     monkeypatch.setattr(host_channel, "RETRY_SECONDS", 0.0)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def opened(folder):
+    """Channel ends, sockets: whatever a test opens through it is closed afterwards, whatever fails."""
+    ends = []
+
+    def open_(end):
+        ends.append(end)
+        return end
+
+    yield open_
+    for end in ends:
+        end.close()
 
 
 def received(inbox: ChannelInbox, want: int) -> list:
@@ -61,66 +74,49 @@ def test_messages_arrive_whole_in_order_and_named_by_their_sender(folder):
     assert not os.listdir(folder)  # both ends removed their socket files
 
 
-def test_with_nobody_listening_the_sender_says_no_and_connects_once_someone_does(folder):
-    sender = ChannelSender(folder, 0, 1)
+def test_with_nobody_listening_the_sender_says_no_and_connects_once_someone_does(folder, opened):
+    sender = opened(ChannelSender(folder, 0, 1))
     assert not sender.send([b"header"])  # the caller sends it over ZeroMQ instead
-    inbox = ChannelInbox(folder, 1, senders=[0])
-    try:
-        assert sender.send([b"header"])
-        assert received(inbox, 1) == [(b"0", [b"header"])]
-    finally:
-        sender.close()
-        inbox.close()
+    inbox = opened(ChannelInbox(folder, 1, senders=[0]))
+    assert sender.send([b"header"])
+    assert received(inbox, 1) == [(b"0", [b"header"])]
 
 
-def test_a_message_too_large_for_the_channel_is_refused_and_the_link_stays_up(folder):
-    inbox = ChannelInbox(folder, 1, senders=[0])
-    sender = ChannelSender(folder, 0, 1)
-    try:
-        assert not sender.send([b"header", bytes(CHANNEL_MAX_BYTES)])
-        assert sender.send([b"header", bytes(1000)])
-        assert received(inbox, 1) == [(b"0", [b"header", bytes(1000)])]
-    finally:
-        sender.close()
-        inbox.close()
+def test_a_message_too_large_for_the_channel_is_refused_and_the_link_stays_up(folder, opened):
+    inbox = opened(ChannelInbox(folder, 1, senders=[0]))
+    sender = opened(ChannelSender(folder, 0, 1))
+    assert not sender.send([b"header", bytes(CHANNEL_MAX_BYTES)])
+    assert sender.send([b"header", bytes(1000)])
+    assert received(inbox, 1) == [(b"0", [b"header", bytes(1000)])]
 
 
-def test_a_receiver_that_ends_is_replaced_and_its_successor_gets_the_later_messages(folder):
-    inbox = ChannelInbox(folder, 1, senders=[0])
-    sender = ChannelSender(folder, 0, 1)
-    try:
-        assert sender.send([b"first"])
-        assert received(inbox, 1) == [(b"0", [b"first"])]
-        inbox.close()
-        assert not sender.send([b"lost with the receiver"])  # gone: over ZeroMQ, which queues it for a successor
-        inbox = ChannelInbox(folder, 1, senders=[0])
-        assert sender.send([b"second"])
-        assert received(inbox, 1) == [(b"0", [b"second"])]
-    finally:
-        sender.close()
-        inbox.close()
+def test_a_receiver_that_ends_is_replaced_and_its_successor_gets_the_later_messages(folder, opened):
+    inbox = opened(ChannelInbox(folder, 1, senders=[0]))
+    sender = opened(ChannelSender(folder, 0, 1))
+    assert sender.send([b"first"])
+    assert received(inbox, 1) == [(b"0", [b"first"])]
+    inbox.close()
+    assert not sender.send([b"lost with the receiver"])  # gone: over ZeroMQ, which queues it for a successor
+    successor = opened(ChannelInbox(folder, 1, senders=[0]))
+    assert sender.send([b"second"])
+    assert received(successor, 1) == [(b"0", [b"second"])]
 
 
-def test_a_connection_under_another_name_is_refused(folder):
-    inbox = ChannelInbox(folder, 1, senders=[0])
+def test_a_connection_under_another_name_is_refused(folder, opened):
+    inbox = opened(ChannelInbox(folder, 1, senders=[0]))
     intruders = []
-    try:
-        for name in (None, str(folder / "7-1.tx"), str(folder / "0-2.tx")):  # unnamed, not a neighbour, not for us
-            intruder = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            if name:
-                intruder.bind(name)
-            intruder.connect(str(inbox_path(folder, 1)))
-            intruder.send(pack_prefix([b"forged"]) + b"forged")
-            intruders.append(intruder)
-        assert inbox.accept() == [] and not inbox.links
-        with pytest.raises(OSError):  # the receiver closed each of them
-            for intruder in intruders:
-                for _ in range(100):
-                    intruder.send(pack_prefix([b"x"]) + b"x")
-    finally:
-        for intruder in intruders:
-            intruder.close()
-        inbox.close()
+    for name in (None, str(folder / "7-1.tx"), str(folder / "0-2.tx")):  # unnamed, not a neighbour, not for us
+        intruder = opened(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+        if name:
+            intruder.bind(name)
+        intruder.connect(str(inbox_path(folder, 1)))
+        intruder.send(pack_prefix([b"forged"]) + b"forged")
+        intruders.append(intruder)
+    assert inbox.accept() == [] and not inbox.links
+    for intruder in intruders:
+        with pytest.raises(OSError):  # the receiver closed it: a send fails long before its queue could fill
+            for _ in range(100):
+                intruder.send(pack_prefix([b"x"]) + b"x")
 
 
 def test_message_and_frame_lengths_must_add_up():
@@ -148,28 +144,11 @@ def shm_root(folder, monkeypatch):
     return folder
 
 
-def exchanges(shared_memory=True):
-    ports = free_ports(2)
-    addr = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
-    return [ZmqExchange(i, addr[i], {1 - i: addr[1 - i]}, "run", round_timeout=5.0, shared_memory=shared_memory)
-            for i in range(2)]
-
-
-def rounds(a, b, count, make):
-    got_b = []
-    thread = threading.Thread(target=lambda: got_b.extend(b.exchange(r, "params", {0: make(1, r)})[0]["x"].clone()
-                                                          for r in range(count)))
-    thread.start()
-    got_a = [a.exchange(r, "params", {1: make(0, r)})[1]["x"].clone() for r in range(count)]
-    thread.join(20)
-    return got_a, got_b
-
-
 @pytest.mark.parametrize("size", [5, MIN_BYTES])  # whole in the channel; the tensors in a slot, the rest in the channel
 def test_neighbours_on_one_host_send_every_message_through_the_channel(shm_root, size):
-    a, b = exchanges()
+    a, b, _ = exchange_pair(shm_root)
     try:
-        got_a, got_b = rounds(a, b, 8, lambda agent, r: {"x": torch.full((size,), float(10 * agent + r))})
+        got_a, got_b = run_rounds(a, b, 8, lambda agent, r: {"x": torch.full((size,), float(10 * agent + r))})
     finally:
         a.close()
         b.close()
@@ -180,11 +159,11 @@ def test_neighbours_on_one_host_send_every_message_through_the_channel(shm_root,
 
 
 def test_while_the_channel_cannot_take_a_message_it_goes_over_zeromq(shm_root):
-    a, b = exchanges()
+    a, b, _ = exchange_pair(shm_root)
     try:
         a._channels[1]._disconnect()  # as if b had stopped listening: a's messages must still arrive
         a._channels[1].target = str(shm_root / "nobody.rx")
-        got_a, got_b = rounds(a, b, 4, lambda agent, r: {"x": torch.full((MIN_BYTES,), float(10 * agent + r))})
+        got_a, got_b = run_rounds(a, b, 4, lambda agent, r: {"x": torch.full((MIN_BYTES,), float(10 * agent + r))})
     finally:
         a.close()
         b.close()
@@ -193,7 +172,7 @@ def test_while_the_channel_cannot_take_a_message_it_goes_over_zeromq(shm_root):
 
 
 def test_a_malformed_channel_message_from_a_neighbour_is_dropped_and_the_next_one_taken(shm_root):
-    a, b = exchanges()
+    a, b, _ = exchange_pair(shm_root)
     forger = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         forger.bind(str(sender_path(shm_root / f"p2pfl-{os.geteuid()}-run", 1, 0)))  # b's name, as b's process could

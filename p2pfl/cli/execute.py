@@ -95,7 +95,6 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
                 run_simulation(setup, run_dir)
         else:
             from p2pfl.agents.launcher import launch_local
-
             from p2pfl.shared_slots import remove_folder
 
             try:
