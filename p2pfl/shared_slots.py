@@ -97,7 +97,6 @@ class SlotWriter:
         self._generation = 0
         self._sends = 0
         self._filled_at = [0] * slots  # self._sends when each slot was last filled
-        self._next = 0
         self._read_once = False  # seen a slot we filled freed: the receiver reads this file
         self.disabled = False
 
@@ -137,8 +136,11 @@ class SlotWriter:
             self._filled_at[slot] = 0  # freed by us, not read: no sign that the receiver reads this file
 
     def _free_slot(self) -> int | None:
-        for step in range(self.slots):
-            slot = (self._next + step) % self.slots
+        """The first free slot, not the next in turn: a receiver that keeps pace frees a slot within a round or
+        two, so a link writes and reads the same one or two slots (247 KB each with LeNet-5) over and over,
+        still in the caches, where taking the slots in turn cycled through all SLOTS of them: 1 MB per link,
+        16 MB of the caches for the cross-worker links of a 16-agent torus."""
+        for slot in range(self.slots):
             free = self._map[_slot_base(slot, self._capacity)] == 0
             self._read_once = self._read_once or (free and self._filled_at[slot] > 0)
             if free or self._sends - self._filled_at[slot] > RECLAIM_AFTER:
@@ -148,7 +150,6 @@ class SlotWriter:
                                 "on this host with separate /dev/shm, containers? network.shared_memory: "
                                 "false spares their first messages)", self.path)
                     return None
-                self._next = (slot + 1) % self.slots
                 return slot
         return None
 

@@ -72,6 +72,28 @@ def test_a_receiver_behind_sends_the_rest_over_the_socket_until_it_reads(link):
         assert value == descriptors.index(descriptor)
 
 
+def test_a_receiver_that_keeps_pace_is_sent_through_the_same_slots_over_and_over(link):
+    """The first free slot, not the next in turn: a link's writes stay in the memory the caches already hold."""
+    writer, reader = link
+
+    def slot(descriptor: bytes) -> int:
+        return shared_slots.DESCRIPTOR.unpack_from(descriptor)[1]
+
+    used = set()
+    for i in range(3 * SLOTS):  # each message read before the next is sent
+        descriptor = writer.put(frames_of(big(i)))
+        used.add(slot(descriptor))
+        assert torch.frombuffer(reader.take(descriptor)[0], dtype=torch.float32)[0] == i
+    assert used == {0}
+    waiting, used = writer.put(frames_of(big(0.0))), set()
+    for i in range(1, 3 * SLOTS):  # a receiver one message behind: two slots in turn
+        descriptor = writer.put(frames_of(big(i)))
+        used.add(slot(descriptor))
+        assert torch.frombuffer(reader.take(waiting)[0], dtype=torch.float32)[0] == i - 1
+        waiting = descriptor
+    assert used == {0, 1}
+
+
 def test_a_slot_never_read_is_taken_back_and_its_late_reader_drops_it(link):
     writer, reader = link
     reader.take(writer.put(frames_of(big(0.0))))  # a receiver that reads this file, then falls behind
