@@ -25,18 +25,24 @@ simulated runs sit side by side. With `--repeats K` each pair runs K times, alte
 goes first: this machine's s/round moves by 10-20% between identical runs, so the table shows the median
 s/round of each and the median of the K pairwise ratios, with their range. Before each run a LeNet-5 step
 is timed on one core in this process (`machine_step_ms`, with `started_utc`, in the JSON; their medians
-under the table): how fast the machine itself was then.
+under the table): how fast the machine itself was then. With `--slice S` the two runs of a pair share the
+same minutes instead: both are started (each alone, so its start-up is its own), then each runs alone for S
+seconds in turn while the other stands stopped (SIGSTOP to its process group), until both end; the time a run
+stood stopped is taken out of the round each of its agents was in (`gaps` in the JSON), so its s/round is its
+own pace, and whatever the machine does meanwhile falls on gossip and floor alike.
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
-                               [--repeats 3]
+                               [--repeats 3] [--slice 1]
     python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -134,41 +140,79 @@ def rows_of(run_dir: Path, agents: int) -> list[list[dict]]:
             for a in range(agents)]
 
 
-def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str = 1) -> dict:
-    marker = uuid.uuid4().hex
-    with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
-        run_dir = Path(tmp) / "run"
-        command = [sys.executable, "-m", "p2pfl.cli", "run", str(ROOT / "examples" / "ring16.yaml"),
-                   "--agents", str(agents), "--topology", topology, "--rounds", str(args.rounds), "--out", str(run_dir),
-                   "--set", f"algorithm={algorithm}", "--set", f"model={args.model}", "--set", f"data.name={args.data}",
-                   "--set", "eval_every=0", "--set", f"network.base_port={port}", "--set", "optim.batch_size=32",
-                   "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
-                   "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
-                   *ENGINE_FLAGS.get(str(per_process), ["--set", f"network.agents_per_process={per_process}"])]
-        env = {**os.environ, MARKER: marker, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+class Launch:
+    """One `p2pfl run` of the benchmark's settings, started, watched, read back."""
+
+    def __init__(self, args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str,
+                 folder: Path, own_group: bool = False):
+        """`own_group`: the run in a process group of its own (its agents are forked from its forkserver, so
+        they are in it too), which a time-sliced pair stops and continues as a whole."""
+        self.agents, self.topology, self.algorithm, self.per_process = agents, topology, algorithm, per_process
+        self.marker, self.run_dir, self.own_group = uuid.uuid4().hex, folder / "run", own_group
+        self.command = [sys.executable, "-m", "p2pfl.cli", "run", str(ROOT / "examples" / "ring16.yaml"),
+                        "--agents", str(agents), "--topology", topology, "--rounds", str(args.rounds),
+                        "--out", str(self.run_dir), "--set", f"algorithm={algorithm}", "--set", f"model={args.model}",
+                        "--set", f"data.name={args.data}", "--set", "eval_every=0", "--set", f"network.base_port={port}",
+                        "--set", "optim.batch_size=32",
+                        "--set", "optim.lr=0.02",  # timing only: a local-only LeNet-5 at lr 0.1 diverged at 64 agents
+                        "--set", "data.partition=dirichlet", "--set", "data.alpha=0.1",
+                        *ENGINE_FLAGS.get(str(per_process), ["--set", f"network.agents_per_process={per_process}"])]
+        self.stderr = folder / "stderr.txt"
+        self.launcher: subprocess.Popen | None = None
+        self.watcher: Watcher | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, MARKER: self.marker,
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         started = time.perf_counter()
-        launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    cwd=ROOT)
-        watcher = Watcher(run_dir, agents, marker, started, launcher.pid if per_process == "in-process" else None)
-        watcher.start()
+        # Output to a file, not a pipe: a stopped reader would fill the pipe and block the run.
+        with open(self.stderr, "w") as stderr:
+            self.launcher = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                             cwd=ROOT, start_new_session=self.own_group)
+        self.watcher = Watcher(self.run_dir, self.agents, self.marker, started,
+                               self.launcher.pid if self.per_process == "in-process" else None)
+        self.watcher.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the run has ended."""
         try:
-            _, stderr = launcher.communicate()
-        finally:
-            launcher.kill()
-            watcher.done.set()
-            watcher.join()
-        if launcher.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({launcher.returncode}):\n{stderr[-2000:]}")
-        rows = rows_of(run_dir, agents)
+            self.launcher.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self) -> None:
+        if self.own_group:
+            for signal_ in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(self.launcher.pid, signal_)
+                except ProcessLookupError:
+                    pass
+        self.launcher.kill()
+        self.watcher.done.set()
+        self.watcher.join()
+
+    def result(self, gaps: list[tuple[list[int], float]] = ()) -> dict:
+        """What the run measured; `gaps`: the stops of a time-sliced run, taken out of the rounds they fell in."""
+        if self.launcher.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.command)} failed ({self.launcher.returncode}):\n"
+                               f"{self.stderr.read_text()[-2000:]}")
+        rows = remove_gaps(rows_of(self.run_dir, self.agents), gaps)
+        return {**summary(self, rows), "gaps": [[positions, seconds] for positions, seconds in gaps]}
+
+
+def summary(launch: Launch, rows: list[list[dict]]) -> dict:
     rounds = min(len(r) for r in rows)
     skip, tenth = rounds // 10, max(1, rounds // 10)
 
     def mean_seconds(lo: int, hi: int) -> float:
         return statistics.mean(statistics.mean(r["seconds"] for r in agent_rows[lo:hi]) for agent_rows in rows)
 
+    watcher = launch.watcher
     rss = sorted(watcher.peak_rss.values())
-    return {"agents": agents, "topology": topology, "algorithm": algorithm, "agents_per_process": per_process,
-            "processes": len(rss), "rounds": rounds,
+    agents = launch.agents
+    return {"agents": agents, "topology": launch.topology, "algorithm": launch.algorithm,
+            "agents_per_process": launch.per_process, "processes": len(rss), "rounds": rounds,
             "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds - tenth),
             "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
@@ -177,6 +221,132 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
             "peak_rss_mb_per_agent": sum(rss) / 1024 / agents if rss else None,
             "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss),
             "round_means": [mean_seconds(r, r + 1) for r in range(rounds)]}
+
+
+def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str = 1) -> dict:
+    with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
+        launch = Launch(args, agents, topology, algorithm, port, per_process, Path(tmp))
+        launch.start()
+        try:
+            launch.wait()
+        finally:
+            launch.kill()
+        return launch.result()
+
+
+def remove_gaps(rows: list[list[dict]], gaps: list[tuple[list[int], float]]) -> list[list[dict]]:
+    """Each agent's rows with every stop taken out of the round it fell in. A gap is (the round each agent was
+    in when stopped, as its count of written rows, and the seconds it stayed stopped). A round that holds a
+    gap lasted longer than it; one that did not (the stop came between the round's clock and its row, or
+    after its last round) is left as it is."""
+    rows = [[dict(row) for row in agent_rows] for agent_rows in rows]
+    for positions, seconds in gaps:
+        for agent_rows, at in zip(rows, positions):
+            if at < len(agent_rows) and agent_rows[at]["seconds"] > seconds:
+                agent_rows[at]["seconds"] -= seconds
+    return rows
+
+
+def written_rows(run_dir: Path, agents: int) -> list[int]:
+    """Rows each agent has written so far (a stopped run's rows are complete lines: each is flushed whole)."""
+    counts = []
+    for agent in range(agents):
+        try:
+            counts.append((run_dir / "agents" / f"{agent:03d}" / "metrics.jsonl").read_bytes().count(b"\n"))
+        except FileNotFoundError:
+            counts.append(0)
+    return counts
+
+
+def group_members(group: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == group and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def stop(launch: Launch) -> None:
+    """SIGSTOP to the run's whole process group, returning once every thread of every member has stopped: a
+    process's main thread shows stopped before its other threads (where packed agents run) have taken the
+    signal, and a gap counted from then would be longer than the stop the agents saw."""
+    try:
+        os.killpg(launch.launcher.pid, signal.SIGSTOP)
+    except ProcessLookupError:  # it has just ended
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(state in "tTZX" for state in thread_states(group_members(launch.launcher.pid))):
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"run {launch.run_dir} did not stop within 5 s")
+
+
+def thread_states(pids: list[int]) -> list[str]:
+    states = []
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            states.append(stat[stat.rindex(")") + 2])
+    return states
+
+
+def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip_first: bool) -> list[dict]:
+    """A gossip run and its floor over the same minutes: both started, then each runs alone for `--slice`
+    seconds in turn while the other is stopped (SIGSTOP to its process group), until both end. Whatever the
+    machine does meanwhile (this one's pace moves 10-20% within minutes) falls on both alike. The time a run
+    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace."""
+    algorithms = ("dsgdm-n", "local") if gossip_first else ("local", "dsgdm-n")
+    with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
+        launches: list[Launch] = []
+        checks, gaps, stopped_at = {}, {a: [] for a in algorithms}, {}
+        try:
+            for index, algorithm in enumerate(algorithms):
+                checks[algorithm] = (machine_step_ms(), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                folder = Path(tmp) / algorithm
+                folder.mkdir()
+                launch = Launch(args, agents, topology, algorithm, args.base_port + 1000 * index, per_process, folder,
+                                own_group=True)
+                launch.start()
+                launches.append(launch)
+                while launch.watcher.startup is None:  # its start-up is its own: the other run is stopped meanwhile
+                    if launch.wait(0.05):
+                        raise RuntimeError(f"{' '.join(launch.command)} ended before its agents started:\n"
+                                           f"{launch.stderr.read_text()[-2000:]}")
+                stop(launch)
+                stopped_at[algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
+            for turn in itertools.count():
+                launch, other = launches[turn % 2], launches[(turn + 1) % 2]
+                if launch.launcher.poll() is not None:
+                    if other.launcher.poll() is not None:
+                        break
+                    continue
+                since, positions = stopped_at[launch.algorithm]
+                os.killpg(launch.launcher.pid, signal.SIGCONT)
+                gaps[launch.algorithm].append((positions, time.monotonic() - since))
+                if other.launcher.poll() is not None:  # the other has ended: this one runs on to its end
+                    launch.wait()
+                elif not launch.wait(args.slice):
+                    stop(launch)
+                    stopped_at[launch.algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
+        finally:
+            for launch in launches:
+                launch.kill()
+        return [{**launch.result(gaps[launch.algorithm]), "machine_step_ms": checks[launch.algorithm][0],
+                 "started_utc": checks[launch.algorithm][1], "slice_s": args.slice} for launch in launches]
 
 
 def machine_step_ms(steps: int = 40) -> float:
@@ -278,6 +448,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "--simulate, in-process: --in-process)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each gossip/floor pair this many times, alternating which goes first")
+    parser.add_argument("--slice", type=float, default=0.0,
+                        help="seconds: run each gossip/floor pair at once, each alone for this long in turn while the "
+                             "other is stopped, so both see the same minutes of the machine (0: one after the other)")
     parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -287,12 +460,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for topology in args.topologies.split(","):
             for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
                 for repeat in range(args.repeats):
+                    if args.slice > 0:
+                        for result in sliced_pair(args, size, topology, per_process, gossip_first=repeat % 2 == 0):
+                            result["repeat"] = repeat
+                            print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps")}), flush=True)
+                            results.append(result)
+                        continue
                     for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
                         check = machine_step_ms()
                         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
                         result = {**run_once(args, size, topology, algorithm, args.base_port, per_process),
                                   "repeat": repeat, "started_utc": started, "machine_step_ms": check}
-                        print(json.dumps({k: v for k, v in result.items() if k != "round_means"}), flush=True)
+                        print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps")}), flush=True)
                         results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)

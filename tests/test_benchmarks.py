@@ -69,6 +69,33 @@ def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc
     assert "| 3 | ring |" in table and "PSS total MB" in table and "A LeNet-5 step on one core" in table
 
 
+def test_scale_time_sliced_pair_runs_both_at_once_and_takes_each_stop_out_of_its_round(tmp_path, no_leaked_agents):
+    results = load("scale").main(["--quick", "--slice", "0.01", "--results", str(tmp_path),
+                                  "--base-port", str(free_ports(1)[0])])
+    gossip, floor = results
+    assert (gossip["algorithm"], floor["algorithm"]) == ("dsgdm-n", "local")
+    for r in results:
+        assert r["rounds"] == 12 and r["agents_seen"] == 3 and r["slice_s"] == 0.01
+        assert r["gaps"] and all(len(positions) == 3 and seconds > 0 for positions, seconds in r["gaps"])
+    # The gossip run stood stopped from before the floor was launched until after its agents had all started.
+    assert gossip["gaps"][0][1] > floor["startup_s"]
+    assert "| 3 | ring |" in (tmp_path / "scale_quick.md").read_text()
+
+
+def test_scale_remove_gaps_takes_a_stop_out_of_the_round_that_held_it_and_only_there():
+    def rows(*seconds):
+        return [{"round": r, "seconds": s} for r, s in enumerate(seconds)]
+
+    measured = [rows(0.01, 1.02, 0.01, 0.01), rows(0.01, 0.01, 1.03, 0.01), rows(0.01, 0.01, 0.01, 0.3)]
+    # agent 0 stopped in round 1, agent 1 in round 2; agent 2 in round 3, which lasted less than the stop (it was
+    # stopped after the round's clock, before its row); then a stop after every agent's last round
+    gaps = [([1, 2, 3], 1.0), ([4, 4, 4], 2.0)]
+    adjusted = load("scale").remove_gaps(measured, gaps)
+    assert [[round(r["seconds"], 6) for r in agent] for agent in adjusted] == [
+        [0.01, 0.02, 0.01, 0.01], [0.01, 0.01, 0.03, 0.01], [0.01, 0.01, 0.01, 0.3]]
+    assert measured[0][1]["seconds"] == 1.02  # the rows read are left as they were
+
+
 def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_range():
     def run(algorithm: str, seconds: float, repeat: int) -> dict:
         return {"agents": 8, "topology": "ring", "algorithm": algorithm, "agents_per_process": 0, "processes": 2,
