@@ -7,7 +7,9 @@ For each size and topology, two runs of the same agent processes side by side: D
   start-up transient and the end-of-run evaluations: a packed agent evaluates the whole test set beside
   its mates' last rounds, 128 evaluations per worker at 256 agents), and first vs last 10% (flat or
   not); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
-  holds every round's mean, for any other cut;
+  holds every round's mean, for any other cut, and the ratio of median rounds (the median of those means
+  over the same rounds, gossip over floor) is the pace without the rare rounds a stall of the machine
+  stretched, which land in one run of a pair and not the other;
 - bytes sent per agent per round;
 - memory of the agent processes (named p2pfl-agent-N, or p2pfl-agent-wK for a worker hosting several
   agents, carrying this benchmark's marker): peak RSS (VmHWM) per process, the processes' peak RSS summed
@@ -215,6 +217,8 @@ def summary(launch: Launch, rows: list[list[dict]]) -> dict:
             "agents_per_process": launch.per_process, "processes": len(rss), "rounds": rounds,
             "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds - tenth),
             "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
+            # The pace without the rare slow rounds (a stall of the machine lands in one run of a pair, not both):
+            "median_round_s": statistics.median(mean_seconds(r, r + 1) for r in range(skip, rounds - tenth)),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
             "peak_rss_mb_max": rss[-1] / 1024 if rss else None,
             "peak_rss_mb_median": statistics.median(rss) / 1024 if rss else None,
@@ -396,9 +400,10 @@ def per_agent_rss(result: dict) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["| agents | topology | agents/process (processes) | start-up s | s/round | floor s/round | ratio | "
+             "ratio of median rounds | "
              "first / last 10% | bytes/agent/round | peak RSS/process MB (median, max) | peak RSS/agent MB | PSS total MB | "
              "PSS/agent MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def key(r: dict) -> tuple:
         return r["agents"], r["topology"], r.get("agents_per_process", 1)
@@ -413,19 +418,25 @@ def table(results: list[dict]) -> str:
                 continue
             r = gossip[0] if len(gossip) == 1 else middle_run(gossip)
             floor = statistics.median(f["s_per_round"] for f in floors) if floors else float("nan")
-            ratios = [g["s_per_round"] / f["s_per_round"] for g, f in zip(gossip, floors)]
-            ratio = "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
-                f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
+            ratio = median_ratio([g["s_per_round"] for g in gossip], [f["s_per_round"] for f in floors])
+            medians = median_ratio([g.get("median_round_s") for g in gossip], [f.get("median_round_s") for f in floors])
             per = r.get("agents_per_process", 1)
             shown = {0: "auto", "sim": "simulate", "threads": "auto, threads", "greenlets": "auto, greenlets",
                      "sockets": "auto, no shared memory"}.get(per, per)
             lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                          f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
-                         f"{floor:.4f} | {ratio} | "
+                         f"{floor:.4f} | {ratio} | {medians} | "
                          f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
                          f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {per_agent_rss(r)} | "
                          f"{r['pss_total_mb']:,.0f} | {r['pss_total_mb'] / r['agents']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def median_ratio(gossip: list[float | None], floors: list[float | None]) -> str:
+    """The median of the pairwise ratios with their range; '-' without pairs (or from older result files)."""
+    ratios = [g / f for g, f in zip(gossip, floors) if g is not None and f is not None]
+    return "-" if not ratios else f"{statistics.median(ratios):.2f}" + (
+        f" ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)" if len(ratios) > 1 else "")
 
 
 def middle_run(runs: list[dict]) -> dict:

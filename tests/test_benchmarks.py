@@ -97,21 +97,23 @@ def test_scale_remove_gaps_takes_a_stop_out_of_the_round_that_held_it_and_only_t
 
 
 def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_range():
-    def run(algorithm: str, seconds: float, repeat: int) -> dict:
+    def run(algorithm: str, seconds: float, repeat: int, median: float | None = None) -> dict:
         return {"agents": 8, "topology": "ring", "algorithm": algorithm, "agents_per_process": 0, "processes": 2,
                 "startup_s": 2.0 + repeat, "s_per_round": seconds, "first_tenth_s": seconds, "last_tenth_s": seconds,
                 "bytes_per_round": 0, "peak_rss_mb_median": 400, "peak_rss_mb_max": 420, "peak_rss_mb_per_agent": 105,
-                "pss_total_mb": 600, "repeat": repeat}
+                "pss_total_mb": 600, "repeat": repeat, "median_round_s": median}
 
-    # pairs (gossip, floor): 0.022/0.020 = 1.10, 0.030/0.020 = 1.50, 0.021/0.0175 = 1.20
-    results = [run("dsgdm-n", 0.022, 0), run("local", 0.020, 0), run("local", 0.020, 1), run("dsgdm-n", 0.030, 1),
-               run("dsgdm-n", 0.021, 2), run("local", 0.0175, 2)]
+    # pairs (gossip, floor): 0.022/0.020 = 1.10, 0.030/0.020 = 1.50, 0.021/0.0175 = 1.20; of their median rounds
+    # 0.011/0.010 = 1.10, 0.024/0.020 = 1.20, and the third pair from a file without them
+    results = [run("dsgdm-n", 0.022, 0, 0.011), run("local", 0.020, 0, 0.010), run("local", 0.020, 1, 0.020),
+               run("dsgdm-n", 0.030, 1, 0.024), run("dsgdm-n", 0.021, 2), run("local", 0.0175, 2)]
     row = [line for line in load("scale").table(results).splitlines() if line.startswith("| 8 |")]
     assert len(row) == 1
     cells = [cell.strip() for cell in row[0].split("|")[1:-1]]
     assert cells[2] == "auto (2)" and cells[3] == "2.0"  # the median gossip run's start-up: repeat 0's
     assert cells[4] == "0.0220" and cells[5] == "0.0200"  # median s/round of each
     assert cells[6] == "1.20 (1.10-1.50, 3 pairs)"
+    assert cells[7] == "1.15 (1.10-1.20, 2 pairs)"
 
 
 def test_scale_machine_line_sets_the_checks_before_gossip_runs_apart_from_those_before_floors():
