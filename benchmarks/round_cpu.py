@@ -17,6 +17,7 @@ alternately.
 
     python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3] [--scheduler greenlets]
     python benchmarks/round_cpu.py --scheduler zmq-headers   # the same, messages between the workers over ZeroMQ
+    python benchmarks/round_cpu.py --slice 1   # each pair over the same minutes, time-sliced (scale.py --slice)
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ if _path:
             return
         if "start" in _io_at and "end" in _io_at:
             _totals["ZeroMQ I/O threads"] = max(0.0, _io_at["end"] - _io_at["start"])
-        with open(os.path.join(_path, f"{os.getpid()}.json"), "w") as sink:
+        # Named by the run (scale.py's marker): two runs of a time-sliced pair write into the same folder.
+        run = os.environ.get("P2PFL_SCALE_BENCH", "run")
+        with open(os.path.join(_path, f"{run}-{os.getpid()}.json"), "w") as sink:
             json.dump({"seconds": _totals, "calls": _calls}, sink)
 
     _exit = os._exit
@@ -153,10 +156,11 @@ if _path:
 '''
 
 
-def per_agent_round(folder: Path) -> dict[str, float]:
-    """Microseconds of CPU per agent and round, each phase summed over the run's processes."""
+def per_agent_round(folder: Path, marker: str = "*") -> dict[str, float]:
+    """Microseconds of CPU per agent and round, each phase summed over the run's processes (those of the run
+    with scale.py's `marker`)."""
     seconds, calls = {}, 0
-    for path in folder.glob("*.json"):
+    for path in folder.glob(f"{marker}-*.json"):
         data = json.loads(path.read_text())
         for phase, value in data["seconds"].items():
             seconds[phase] = seconds.get(phase, 0.0) + value
@@ -164,7 +168,9 @@ def per_agent_round(folder: Path) -> dict[str, float]:
     return {phase: seconds.get(phase, 0.0) / calls * 1e6 for phase in PHASES} if calls else {}
 
 
-def run(args, algorithm: str, port: int) -> dict:
+def run(args, algorithm: str | None, port: int, gossip_first: bool = True) -> list[dict]:
+    """One run of `algorithm`, or with `algorithm` None a time-sliced pair (scale.py --slice): the agents' CPU
+    clocks stand still while their run is stopped, so the phases need no correction, only the s/round does."""
     with tempfile.TemporaryDirectory(prefix="p2pfl-round-cpu-") as tmp:
         hooks, out = Path(tmp) / "hooks", Path(tmp) / "out"
         hooks.mkdir()
@@ -174,12 +180,15 @@ def run(args, algorithm: str, port: int) -> dict:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(hooks), saved["PYTHONPATH"])))
         os.environ[OUT] = str(out)
         try:
-            result = scale.run_once(args, args.agents, args.topology, algorithm, port, args.scheduler)
+            if algorithm is None:
+                results = scale.sliced_pair(args, args.agents, args.topology, args.scheduler, gossip_first)
+            else:
+                results = [scale.run_once(args, args.agents, args.topology, algorithm, port, args.scheduler)]
         finally:
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        return {"algorithm": algorithm, "scheduler": args.scheduler, "s_per_round": result["s_per_round"],
-                "cpu_us": per_agent_round(out)}
+        return [{"algorithm": result["algorithm"], "scheduler": args.scheduler, "s_per_round": result["s_per_round"],
+                 "cpu_us": per_agent_round(out, result["marker"])} for result in results]
 
 
 def table(runs: list[dict]) -> str:
@@ -208,12 +217,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--scheduler", choices=("greenlets", "threads", "zmq-headers"), default="greenlets",
                         help="network.scheduler of the packed workers (greenlets: the default); zmq-headers: "
                              "greenlets with every message over ZeroMQ (network.host_channel false)")
+    parser.add_argument("--slice", type=float, default=0.0,
+                        help="seconds: each gossip/floor pair time-sliced over the same minutes (scale.py --slice)")
     args = parser.parse_args(argv)
     runs = []
     for repeat in range(args.repeats):
-        for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
-            runs.append(run(args, algorithm, args.base_port))
-            print(json.dumps(runs[-1]), flush=True)
+        if args.slice > 0:
+            pair = [None]
+        else:
+            pair = ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]
+        for algorithm in pair:
+            for result in run(args, algorithm, args.base_port, gossip_first=repeat % 2 == 0):
+                runs.append(result)
+                print(json.dumps(result), flush=True)
     print(table(runs))
     return runs
 

@@ -200,7 +200,8 @@ class Launch:
             raise RuntimeError(f"{' '.join(self.command)} failed ({self.launcher.returncode}):\n"
                                f"{self.stderr.read_text()[-2000:]}")
         rows = remove_gaps(rows_of(self.run_dir, self.agents), gaps)
-        return {**summary(self, rows), "gaps": [[positions, seconds] for positions, seconds in gaps]}
+        return {**summary(self, rows), "gaps": [[positions, seconds] for positions, seconds in gaps],
+                "marker": self.marker}
 
 
 def summary(launch: Launch, rows: list[list[dict]]) -> dict:
@@ -312,7 +313,9 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
     """A gossip run and its floor over the same minutes: both started, then each runs alone for `--slice`
     seconds in turn while the other is stopped (SIGSTOP to its process group), until both end. Whatever the
     machine does meanwhile (this one's pace moves 10-20% within minutes) falls on both alike. The time a run
-    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace."""
+    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace. Whatever
+    ends this benchmark lets both runs go on and kills them, except SIGKILL: then a run may stay stopped (state
+    T in `ps -eo pid,pgid,stat,comm`, its agents named p2pfl-agent-*), until its process group is killed."""
     algorithms = ("dsgdm-n", "local") if gossip_first else ("local", "dsgdm-n")
     with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
         launches: list[Launch] = []
@@ -326,10 +329,8 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
                                 own_group=True)
                 launch.start()
                 launches.append(launch)
-                while launch.watcher.startup is None:  # its start-up is its own: the other run is stopped meanwhile
-                    if launch.wait(0.05):
-                        raise RuntimeError(f"{' '.join(launch.command)} ended before its agents started:\n"
-                                           f"{launch.stderr.read_text()[-2000:]}")
+                while launch.watcher.startup is None and not launch.wait(0.05):
+                    pass  # its start-up is its own: the other run is stopped meanwhile (a failed run: result() says)
                 stop(launch)
                 stopped_at[algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
             for turn in itertools.count():
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if args.slice > 0:
                         for result in sliced_pair(args, size, topology, per_process, gossip_first=repeat % 2 == 0):
                             result["repeat"] = repeat
-                            print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps")}), flush=True)
+                            print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps", "marker")}), flush=True)
                             results.append(result)
                         continue
                     for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
@@ -482,7 +483,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
                         result = {**run_once(args, size, topology, algorithm, args.base_port, per_process),
                                   "repeat": repeat, "started_utc": started, "machine_step_ms": check}
-                        print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps")}), flush=True)
+                        print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps", "marker")}), flush=True)
                         results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)

@@ -170,21 +170,25 @@ def test_zmq_copy_benchmark_prints_both_links_with_their_ratios(capsys):
     assert all("zero-copy / copied:" in line and float(line.split("copied: ")[1].split()[0]) > 0 for line in lines)
 
 
-@pytest.mark.parametrize("scheduler", ["greenlets", "threads"])
+@pytest.mark.parametrize("scheduler,sliced", [("greenlets", False), ("threads", False), ("zmq-headers", True)])
 def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_on_each_agents_own_clock(no_leaked_agents, capsys,
-                                                                                           scheduler):
+                                                                                           scheduler, sliced):
     """Three agents in two worker processes: the gossip run spends CPU on the exchange and the mixing, the floor
-    on neither, both on their local steps; the ZeroMQ I/O threads only carry the gossip's link between workers.
-    As greenlets, a wait switches to a mate without charging it the mate's work, and the hub's loop counts apart."""
+    on neither, both on their local steps. As greenlets, a wait switches to a mate without charging it the
+    mate's work, and the hub's loop counts apart. The ZeroMQ I/O threads carry the gossip between the workers
+    only with zmq-headers (else the Unix socket channel does, and what they do in a 12-round window, the last
+    handshakes and heartbeats, can be more in the floor than in the gossip run). Time-sliced, the two runs
+    write into one folder and each is read apart."""
     runs = load("round_cpu").main(["--agents", "3", "--rounds", "12", "--repeats", "1", "--model", "mlp",
                                    "--data", "digits", "--scheduler", scheduler,
-                                   "--base-port", str(free_ports(1)[0])])
+                                   "--base-port", str(free_ports(1)[0]), *(["--slice", "0.01"] if sliced else [])])
+    assert sorted(r["algorithm"] for r in runs) == ["dsgdm-n", "local"]
     gossip, floor = ({r["algorithm"]: r for r in runs}[kind]["cpu_us"] for kind in ("dsgdm-n", "local"))
-    assert gossip["exchange (params)"] > 0 and gossip["mix"] > 0 and gossip["ZeroMQ I/O threads"] > 0
-    assert floor["exchange (params)"] == floor["mix"] == 0 and floor["ZeroMQ I/O threads"] < gossip["ZeroMQ I/O threads"]
+    assert gossip["exchange (params)"] > 0 and gossip["mix"] > 0 and floor["exchange (params)"] == floor["mix"] == 0
+    assert gossip["ZeroMQ I/O threads"] > 0 if scheduler == "zmq-headers" else gossip["ZeroMQ I/O threads"] >= 0
     for phases in (gossip, floor):
         assert 0 < phases["local step"] < phases["step"] and phases["write into the model"] > 0
-        assert (phases["hub loop (greenlets)"] > 0) == (scheduler == "greenlets")
+        assert (phases["hub loop (greenlets)"] > 0) == (scheduler != "threads") and phases["ZeroMQ I/O threads"] >= 0
     # An agent's clock stops while its mates run: waiting for its neighbours, it is not charged a mate's whole round
     # (which would put its exchange above two local steps; it takes 0.4-0.8 of one).
     assert gossip["exchange (params)"] < 1.5 * gossip["local step"]
