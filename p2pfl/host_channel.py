@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from p2pfl import run_files
 from p2pfl.constants import MAX_TENSORS_PER_MESSAGE
 from p2pfl.errors import WireError
 from p2pfl.wire import Buffer
@@ -121,6 +122,7 @@ class ChannelSender:
             link.setblocking(False)
             _unlink(self.own)  # left by an earlier incarnation of this agent
             link.bind(self.own)
+            run_files.made(self.own)
             link.connect(self.target)
         except OSError:  # nobody listens there (yet), or its backlog is full
             link.close()
@@ -152,6 +154,7 @@ class ChannelInbox:
             self.listener.setblocking(False)
             _unlink(self.path)  # left by an earlier incarnation of this agent
             self.listener.bind(self.path)
+            run_files.made(self.path)
             self.listener.listen(len(self._names) + 8)
         except OSError:
             self.listener.close()
@@ -215,6 +218,7 @@ def _peer_uid(link: socket.socket) -> int:
 
 
 def _unlink(path: str) -> None:
+    run_files.removed(path)
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from p2pfl.constants import MAX_TENSORS_PER_MESSAGE
+from p2pfl import run_files
 from p2pfl.errors import WireError
 from p2pfl.wire import Buffer
 
@@ -170,6 +171,7 @@ class SlotWriter:
                 os.close(fd)
             FILE_HEADER.pack_into(mapped, 0, MAGIC, incarnation, self.slots, capacity)
             os.replace(temporary, self.path)
+            run_files.made(self.path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             log.warning("no shared memory slots at %s (%s): tensors go over the socket", self.path, exc)
@@ -181,6 +183,7 @@ class SlotWriter:
         return True
 
     def close(self) -> None:
+        run_files.removed(self.path)
         if self._map is not None:
             self._map.close()
             self._map = None

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Callable
 
+from p2pfl import run_files
 from p2pfl.errors import Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,6 +61,7 @@ def watch_launcher(launcher_pid: int) -> None:
         logging.getLogger("p2pfl").error("the launcher (pid %s) is gone; stopping", launcher_pid)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(LAUNCHER_GONE_GRACE_SECONDS)
+        run_files.remove_all()  # what the agents could not close in time must not stay in /dev/shm
         os._exit(143)
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
