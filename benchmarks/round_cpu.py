@@ -222,10 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     runs = []
     for repeat in range(args.repeats):
-        if args.slice > 0:
-            pair = [None]
-        else:
-            pair = ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]
+        pair = [None] if args.slice > 0 else ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]  # None: sliced
         for algorithm in pair:
             for result in run(args, algorithm, args.base_port, gossip_first=repeat % 2 == 0):
                 runs.append(result)

@@ -263,18 +263,18 @@ def written_rows(run_dir: Path, agents: int) -> list[int]:
     return counts
 
 
+def stat_fields(path: Path) -> list[str] | None:
+    """A /proc stat file's fields after the command name (state, ppid, pgrp, ...); None once it is gone."""
+    try:
+        stat = path.read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def group_members(group: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
-            if int(fields[2]) == group and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+            and (fields := stat_fields(entry / "stat")) is not None and int(fields[2]) == group and fields[0] != "Z"]
 
 
 def stop(launch: Launch) -> None:
@@ -300,12 +300,7 @@ def thread_states(pids: list[int]) -> list[str]:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
         except OSError:
             continue
-        for task in tasks:
-            try:
-                stat = (task / "stat").read_text()
-            except OSError:
-                continue
-            states.append(stat[stat.rindex(")") + 2])
+        states += [fields[0] for task in tasks if (fields := stat_fields(task / "stat")) is not None]
     return states
 
 

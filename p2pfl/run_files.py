@@ -1,9 +1,10 @@
 """The files this process made in a run's shared folder (/dev/shm/p2pfl-UID-RUNID): slot files, channel sockets.
 
-Whoever makes one removes it when it closes. An agent that cannot close (the launcher gone and the grace
-over, a worker ending with os._exit while an agent still runs) exits hard, and what it made would stay in
-memory-backed /dev/shm for good: that exit removes what this list still holds first, each file only if it
-is still the one this process made (a restarted agent of the same id may have put its own in its place).
+Whoever makes one removes it when it closes (every agent closes its exchange on the way out). An agent that
+cannot close in time (its launcher gone and the grace over: lifetime.watch_launcher) exits hard, and what it
+made would stay in memory-backed /dev/shm for good: that exit removes what this list still holds first, each
+file only if it is still the one this process made (a restarted agent of the same id may have put its own in
+its place).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ import struct
 from pathlib import Path
 from typing import Sequence
 
-from p2pfl.constants import MAX_TENSORS_PER_MESSAGE
 from p2pfl import run_files
+from p2pfl.constants import MAX_TENSORS_PER_MESSAGE
 from p2pfl.errors import WireError
 from p2pfl.wire import Buffer
 

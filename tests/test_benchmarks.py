@@ -185,10 +185,11 @@ def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_on_each_agents
     assert sorted(r["algorithm"] for r in runs) == ["dsgdm-n", "local"]
     gossip, floor = ({r["algorithm"]: r for r in runs}[kind]["cpu_us"] for kind in ("dsgdm-n", "local"))
     assert gossip["exchange (params)"] > 0 and gossip["mix"] > 0 and floor["exchange (params)"] == floor["mix"] == 0
-    assert gossip["ZeroMQ I/O threads"] > 0 if scheduler == "zmq-headers" else gossip["ZeroMQ I/O threads"] >= 0
+    if scheduler == "zmq-headers":
+        assert gossip["ZeroMQ I/O threads"] > 0
     for phases in (gossip, floor):
         assert 0 < phases["local step"] < phases["step"] and phases["write into the model"] > 0
-        assert (phases["hub loop (greenlets)"] > 0) == (scheduler != "threads") and phases["ZeroMQ I/O threads"] >= 0
+        assert (phases["hub loop (greenlets)"] > 0) == (scheduler != "threads")
     # An agent's clock stops while its mates run: waiting for its neighbours, it is not charged a mate's whole round
     # (which would put its exchange above two local steps; it takes 0.4-0.8 of one).
     assert gossip["exchange (params)"] < 1.5 * gossip["local step"]

@@ -24,7 +24,6 @@ from typing import Callable
 
 import torch
 
-from p2pfl import run_files
 from p2pfl.agents import rundir
 from p2pfl.agents.agent_logs import AgentRoutedLogs
 from p2pfl.agents.lifetime import watch_launcher
@@ -137,7 +136,6 @@ def worker_main(config_path: str, agents: list[int], worker: int, run_dir: str, 
     codes = run_packed(load_config(config_path), agents, Path(run_dir), stop, report)
     sys.stdout.flush()
     sys.stderr.flush()
-    run_files.remove_all()  # an agent that ended without closing (its thread cut short) leaves nothing in /dev/shm
     # The launcher reads each agent's code from the pipe; the worker's own only says whether all went well.
     if stop.is_set():
         os._exit(143)

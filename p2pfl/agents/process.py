@@ -16,7 +16,7 @@ from typing import Iterable
 
 import torch
 
-from p2pfl import run_files, turn
+from p2pfl import turn
 from p2pfl.agents import rundir
 from p2pfl.agents.agent import Stopped
 from p2pfl.agents.allocator import keep_freed_memory
@@ -203,5 +203,4 @@ def process_main(config_path: str, agent_id: int, run_dir: str, launcher_pid: in
         watch_launcher(launcher_pid)
     code = run_agent(load_config(config_path), agent_id, Path(run_dir))
     sys.stdout.flush()
-    run_files.remove_all()
     os._exit(code)
