@@ -156,7 +156,13 @@ class MailboxExchange:
         wanted = set(outbox if expect_from is None else expect_from)
         # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
         if expect is None:
-            expect = {peer: spec_of(outbox[peer]) for peer in wanted if peer in outbox}
+            specs: dict[int, dict[str, TensorSpec]] = {}  # one per distinct payload: gossip sends each the same
+            expect = {}
+            for peer in wanted & outbox.keys():
+                spec = specs.get(id(outbox[peer]))
+                if spec is None:
+                    spec = specs[id(outbox[peer])] = spec_of(outbox[peer])
+                expect[peer] = spec
         return self.collect(round, tag, wanted, expect=expect, timeout=timeout)
 
     def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *, frozen: bool = False) -> None:
@@ -202,6 +208,8 @@ class MailboxExchange:
         frames_of: dict[int, list[Buffer]] = {}
         handed: dict[int, Envelope] = {}
         sizes_of: dict[int, list[int]] = {}
+        copies: dict[int, int] = {}  # how many peers each payload went to
+        payloads: dict[int, TensorMap] = {}
         for peer, tensors in outbox.items():
             key = id(tensors)
             if peer in self.mates:
@@ -220,14 +228,17 @@ class MailboxExchange:
                     sizes_of.setdefault(key, [len(f) for f in frames])  # known already if a mate got it first
                 sent = self._send(peer, frames)
             if sent:
-                sizes = sizes_of[key]
-                total = sum(sizes)
-                self.stats.bytes_sent += total
-                self.stats.sent_by_tag[tag] += total
-                for name, size in zip(tensors, sizes[1:]):
-                    self.stats.sent_by_tensor[name] += size
+                copies[key] = copies.get(key, 0) + 1
+                payloads[key] = tensors
             else:
                 self.stats.send_failures[peer] += 1
+        for key, count in copies.items():  # counted once per payload, times the peers that got it
+            sizes = sizes_of[key]
+            total = sum(sizes) * count
+            self.stats.bytes_sent += total
+            self.stats.sent_by_tag[tag] += total
+            for name, size in zip(payloads[key], sizes[1:]):
+                self.stats.sent_by_tensor[name] += size * count
 
     def _handover_envelope(self, round: int, tag: str, tensors: TensorMap, nbytes: int, frozen: bool) -> Envelope:
         """What a mate gets instead of the frames: the tensors on the host, shared by every mate it goes to (they

@@ -40,6 +40,10 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 LINGER_MS = 2000  # long enough to flush the last round to live peers, short enough to exit if they died
 SEND_HWM = 64
+# Mates' hand-overs taken in a row before the sockets are looked at again, so neither can starve the other. A
+# look at the sockets is a system call (a poll) and a hand-over is taken without one: a torus agent's round,
+# three or four hand-overs, takes them all and then looks once, where alternating looked at every other one.
+HANDED_STREAK = 8
 IPC_PREFIX = "ipc://"
 
 
@@ -109,6 +113,7 @@ class ZmqExchange(MailboxExchange):
         self.mates = frozenset(links.mates & set(neighbours))
         self._handed_in = [links.queue(agent_id, peer) for peer in sorted(self.mates)]
         self._handed_out = {peer: links.queue(peer, agent_id) for peer in self.mates}
+        self._tokens = {peer: links.token(peer) for peer in self.mates}  # what each mate waits under in a hub
         self.identity = identity = str(agent_id).encode()
         self.inbox = self.context.socket(zmq.ROUTER)
         self.mate_inbox: zmq.Socket | None = None
@@ -121,7 +126,7 @@ class ZmqExchange(MailboxExchange):
         self._channel_inbox: ChannelInbox | None = None
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
-        self._mates_first = False  # alternates, so neither inbox can starve the other
+        self._handed_streak = 0  # hand-overs taken since the sockets were last looked at
         try:
             self.inbox.setsockopt(zmq.LINGER, 0)
             # A neighbour that reconnects after a cut link (its old connection never saw a FIN) must get
@@ -236,7 +241,7 @@ class ZmqExchange(MailboxExchange):
             return False
         queue.append(envelope)
         ring = turn.mate_ring()
-        if ring is not None and ring(self.links.token(peer)):  # a greenlet of this hub: woken without a system call
+        if ring is not None and ring(self._tokens[peer]):  # a greenlet of this hub: woken without a system call
             return True
         try:
             self.senders[peer].send(b"", flags=zmq.NOBLOCK)  # the doorbell
@@ -251,10 +256,10 @@ class ZmqExchange(MailboxExchange):
         return None
 
     def _receive(self, timeout: float) -> tuple[bytes, Sequence[Buffer]] | Envelope | None:
-        mates_first = self._mates_first  # alternates, so neither the mates nor the sockets can starve the other
-        self._mates_first = not mates_first
-        if mates_first and (handed := self._take_handed()) is not None:
+        if self._handed_streak < HANDED_STREAK and (handed := self._take_handed()) is not None:
+            self._handed_streak += 1  # its ring, if it came over inproc, is read at the next look at the sockets
             return handed
+        self._handed_streak = 0
         if any(self._handed_in):  # a hand-over waits (its ring already read): only look at the sockets
             timeout = 0
         wait_readable = turn.socket_wait()

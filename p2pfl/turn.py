@@ -18,9 +18,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Iterator, Protocol
 
+NOTHING = nullcontext()  # reusable: a context that does nothing, entered by every wait outside a turn
 _held = threading.local()  # the scheduler (a Turn it holds, or its Hub) of the current thread, if any
 
 
@@ -127,16 +128,12 @@ def mate_ring():
     return getattr(current(), "ring", None)
 
 
-@contextmanager
-def waiting() -> Iterator[None]:
+def waiting() -> ContextManager[None]:
     """Around a blocking wait: let another agent run meanwhile (nothing to do for a thread without a turn;
-    under a hub, only the hub's own waits give way: what runs here holds the thread)."""
+    under a hub, only the hub's own waits give way: what runs here holds the thread). The scheduler's own
+    context, not one wrapped around it: every wait of every round enters it."""
     scheduler = current()
-    if scheduler is None:
-        yield
-        return
-    with scheduler.waiting():
-        yield
+    return NOTHING if scheduler is None else scheduler.waiting()
 
 
 def sleep(seconds: float) -> None:

@@ -9,7 +9,7 @@ import torch
 import zmq
 
 from p2pfl.errors import UserError
-from p2pfl.transport import SEND_HWM, ProcessLinks, ZmqExchange
+from p2pfl.transport import HANDED_STREAK, SEND_HWM, ProcessLinks, ZmqExchange
 from p2pfl.wire import TensorSpec, encode
 from tests.conftest import free_ports
 
@@ -248,9 +248,34 @@ def test_a_hand_over_whose_ring_was_already_read_is_taken_without_waiting(three_
     b.poller.poll = lambda timeout=None: waits.append(timeout) or poll(timeout)
     rounds = []
     for _ in range(2):
-        b._mates_first = False  # the sockets first: the first call reads both rings and takes round 0
+        b._handed_streak = HANDED_STREAK  # the sockets first: the first call reads both rings and takes round 0
         rounds.append(b._receive(3.0).round)
     assert rounds == [0, 1] and waits == [0, 0]
+
+
+def test_a_socket_message_is_taken_within_a_streak_of_hand_overs_however_many_wait():
+    """Hand-overs are taken without a system call, several in a row; a message waiting in a socket must still
+    come within HANDED_STREAK of them, not after every hand-over queued (a mate far ahead queues dozens)."""
+    ports = free_ports(3)
+    links = ProcessLinks("run", mates=[0, 1])
+    mate = ZmqExchange(0, f"tcp://127.0.0.1:{ports[0]}", {1: "tcp://127.0.0.1:1"}, "run", 5.0, links=links)
+    receiver = ZmqExchange(1, f"tcp://127.0.0.1:{ports[1]}", {0: "tcp://127.0.0.1:1",
+                                                                2: f"tcp://127.0.0.1:{ports[2]}"}, "run", 5.0, links=links)
+    remote = ZmqExchange(2, f"tcp://127.0.0.1:{ports[2]}", {1: f"tcp://127.0.0.1:{ports[1]}"}, "run", 5.0)
+    try:
+        remote.send(0, "params", {1: {"x": torch.ones(2)}})
+        assert receiver.inbox.poll(5000), "the remote's message never arrived"
+        for round_ in range(3 * HANDED_STREAK):
+            mate.send(round_, "params", {1: {"x": torch.ones(2)}})
+        senders = []
+        for _ in range(HANDED_STREAK + 1):
+            item = receiver._receive(1.0)
+            senders.append(item.sender if hasattr(item, "sender") else int(item[0]))
+    finally:
+        for end in (mate, receiver, remote):
+            end.close()
+        links.close()
+    assert 2 in senders and senders.count(0) == HANDED_STREAK  # the socket's message within the streak's end
 
 
 def test_a_link_cut_while_a_closed_agent_still_flushes_does_not_stall_its_mates_links():
