@@ -163,6 +163,23 @@ def test_gossip_only_hand_over_mode_prints_copied_and_frozen_runs_and_their_rati
     assert lines[4].startswith("frozen / copied (medians of 2): ") and float(lines[4].split(": ")[1]) > 0
 
 
+def test_gossip_only_takes_a_topology_and_gossips_with_each_agents_neighbours_in_it(monkeypatch, capsys):
+    module = load("gossip_only")
+    outboxes = []
+    exchange = module.ZmqExchange.exchange
+
+    def recorded(self, round_, tag, outbox, **kwargs):
+        outboxes.append((self.agent_id, tuple(sorted(outbox))))
+        return exchange(self, round_, tag, outbox, **kwargs)
+
+    monkeypatch.setattr(module.ZmqExchange, "exchange", recorded)
+    module.main(["--agents", "9", "--rounds", "2", "--size", "100", "--hand-over", "--repeats", "1",
+                 "--topology", "torus"])
+    assert min(outboxes) == (0, (1, 2, 3, 6))  # a 3x3 torus: four neighbours each
+    assert all(len(peers) == 4 for _, peers in outboxes)
+    assert "frozen / copied" in capsys.readouterr().out
+
+
 def test_zmq_copy_benchmark_prints_both_links_with_their_ratios(capsys):
     load("zmq_copy").main(["--messages", "20", "--size", "1000"])
     lines = capsys.readouterr().out.splitlines()
