@@ -6,7 +6,7 @@ For each size and topology, two runs of the same agent processes side by side: D
 - s/round: the mean wall time of a round over agents, between the first and the last 10% of rounds (the
   start-up transient and the end-of-run evaluations: a packed agent evaluates the whole test set beside
   its mates' last rounds, 128 evaluations per worker at 256 agents), and first vs last 10% (flat or
-  not); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
+  not; their mean rounds, and their median rounds, which a stall of the machine in one of them does not move); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
   holds every round's mean, for any other cut, and the ratio of median rounds (the median of those means
   over the same rounds, gossip over floor) is the pace without the rare rounds a stall of the machine
   stretched, which land in one run of a pair and not the other;
@@ -218,6 +218,9 @@ def summary(launch: Launch, rows: list[list[dict]]) -> dict:
             "agents_per_process": launch.per_process, "processes": len(rss), "rounds": rounds,
             "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds - tenth),
             "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
+            # The same tenths without the machine's stalls, which land in one tenth and not the other:
+            "first_tenth_median_s": statistics.median(mean_seconds(r, r + 1) for r in range(tenth)),
+            "last_tenth_median_s": statistics.median(mean_seconds(r, r + 1) for r in range(rounds - tenth, rounds)),
             # The pace without the rare slow rounds (a stall of the machine lands in one run of a pair, not both):
             "median_round_s": statistics.median(mean_seconds(r, r + 1) for r in range(skip, rounds - tenth)),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
@@ -422,10 +425,18 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r['agents']} | {r['topology']} | {shown} ({r.get('processes')}) | "
                          f"{r['startup_s']:.1f} | {statistics.median(g['s_per_round'] for g in gossip):.4f} | "
                          f"{floor:.4f} | {ratio} | {medians} | "
-                         f"{r['first_tenth_s']:.4f} / {r['last_tenth_s']:.4f} | {r['bytes_per_round']:,.0f} | "
+                         f"{flatness(r)} | {r['bytes_per_round']:,.0f} | "
                          f"{r['peak_rss_mb_median']:.0f}, {r['peak_rss_mb_max']:.0f} | {per_agent_rss(r)} | "
                          f"{r['pss_total_mb']:,.0f} | {r['pss_total_mb'] / r['agents']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def flatness(run: dict) -> str:
+    """First / last 10% of rounds: their mean rounds, then their median rounds where the file has them."""
+    text = f"{run['first_tenth_s']:.4f} / {run['last_tenth_s']:.4f}"
+    if run.get("first_tenth_median_s") is None:
+        return text
+    return text + f" (medians {run['first_tenth_median_s']:.4f} / {run['last_tenth_median_s']:.4f})"
 
 
 def median_ratio(gossip: list[float | None], floors: list[float | None]) -> str:

@@ -114,6 +114,22 @@ def test_scale_table_pairs_repeats_in_order_and_shows_the_median_ratio_with_its_
     assert cells[4] == "0.0220" and cells[5] == "0.0200"  # median s/round of each
     assert cells[6] == "1.20 (1.10-1.50, 3 pairs)"
     assert cells[7] == "1.15 (1.10-1.20, 2 pairs)"
+    assert cells[8] == "0.0220 / 0.0220"  # a file without the tenths' median rounds
+
+
+def test_scale_summary_gives_each_tenths_median_round_beside_its_mean():
+    class Launch:
+        agents, topology, algorithm, per_process = 2, "ring", "dsgdm-n", 0
+        watcher = type("Watcher", (), {"peak_rss": {1: 1024}, "startup": 1.0, "peak_pss_total": 2048})()
+
+    # 30 rounds: the first tenth (rounds 0-2) holds one stalled round, the last (27-29) a slow pace throughout
+    seconds = [0.5, 0.01, 0.01] + [0.01] * 24 + [0.02, 0.02, 0.02]
+    rows = [[{"seconds": s, "bytes_sent": 0} for s in seconds] for _ in range(2)]
+    result = load("scale").summary(Launch(), rows)
+    assert result["first_tenth_s"] == pytest.approx(0.52 / 3) and result["last_tenth_s"] == pytest.approx(0.02)
+    assert result["first_tenth_median_s"] == pytest.approx(0.01)  # the stall moves the mean, not the median
+    assert result["last_tenth_median_s"] == pytest.approx(0.02)
+    assert load("scale").flatness(result) == "0.1733 / 0.0200 (medians 0.0100 / 0.0200)"
 
 
 def test_scale_machine_line_sets_the_checks_before_gossip_runs_apart_from_those_before_floors():
