@@ -6,7 +6,8 @@ For each size and topology, two runs of the same agent processes side by side: D
 - s/round: the mean wall time of a round over agents, between the first and the last 10% of rounds (the
   start-up transient and the end-of-run evaluations: a packed agent evaluates the whole test set beside
   its mates' last rounds, 128 evaluations per worker at 256 agents), and first vs last 10% (flat or
-  not; their mean rounds, and their median rounds, which a stall of the machine in one of them does not move); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
+  not; their mean rounds, and their median rounds, which a stall of the machine in one of them does not
+  move); the gossip run's over the floor's is the ratio the runtime costs; `round_means` in the JSON
   holds every round's mean, for any other cut, and the ratio of median rounds (the median of those means
   over the same rounds, gossip over floor) is the pace without the rare rounds a stall of the machine
   stretched, which land in one run of a pair and not the other;

@@ -207,7 +207,7 @@ def non_finite(envelope: Envelope) -> list[str]:
 def check_spec(envelope: Envelope, expected: Mapping[str, TensorSpec]) -> None:
     """Names, dtypes and shapes must be exactly what this round expects."""
     tensors = envelope.tensors
-    if tensors.keys() == expected.keys():  # tensor by tensor, no TensorSpec made (a frozen dataclass costs microseconds)
+    if tensors.keys() == expected.keys():  # tensor by tensor, no TensorSpec made (a frozen dataclass costs µs)
         for name, tensor in tensors.items():
             spec = expected[name]
             if tuple(tensor.shape) != spec.shape or dtype_name(tensor) != spec.dtype:

@@ -259,8 +259,8 @@ def test_a_socket_message_is_taken_within_a_streak_of_hand_overs_however_many_wa
     ports = free_ports(3)
     links = ProcessLinks("run", mates=[0, 1])
     mate = ZmqExchange(0, f"tcp://127.0.0.1:{ports[0]}", {1: "tcp://127.0.0.1:1"}, "run", 5.0, links=links)
-    receiver = ZmqExchange(1, f"tcp://127.0.0.1:{ports[1]}", {0: "tcp://127.0.0.1:1",
-                                                                2: f"tcp://127.0.0.1:{ports[2]}"}, "run", 5.0, links=links)
+    receiver = ZmqExchange(1, f"tcp://127.0.0.1:{ports[1]}", {0: "tcp://127.0.0.1:1", 2: f"tcp://127.0.0.1:{ports[2]}"},
+                           "run", 5.0, links=links)
     remote = ZmqExchange(2, f"tcp://127.0.0.1:{ports[2]}", {1: f"tcp://127.0.0.1:{ports[1]}"}, "run", 5.0)
     try:
         remote.send(0, "params", {1: {"x": torch.ones(2)}})
