@@ -208,28 +208,27 @@ class Launch:
 def summary(launch: Launch, rows: list[list[dict]]) -> dict:
     rounds = min(len(r) for r in rows)
     skip, tenth = rounds // 10, max(1, rounds // 10)
-
-    def mean_seconds(lo: int, hi: int) -> float:
-        return statistics.mean(statistics.mean(r["seconds"] for r in agent_rows[lo:hi]) for agent_rows in rows)
+    # Each round's mean over agents; every figure below is a cut of this one series.
+    means = [statistics.mean(agent_rows[r]["seconds"] for agent_rows in rows) for r in range(rounds)]
+    first, middle, last = means[:tenth], means[skip:rounds - tenth], means[rounds - tenth:]
 
     watcher = launch.watcher
     rss = sorted(watcher.peak_rss.values())
     agents = launch.agents
     return {"agents": agents, "topology": launch.topology, "algorithm": launch.algorithm,
             "agents_per_process": launch.per_process, "processes": len(rss), "rounds": rounds,
-            "startup_s": watcher.startup, "s_per_round": mean_seconds(skip, rounds - tenth),
-            "first_tenth_s": mean_seconds(0, tenth), "last_tenth_s": mean_seconds(rounds - tenth, rounds),
+            "startup_s": watcher.startup, "s_per_round": statistics.mean(middle),
+            "first_tenth_s": statistics.mean(first), "last_tenth_s": statistics.mean(last),
             # The same tenths without the machine's stalls, which land in one tenth and not the other:
-            "first_tenth_median_s": statistics.median(mean_seconds(r, r + 1) for r in range(tenth)),
-            "last_tenth_median_s": statistics.median(mean_seconds(r, r + 1) for r in range(rounds - tenth, rounds)),
+            "first_tenth_median_s": statistics.median(first), "last_tenth_median_s": statistics.median(last),
             # The pace without the rare slow rounds (a stall of the machine lands in one run of a pair, not both):
-            "median_round_s": statistics.median(mean_seconds(r, r + 1) for r in range(skip, rounds - tenth)),
+            "median_round_s": statistics.median(middle),
             "bytes_per_round": statistics.mean(statistics.mean(r["bytes_sent"] for r in a) for a in rows),
             "peak_rss_mb_max": rss[-1] / 1024 if rss else None,
             "peak_rss_mb_median": statistics.median(rss) / 1024 if rss else None,
             "peak_rss_mb_per_agent": sum(rss) / 1024 / agents if rss else None,
             "pss_total_mb": watcher.peak_pss_total / 1024, "agents_seen": len(rss),
-            "round_means": [mean_seconds(r, r + 1) for r in range(rounds)]}
+            "round_means": means}
 
 
 def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str = 1) -> dict:
@@ -351,6 +350,16 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
                 launch.kill()
         return [{**launch.result(gaps[launch.algorithm]), "machine_step_ms": checks[launch.algorithm][0],
                  "started_utc": checks[launch.algorithm][1], "slice_s": args.slice} for launch in launches]
+
+
+def one_after_the_other(args, agents: int, topology: str, per_process: int | str, gossip_first: bool):
+    """A gossip run and its floor, one after the other, each with the machine's pace just before it; each
+    result as soon as its run has ended."""
+    for algorithm in ("dsgdm-n", "local") if gossip_first else ("local", "dsgdm-n"):
+        check = machine_step_ms()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        yield {**run_once(args, agents, topology, algorithm, args.base_port, per_process),
+               "started_utc": started, "machine_step_ms": check}
 
 
 def machine_step_ms(steps: int = 40) -> float:
@@ -479,18 +488,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for topology in args.topologies.split(","):
             for per_process in (p if p in ENGINE_FLAGS else int(p) for p in args.agents_per_process.split(",")):
                 for repeat in range(args.repeats):
-                    if args.slice > 0:
-                        for result in sliced_pair(args, size, topology, per_process, gossip_first=repeat % 2 == 0):
-                            result["repeat"] = repeat
-                            print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps", "marker")}), flush=True)
-                            results.append(result)
-                        continue
-                    for algorithm in ("dsgdm-n", "local")[::1 if repeat % 2 == 0 else -1]:
-                        check = machine_step_ms()
-                        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                        result = {**run_once(args, size, topology, algorithm, args.base_port, per_process),
-                                  "repeat": repeat, "started_utc": started, "machine_step_ms": check}
-                        print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps", "marker")}), flush=True)
+                    gossip_first = repeat % 2 == 0
+                    pair = (sliced_pair(args, size, topology, per_process, gossip_first) if args.slice > 0
+                            else one_after_the_other(args, size, topology, per_process, gossip_first))
+                    for result in pair:
+                        result["repeat"] = repeat
+                        print(json.dumps({k: v for k, v in result.items() if k not in ("round_means", "gaps", "marker")}),
+                              flush=True)
                         results.append(result)
     name = "scale_quick" if args.quick else "scale"
     args.results.mkdir(parents=True, exist_ok=True)

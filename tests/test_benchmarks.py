@@ -196,6 +196,16 @@ def test_gossip_only_takes_a_topology_and_gossips_with_each_agents_neighbours_in
     assert "frozen / copied" in capsys.readouterr().out
 
 
+def test_worker_busy_reads_each_agent_process_cpu_share_in_both_runs(no_leaked_agents, capsys):
+    found = load("worker_busy").main(["--agents", "3", "--topology", "ring", "--rounds", "1500", "--model", "mlp",
+                                      "--data", "digits", "--period", "0.05", "--base-port", str(free_ports(1)[0])])
+    assert sorted(found) == ["dsgdm-n", "local"]
+    for shares in found.values():
+        assert len(shares) == 2  # three agents packed into two workers on this 2-core machine's default
+        assert all(0 < share < 1.5 for share in shares)  # a share of one core (a worker's ZeroMQ thread adds a bit)
+    assert capsys.readouterr().out.startswith("dsgdm-n: ")
+
+
 def test_zmq_copy_benchmark_prints_both_links_with_their_ratios(capsys):
     load("zmq_copy").main(["--messages", "20", "--size", "1000"])
     lines = capsys.readouterr().out.splitlines()

@@ -49,6 +49,7 @@ def test_the_files_left_open_are_removed_and_the_emptied_folder_with_them(folder
 def test_a_closed_end_is_forgotten_and_another_process_s_file_is_left_alone(folder):
     inbox = ChannelInbox(folder, 1, senders=[0])
     inbox.close()
+    assert inbox.path not in run_files._made  # closed: nothing of it left for a hard exit to remove
     writer = slot_file(folder)
     replaced = folder / "0-1"
     replaced.unlink()
