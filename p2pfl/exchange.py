@@ -152,7 +152,14 @@ class MailboxExchange:
                  expect_from: Iterable[PeerId] | None = None,
                  expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None, frozen: bool = False) -> dict[PeerId, dict[str, torch.Tensor]]:
+        # Packed mates (turn.py) go through a round's parts together: each gives way before it sends and again
+        # before it collects, so all of them have taken their step before any sends, and all have sent before
+        # any collects. Each part then runs for every mate back to back, and an agent that collects finds its
+        # mates' messages already there instead of parking for each (a 16-agent torus: 2.5% less time per
+        # round, 4.5% in median rounds). Nothing happens outside a packed worker.
+        turn.pass_on()
         self.send(round, tag, outbox, frozen=frozen)
+        turn.pass_on()
         wanted = set(outbox if expect_from is None else expect_from)
         # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
         if expect is None:

@@ -122,30 +122,62 @@ def test_grad_mode_is_each_agents_own_across_switches():
     assert seen == {"evaluating": False, "training": True}
 
 
-def test_mates_exchange_over_inproc_as_greenlets():
-    links = ProcessLinks("hub-test", mates=range(3))
+def _three_mates(name: str, agent, before=lambda ends: None) -> None:
+    """Three packed mates, each linked to the other two, run `agent(i, its exchange, its peers)` as greenlets of
+    one hub; `before(ends)` may wrap their exchanges first."""
+    links = ProcessLinks(name, mates=range(3))
     ring = {i: [(i - 1) % 3, (i + 1) % 3] for i in range(3)}
-    ends = [ZmqExchange(i, f"inproc://hub-test-unused-{i}", {j: "tcp://127.0.0.1:9" for j in ring[i]}, "hub-test",
-                        30.0, links=links) for i in range(3)]
-    hub, values = Hub(), {}
-
-    def agent(i: int) -> None:
-        x = torch.full((4,), float(i))
-        for round_ in range(5):
-            got = ends[i].exchange(round_, "params", {j: {"x": x} for j in ring[i]})
-            x = (x + sum(got[j]["x"] for j in ring[i])) / 3
-            turn.pass_on()
-        values[i] = x
-
+    ends = [ZmqExchange(i, f"inproc://{name}-{i}", {j: "tcp://127.0.0.1:9" for j in ring[i]}, name, 30.0,
+                        links=links) for i in range(3)]
     try:
-        hub.run([lambda i=i: agent(i) for i in range(3)])
+        before(ends)
+        Hub().run([lambda i=i: agent(i, ends[i], ring[i]) for i in range(3)])
     finally:
         for end in ends:
             end.close()
         links.close()
+
+
+def test_mates_exchange_over_inproc_as_greenlets():
+    values = {}
+
+    def agent(i: int, end: ZmqExchange, peers: list[int]) -> None:
+        x = torch.full((4,), float(i))
+        for round_ in range(5):
+            got = end.exchange(round_, "params", {j: {"x": x} for j in peers})
+            x = (x + sum(got[j]["x"] for j in peers)) / 3
+            turn.pass_on()
+        values[i] = x
+
+    _three_mates("hub-test", agent)
     assert sorted(values) == [0, 1, 2]
     for i in range(3):  # a complete graph of 3 averages exactly in one round
         assert torch.allclose(values[i], torch.full((4,), 1.0))
+
+
+def test_packed_mates_take_their_steps_then_send_then_collect_round_by_round():
+    """Each part of a round runs for every mate before the next part starts for any (exchange.exchange gives way
+    before sending and before collecting); one after the other, each agent stepped, sent and parked in turn."""
+    events = []
+
+    def spy(ends: list[ZmqExchange]) -> None:
+        for i, end in enumerate(ends):
+            for part, name in (("send", "_send_all"), ("collect", "_collect")):
+                def call(round_, *args, part=part, method=getattr(end, name), i=i, **kwargs):
+                    events.append((round_, part, i))
+                    return method(round_, *args, **kwargs)
+                setattr(end, name, call)
+
+    def agent(i: int, end: ZmqExchange, peers: list[int]) -> None:
+        x = torch.full((4,), float(i))
+        for round_ in range(3):
+            turn.pass_on()  # as the agent loop does between rounds
+            events.append((round_, "step", i))
+            got = end.exchange(round_, "params", {j: {"x": x} for j in peers})
+            x = (x + sum(got[j]["x"] for j in peers)) / 3
+
+    _three_mates("hub-test-parts", agent, before=spy)
+    assert events == [(r, part, i) for r in range(3) for part in ("step", "send", "collect") for i in range(3)]
 
 
 def test_an_agent_that_fails_leaves_the_others_running(caplog):
