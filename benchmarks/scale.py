@@ -78,26 +78,35 @@ def our_agents(marker: str) -> list[int]:
     return pids
 
 
-def memory_of(pid: int) -> tuple[int, int]:
-    """(peak RSS, current PSS) in KiB."""
-    hwm = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmHWM"))
-    pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-               if line.startswith("Pss:"))
-    return hwm, pss
+def peak_rss_of(pid: int) -> int:
+    """Peak RSS in KiB: VmHWM, the kernel's own peak, read from counters (no walk of the address space)."""
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmHWM"))
+
+
+def pss_of(pid: int) -> int:
+    """Current PSS in KiB: /proc/PID/smaps_rollup, which walks the process's whole address space."""
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                if line.startswith("Pss:"))
 
 
 class Watcher(threading.Thread):
     """Polls the run folder and /proc while the run goes: round-0 time and memory peaks."""
 
-    def __init__(self, run_dir: Path, agents: int, marker: str, started: float, process: int | None = None):
+    def __init__(self, run_dir: Path, agents: int, marker: str, started: float, process: int | None = None,
+                 pss_when_stopped: bool = False):
+        """`pss_when_stopped` (a time-sliced run): once its agents have started, this thread reads only their
+        peaks, and the slicer reads PSS (sample_memory) each time the run stands stopped."""
         super().__init__(daemon=True)
         self.run_dir, self.agents, self.marker, self.started = run_dir, agents, marker, started
         self.process = process  # --in-process: the launcher itself runs the agents
+        self.pss_when_stopped = pss_when_stopped
         self.startup: float | None = None
         self.peak_rss: dict[int, int] = {}
         self.peak_pss_total = 0
         self.done = threading.Event()
+        self._pids: list[int] = []  # the run's agent processes, as last looked up
+        self._lock = threading.Lock()  # the slicer's thread samples too
 
     def all_started(self) -> bool:
         for agent in range(self.agents):
@@ -109,26 +118,43 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         """Start-up is polled at 20 Hz (a stat per agent), memory twice a second: /proc/PID/smaps_rollup
         walks a process's whole address space, and reading it for every agent 20 times a second took CPU
-        from the agents it measured (8-agent ring, 5,000 rounds: 0.0403 s/round watched so, 0.0363 at 1 Hz)."""
+        from the agents it measured (8-agent ring, 5,000 rounds: 0.0403 s/round watched so, 0.0363 at 1 Hz).
+        Even twice a second it cost a time-sliced gossip run more than its floor, whose agents wait on nobody:
+        on a 16-agent torus 3-5% of the gossip run's rounds took over 1.5 times the median (0.1-0.3% of the
+        floor's), 0.4-1.4% with PSS read every 5 s; hence pss_when_stopped."""
         next_memory = 0.0
         while not self.done.is_set():
             if self.startup is None and self.all_started():
                 self.startup = time.perf_counter() - self.started
             if time.perf_counter() >= next_memory:
-                self.sample_memory()
+                if self.pss_when_stopped and self.startup is not None:
+                    self.sample_peaks()
+                else:
+                    self.sample_memory()
                 next_memory = time.perf_counter() + MEMORY_PERIOD_SECONDS
             time.sleep(0.05)
 
+    def sample_peaks(self) -> None:
+        with self._lock:
+            for pid in self._pids:
+                try:
+                    self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), peak_rss_of(pid))
+                except (OSError, StopIteration):
+                    continue
+
     def sample_memory(self) -> None:
+        """The peaks and the PSS summed over the run's agent processes (looked up again)."""
+        pids = [self.process] if self.process else our_agents(self.marker)
         total = 0
-        for pid in [self.process] if self.process else our_agents(self.marker):
+        for pid in pids:
             try:
-                hwm, pss = memory_of(pid)
+                total += pss_of(pid)
             except (OSError, StopIteration):
                 continue
-            self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), hwm)  # VmHWM: the kernel keeps the peak itself
-            total += pss
-        self.peak_pss_total = max(self.peak_pss_total, total)
+        with self._lock:
+            self._pids = pids
+            self.peak_pss_total = max(self.peak_pss_total, total)
+        self.sample_peaks()
 
 
 # The other engines, beside packing values; threads: the default packing with a thread per agent, not greenlets
@@ -173,7 +199,8 @@ class Launch:
             self.launcher = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                              cwd=ROOT, start_new_session=self.own_group)
         self.watcher = Watcher(self.run_dir, self.agents, self.marker, started,
-                               self.launcher.pid if self.per_process == "in-process" else None)
+                               self.launcher.pid if self.per_process == "in-process" else None,
+                               pss_when_stopped=self.own_group)
         self.watcher.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -311,9 +338,10 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
     """A gossip run and its floor over the same minutes: both started, then each runs alone for `--slice`
     seconds in turn while the other is stopped (SIGSTOP to its process group), until both end. Whatever the
     machine does meanwhile (this one's pace moves 10-20% within minutes) falls on both alike. The time a run
-    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace. Whatever
-    ends this benchmark lets both runs go on and kills them, except SIGKILL: then a run may stay stopped (state
-    T in `ps -eo pid,pgid,stat,comm`, its agents named p2pfl-agent-*), until its process group is killed."""
+    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace; its PSS is
+    read while it stands stopped, once its agents have started (Watcher.pss_when_stopped). Whatever ends this
+    benchmark lets both runs go on and kills them, except SIGKILL: then a run may stay stopped (state T in
+    `ps -eo pid,pgid,stat,comm`, its agents named p2pfl-agent-*), until its process group is killed."""
     algorithms = ("dsgdm-n", "local") if gossip_first else ("local", "dsgdm-n")
     with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
         launches: list[Launch] = []
@@ -331,6 +359,7 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
                     pass  # its start-up is its own: the other run is stopped meanwhile (a failed run: result() says)
                 stop(launch)
                 stopped_at[algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
+                launch.watcher.sample_memory()  # stopped: the walk of its memory costs its agents nothing
             for turn in itertools.count():
                 launch, other = launches[turn % 2], launches[(turn + 1) % 2]
                 if launch.launcher.poll() is not None:
@@ -340,11 +369,11 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
                 since, positions = stopped_at[launch.algorithm]
                 os.killpg(launch.launcher.pid, signal.SIGCONT)
                 gaps[launch.algorithm].append((positions, time.monotonic() - since))
-                if other.launcher.poll() is not None:  # the other has ended: this one runs on to its end
-                    launch.wait()
-                elif not launch.wait(args.slice):
+                # Sliced to its end, also once the other has ended: its memory is read only while it stands stopped.
+                if not launch.wait(args.slice):
                     stop(launch)
                     stopped_at[launch.algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
+                    launch.watcher.sample_memory()
         finally:
             for launch in launches:
                 launch.kill()

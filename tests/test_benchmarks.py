@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts (the full runs live in benchmarks/, not in the suite)."""
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,45 @@ def test_scale_time_sliced_pair_runs_both_at_once_and_takes_each_stop_out_of_its
     # The gossip run stood stopped from before the floor was launched until after its agents had all started.
     assert gossip["gaps"][0][1] > floor["startup_s"]
     assert "| 3 | ring |" in (tmp_path / "scale_quick.md").read_text()
+
+
+def test_scale_watcher_of_a_sliced_run_leaves_pss_to_the_slicer_once_its_agents_started(tmp_path, monkeypatch):
+    scale = load("scale")
+    pss_reads = []
+    monkeypatch.setattr(scale, "our_agents", lambda marker: [4242])
+    monkeypatch.setattr(scale, "peak_rss_of", lambda pid: 1024 + len(pss_reads))
+    monkeypatch.setattr(scale, "pss_of", lambda pid: pss_reads.append(pid) or 2048 * len(pss_reads))
+    monkeypatch.setattr(scale, "MEMORY_PERIOD_SECONDS", 0.01)
+    metrics = tmp_path / "agents" / "000" / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    sliced = scale.Watcher(tmp_path, 1, "marker", time.perf_counter(), pss_when_stopped=True)
+    plain = scale.Watcher(tmp_path, 1, "marker", time.perf_counter())
+    for watcher in (sliced, plain):
+        watcher.start()
+    try:
+        until(lambda: pss_reads)  # before its agents start, the thread reads PSS itself
+        metrics.write_text('{"round": 0}\n')
+        until(lambda: sliced.startup is not None and plain.startup is not None)
+        plain.done.set()
+        plain.join()
+        time.sleep(0.05)  # a read under way as the start-up was seen ends
+        reads = len(pss_reads)
+        time.sleep(0.2)  # some 20 periods: the sliced run's thread reads only the peaks now
+        assert len(pss_reads) == reads
+        sliced.sample_memory()  # what the slicer calls while the run stands stopped
+        assert len(pss_reads) == reads + 1 and sliced.peak_pss_total == 2048 * (reads + 1)
+        assert sliced.peak_rss == {4242: 1024 + reads + 1}
+    finally:
+        for watcher in (sliced, plain):
+            watcher.done.set()
+            watcher.join()
 
 
 def test_scale_remove_gaps_takes_a_stop_out_of_the_round_that_held_it_and_only_there():
