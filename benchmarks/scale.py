@@ -271,15 +271,32 @@ def run_once(args, agents: int, topology: str, algorithm: str, port: int, per_pr
 
 def remove_gaps(rows: list[list[dict]], gaps: list[tuple[list[int], float]]) -> list[list[dict]]:
     """Each agent's rows with every stop taken out of the round it fell in. A gap is (the round each agent was
-    in when stopped, as its count of written rows, and the seconds it stayed stopped). A round that holds a
-    gap lasted longer than it; one that did not (the stop came between the round's clock and its row, or
-    after its last round) is left as it is."""
+    in when stopped, as its count of written rows, and the seconds it stayed stopped). A round that lasted more
+    than half the gap held it; one that did not (the stop came between the round's clock and its row, or after
+    its last round) is left as it is. A round that held a stop takes the median of its agent's nearest rounds
+    that held none: timed from here, a stop is known only to some 10-20 ms (it is confirmed by polling /proc;
+    the agents take up again a little after SIGCONT), a whole round at 8 agents, whose rounds that held a stop
+    lasted 0-25 ms longer than it (11-13 ms a round): less the gap, such a round came out anywhere from none to
+    two rounds, and one a hair shorter than the gap kept the whole second."""
     rows = [[dict(row) for row in agent_rows] for agent_rows in rows]
-    for positions, seconds in gaps:
-        for agent_rows, at in zip(rows, positions):
-            if at < len(agent_rows) and agent_rows[at]["seconds"] > seconds:
-                agent_rows[at]["seconds"] -= seconds
+    for agent_rows, held in zip(rows, _rounds_that_held(rows, gaps)):
+        for at in held:
+            around = [agent_rows[i]["seconds"] for i in range(max(0, at - NEAREST), at + NEAREST + 1)
+                      if i < len(agent_rows) and i not in held]
+            agent_rows[at]["seconds"] = statistics.median(around) if around else 0.0
     return rows
+
+
+NEAREST = 4  # rounds on either side of a stop's round that stand in for it
+
+
+def _rounds_that_held(rows: list[list[dict]], gaps: list[tuple[list[int], float]]) -> list[set[int]]:
+    held: list[set[int]] = [set() for _ in rows]
+    for positions, seconds in gaps:
+        for agent_rows, rounds, at in zip(rows, held, positions):
+            if at < len(agent_rows) and agent_rows[at]["seconds"] > seconds / 2:
+                rounds.add(at)
+    return held
 
 
 def written_rows(run_dir: Path, agents: int) -> list[int]:

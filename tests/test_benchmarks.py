@@ -126,13 +126,16 @@ def test_scale_remove_gaps_takes_a_stop_out_of_the_round_that_held_it_and_only_t
     def rows(*seconds):
         return [{"round": r, "seconds": s} for r, s in enumerate(seconds)]
 
-    measured = [rows(0.01, 1.02, 0.01, 0.01), rows(0.01, 0.01, 1.03, 0.01), rows(0.01, 0.01, 0.01, 0.3)]
-    # agent 0 stopped in round 1, agent 1 in round 2; agent 2 in round 3, which lasted less than the stop (it was
-    # stopped after the round's clock, before its row); then a stop after every agent's last round
-    gaps = [([1, 2, 3], 1.0), ([4, 4, 4], 2.0)]
+    measured = [rows(0.01, 1.02, 0.03, 0.01, 0.02), rows(0.01, 0.02, 0.999, 0.01, 0.01),
+                rows(0.01, 0.01, 0.01, 0.3, 0.01)]
+    # agent 0 stopped in round 1; agent 1 in round 2, which lasted a hair less than the stop as timed from
+    # outside; agent 2 in round 3, which lasted less than half the stop (it was stopped after the round's clock,
+    # before its row); then a stop after every agent's last round
+    gaps = [([1, 2, 3], 1.0), ([5, 5, 5], 2.0)]
     adjusted = load("scale").remove_gaps(measured, gaps)
-    assert [[round(r["seconds"], 6) for r in agent] for agent in adjusted] == [
-        [0.01, 0.02, 0.01, 0.01], [0.01, 0.01, 0.03, 0.01], [0.01, 0.01, 0.01, 0.3]]
+    # a round that held a stop takes the median of its agent's other rounds nearby
+    assert [[r["seconds"] for r in agent] for agent in adjusted] == [
+        [0.01, 0.015, 0.03, 0.01, 0.02], [0.01, 0.02, 0.01, 0.01, 0.01], [0.01, 0.01, 0.01, 0.3, 0.01]]
     assert measured[0][1]["seconds"] == 1.02  # the rows read are left as they were
 
 
