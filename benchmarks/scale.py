@@ -553,5 +553,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
+def _end_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (`kill`, `timeout`) would end this process on the spot and leave its runs going, one of a sliced
+    pair stopped for good; as SystemExit, the way out kills them (sliced_pair, run_once)."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _end_on_sigterm)
     main()

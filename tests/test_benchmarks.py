@@ -1,6 +1,10 @@
 """Smoke tests of the benchmark scripts (the full runs live in benchmarks/, not in the suite)."""
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +124,47 @@ def test_scale_watcher_of_a_sliced_run_leaves_pss_to_the_slicer_once_its_agents_
         for watcher in (sliced, plain):
             watcher.done.set()
             watcher.join()
+
+
+def test_scale_benchmark_ended_by_sigterm_kills_the_runs_it_started(tmp_path, no_leaked_agents):
+    """`timeout` and `kill` send SIGTERM: a sliced pair's runs are process groups of their own, one of them stopped
+    at any time, and must end with the benchmark rather than run (or stand stopped) on."""
+    def fields(pid: int) -> list[str]:  # a /proc stat's fields after the command name: state, ppid, ...
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return ["gone"]
+        return stat[stat.rindex(")") + 2:].split()
+
+    def children(pid: int) -> list[int]:
+        return [int(entry.name) for entry in Path("/proc").iterdir()
+                if entry.name.isdigit() and fields(int(entry.name))[1:2] == [str(pid)]]
+
+    launchers: list[int] = []
+    bench = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--slice", "0.2",
+                              "--results", str(tmp_path), "--base-port", str(free_ports(1)[0])], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (launchers := children(bench.pid)):  # its first run has been launched
+            assert bench.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # its agents are on their way
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while any(fields(pid)[0] not in ("gone", "Z", "X") for pid in launchers):
+            assert time.monotonic() < deadline, "a run outlived the benchmark"
+            time.sleep(0.1)
+    finally:
+        bench.kill()
+        bench.wait()
+        for group in launchers:  # each run leads a process group of its own: what a failure left, agents included
+            for signal_ in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(group, signal_)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
 
 def test_scale_remove_gaps_takes_a_stop_out_of_the_round_that_held_it_and_only_there():
