@@ -1,7 +1,6 @@
 """Gossip alone, no training: N agents on a ring (or `--topology`) as threads of this one process (as a
 packed worker hosts them), each round exchanging a LeNet-5-sized vector with its neighbours and mixing it in.
-Prints the CPU
-each agent spends per round, over inproc:// (ZmqExchange sharing one ProcessLinks, as packed mates) and
+Prints the CPU each agent spends per round, over inproc:// (ZmqExchange sharing one ProcessLinks, as packed mates) and
 over the in-memory exchange of `--in-process`, side by side: the runtime's own cost per round, which a
 packed run adds to the compute floor; each with every thread free to run and with turns (p2pfl/turn.py: one
 thread computes at a time), and over inproc also as greenlets of one thread (p2pfl/hub.py, `network.scheduler: greenlets`). Run it under `perf record -g` to see where that CPU goes.

@@ -121,7 +121,8 @@ class Watcher(threading.Thread):
         from the agents it measured (8-agent ring, 5,000 rounds: 0.0403 s/round watched so, 0.0363 at 1 Hz).
         Even twice a second it cost a time-sliced gossip run more than its floor, whose agents wait on nobody:
         on a 16-agent torus 3-5% of the gossip run's rounds took over 1.5 times the median (0.1-0.3% of the
-        floor's), 0.4-1.4% with PSS read every 5 s; hence pss_when_stopped."""
+        floor's), 0-0.3% with PSS read while the run stood stopped (results/sliced/047812c and 1ef2163); hence
+        pss_when_stopped."""
         next_memory = 0.0
         while not self.done.is_set():
             if self.startup is None and self.all_started():
@@ -275,9 +276,10 @@ def remove_gaps(rows: list[list[dict]], gaps: list[tuple[list[int], float]]) -> 
     than half the gap held it; one that did not (the stop came between the round's clock and its row, or after
     its last round) is left as it is. A round that held a stop takes the median of its agent's nearest rounds
     that held none: timed from here, a stop is known only to some 10-20 ms (it is confirmed by polling /proc;
-    the agents take up again a little after SIGCONT), a whole round at 8 agents, whose rounds that held a stop
-    lasted 0-25 ms longer than it (11-13 ms a round): less the gap, such a round came out anywhere from none to
-    two rounds, and one a hair shorter than the gap kept the whole second."""
+    the agents take up again a little after SIGCONT), a whole round at 8 agents: in two 8-agent torus pairs'
+    rows, rounds that held a stop lasted 0-25 ms longer than it (11-13 ms a round), so less the gap such a
+    round came out anywhere from none to two rounds, and one a hair shorter than the gap kept the whole
+    second."""
     rows = [[dict(row) for row in agent_rows] for agent_rows in rows]
     for agent_rows, held in zip(rows, _rounds_that_held(rows, gaps)):
         for at in held:
