@@ -2,11 +2,11 @@
 
 With torch, an agent's mixing is one op for its own term and two per neighbour (`scratch = x * w`,
 `total += scratch`): a 4-neighbour torus makes nine passes over a 247 KB LeNet-5 vector, each with its dispatch
-cost, about 55 us per agent and round on this CPU. Here the terms go through compiled loops two neighbours at a
-time (three calls for four neighbours, 17-28 us). Every term is still rounded, then added, in the same order:
-numba without `fastmath` fuses no multiply-add, so the floats are torch's, bit for bit (the golden records and
-tests/test_mixing_kernel.py hold it to that). Only float32 vectors on the host take this way; the others (a GPU
-agent, float64 tests) keep torch's ops.
+cost, about 55 us per agent and round on this CPU, warm. Here the terms go through compiled loops two neighbours
+at a time (three calls for four neighbours, about 27 us warm; less gained in a run, where the vectors come from
+memory). Every term is still rounded, then added, in the same order: numba without `fastmath` fuses no
+multiply-add, so the floats are torch's, bit for bit (the golden records and tests/test_mixing_kernel.py hold it
+to that). Only float32 vectors on the host take this way; the others (a GPU agent, float64 tests) keep torch's ops.
 
 numba is imported on first use, not with the algorithms: a process that never mixes does not pay for it, and
 the forkserver compiles the kernels once (`warm`) for every agent forked from it.
