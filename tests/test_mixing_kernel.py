@@ -1,10 +1,14 @@
 """The compiled gossip sum gives torch's floats, bit for bit, and steps aside where it does not apply."""
 
+import importlib
+import importlib.util
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pfl.agents.forkserver import PRELOAD
 from p2pfl.algorithms.base import gossip_average
 from p2pfl.algorithms.mixing_kernel import _kernels, warm, weighted_sum
 
@@ -83,3 +87,12 @@ def test_warm_compiles_the_float32_kernels_in_this_process():
     warm()
     float32_vector = [signature for signature in _kernels()[0].signatures if str(signature[0].dtype) == "float32"]
     assert float32_vector and all(kernel.signatures for kernel in _kernels())
+
+
+def test_the_forkserver_preloads_the_kernels_for_its_agents():
+    """A preload that fails to import is skipped by multiprocessing without a word: each must at least exist, and
+    the kernels' one must run (the guard is not imported here: it would tie pytest to its parent's life)."""
+    assert "p2pfl.agents.warm_kernels" in PRELOAD
+    assert all(importlib.util.find_spec(name) is not None for name in PRELOAD)
+    importlib.import_module("p2pfl.agents.warm_kernels")
+    assert all(kernel.signatures for kernel in _kernels())
