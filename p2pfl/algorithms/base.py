@@ -82,7 +82,7 @@ def gossip_average(own: torch.Tensor, received: Mapping[PeerId, torch.Tensor], w
 
     Each term is rounded, then added, as `total + w * x` would: the same floats (torch's fused
     `add_(x, alpha=w)` rounds once and would not be). float32 vectors on the host are summed by compiled
-    loops (mixing_kernel.py, the same floats in a third of the time); the others by torch, with one scratch
+    loops (mixing_kernel.py: the same floats, in half the time when warm); the others by torch, with one scratch
     vector instead of two fresh ones per neighbour."""
     peers = sorted(received)
     mass = self_weight

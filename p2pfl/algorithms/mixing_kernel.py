@@ -45,18 +45,19 @@ def _kernels():
     return first, add_two, add_one
 
 
-def _compiled(tensor: torch.Tensor, like: torch.Tensor) -> bool:
+def _compiled(tensor: torch.Tensor, shape: torch.Size) -> bool:
+    """What the loops can read: float32 on the host, contiguous, of the own vector's 1-D shape (bounds are not
+    checked inside them, so a shorter vector would be read past its end)."""
     return (tensor.dtype == torch.float32 and tensor.device.type == "cpu" and tensor.is_contiguous()
-            and tensor.shape == like.shape and not tensor.requires_grad)
+            and tensor.shape == shape and not tensor.requires_grad)
 
 
 def weighted_sum(own: torch.Tensor, own_weight: float, vectors: Sequence[torch.Tensor],
                  weights: Sequence[float]) -> torch.Tensor | None:
     """`own * own_weight + vectors[0] * weights[0] + ...`, summed left to right, as a new vector; None where the
     compiled loops do not apply (no vector, not float32 on the host, not contiguous, shapes that differ)."""
-    if not vectors or own.dim() != 1 or not _compiled(own, own):
-        return None
-    if not all(_compiled(x, own) for x in vectors):
+    shape = own.shape
+    if not vectors or len(shape) != 1 or not all(_compiled(x, shape) for x in (own, *vectors)):
         return None
     first, add_two, add_one = _kernels()
     arrays = [x.numpy() for x in vectors]
