@@ -325,3 +325,11 @@ def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_on_each_agents
     # (which would put its exchange above two local steps; it takes 0.4-0.8 of one).
     assert gossip["exchange (params)"] < 1.5 * gossip["local step"]
     assert "| exchange (params) |" in capsys.readouterr().out
+
+
+def test_pool_cost_quick_mode_times_both_poolings_and_writes_its_table(tmp_path):
+    result = load("pool_cost").main(["--quick", "--results", str(tmp_path)])
+    assert set(result) == {"gossip torch", "gossip compiled", "local torch", "local compiled"}
+    assert all(figures["step_us"] > figures["pooling_us"] > 0 for figures in result.values())
+    table = (tmp_path / "pool_cost_quick.md").read_text()
+    assert "| gossip run | compiled |" in table and "the compiled pooling's step takes" in table

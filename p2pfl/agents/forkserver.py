@@ -11,8 +11,8 @@ import multiprocessing as mp
 import multiprocessing.forkserver
 
 # Imported once in the forkserver, inherited by every agent: a guard that ends the forkserver with the
-# launcher, then torch and the agent's code (one agent per process, or packed in a worker), and the mixing's
-# compiled loops (p2pfl/agents/warm_kernels.py).
+# launcher, then torch and the agent's code (one agent per process, or packed in a worker), and the compiled
+# loops of the mixing and the models' max pooling (p2pfl/agents/warm_kernels.py).
 PRELOAD = ["p2pfl.agents.forkserver_guard", "p2pfl.agents.process", "p2pfl.agents.packing",
            "p2pfl.agents.warm_kernels"]
 

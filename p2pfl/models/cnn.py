@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from p2pfl.models.base import FeatureClassifier
+from p2pfl.models.pooling import MaxPool2x2
 
 
 class SmallCNN(FeatureClassifier):
@@ -15,7 +16,7 @@ class SmallCNN(FeatureClassifier):
         self.feature_dim = feature_dim
         self.body = nn.Sequential(
             nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), MaxPool2x2(), nn.Flatten(),
             nn.Linear(32 * (height // 2) * (width // 2), feature_dim), nn.ReLU())
         self.classifier = nn.Linear(feature_dim, num_classes)
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from p2pfl.models.base import FeatureClassifier
+from p2pfl.models.pooling import MaxPool2x2
 
 
 class LeNet5(FeatureClassifier):
@@ -15,8 +16,8 @@ class LeNet5(FeatureClassifier):
         self.feature_dim = 84
         flat = 16 * ((height // 2 - 4) // 2) * ((width // 2 - 4) // 2)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), MaxPool2x2(), nn.Flatten(),
             nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
         self.classifier = nn.Linear(84, num_classes)
 
