@@ -333,3 +333,11 @@ def test_pool_cost_quick_mode_times_both_poolings_and_writes_its_table(tmp_path)
     assert all(figures["step_us"] > figures["pooling_us"] > 0 for figures in result.values())
     table = (tmp_path / "pool_cost_quick.md").read_text()
     assert "| gossip run | compiled |" in table and "the compiled pooling's step takes" in table
+
+
+def test_mixing_kernels_benchmark_times_both_mixings_both_ways(capsys):
+    rows = load("mixing_kernels").main(["--repeats", "1", "--number", "3"])
+    assert {(row["mixing"], row["neighbours"]) for row in rows} == {
+        (mixing, n) for mixing in ("gossip sum", "step towards (QGM, CCL)") for n in (2, 4)}
+    assert all(row["torch_us"] > 0 and row["compiled_us"] > 0 for row in rows)
+    assert "| step towards (QGM, CCL) | 4 |" in capsys.readouterr().out

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from p2pfl.agents.forkserver import PRELOAD
 from p2pfl.algorithms.base import gossip_average
-from p2pfl.algorithms.mixing_kernel import _kernels, warm, weighted_sum
+from p2pfl.algorithms.mixing_kernel import _kernels, step_toward, warm, weighted_sum
+from p2pfl.algorithms.qgm import mix_with_step
 
 
 def torch_sum(own, own_weight, vectors, weights):
@@ -99,3 +100,31 @@ def test_the_forkserver_preloads_the_kernels_for_its_agents():
     _kernels.cache_clear()
     importlib.reload(importlib.import_module("p2pfl.agents.warm_kernels"))
     assert all(kernel.signatures for kernel in _kernels())
+
+
+def torch_step(own, vectors, weights, gamma):
+    """QGM's mix_with_step as torch alone computed it: delta += w * (x - own), then own + gamma * delta."""
+    delta = torch.zeros_like(own)
+    for vector, weight in zip(vectors, weights):
+        delta += weight * (vector - own)
+    return own + gamma * delta
+
+
+@settings(max_examples=60, deadline=None)
+@given(neighbours=st.integers(1, 7), size=st.integers(1, 3000), seed=st.integers(0, 2**16),
+       weights=st.lists(st.floats(1e-4, 1.0), min_size=7, max_size=7), gamma=st.floats(0.05, 1.0))
+def test_the_compiled_step_toward_the_neighbours_equals_torchs_bit_for_bit(neighbours, size, seed, weights, gamma):
+    own, *vectors = spread_vectors(neighbours + 1, size, seed)
+    got = step_toward(own, vectors, weights[:neighbours], gamma)
+    assert got is not None
+    assert torch.equal(got.view(torch.int32), torch_step(own, vectors, weights[:neighbours], gamma).view(torch.int32))
+
+
+def test_mix_with_step_gives_the_same_floats_either_way():
+    own, a, b, c = spread_vectors(4, 300, 5)
+    weights = {3: 0.25, 1: 0.3, 8: 1 / 7}
+    for dtype in (torch.float32, torch.float64):  # float64: torch's ops; float32: the loops
+        x, received = own.to(dtype), {8: c.to(dtype), 1: a.to(dtype), 3: b.to(dtype)}
+        expected = torch_step(x, [received[1], received[3], received[8]], [0.3, 0.25, 1 / 7], 0.9)
+        assert torch.equal(mix_with_step(x, received, weights, 0.9), expected)
+    assert step_toward(own.double(), [a.double()], [0.5], 1.0) is None and step_toward(own, [], [], 1.0) is None

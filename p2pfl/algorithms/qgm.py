@@ -14,6 +14,7 @@ import torch
 from p2pfl.algorithms.base import (AgentContext, exchange_params, flat_params, gossip_average, learning_rate,
                                    set_flat_params)
 from p2pfl.algorithms.dsgd import local_gradient
+from p2pfl.algorithms.mixing_kernel import step_toward
 from p2pfl.algorithms.options import Options
 from p2pfl.errors import UserError
 
@@ -65,9 +66,14 @@ class QuasiGlobalBuffer:
 
 def mix_with_step(own: torch.Tensor, received: Mapping[int, torch.Tensor], weights: Mapping[int, float],
                   gamma: float) -> torch.Tensor:
-    """x_i + gamma sum_j w_ij (x_j - x_i) over the neighbours that answered (an absent one counts as x_i)."""
+    """x_i + gamma sum_j w_ij (x_j - x_i) over the neighbours that answered (an absent one counts as x_i).
+    float32 vectors on the host go through compiled loops (mixing_kernel.step_toward: the same floats)."""
+    peers = sorted(received)
+    compiled = step_toward(own, [received[peer] for peer in peers], [weights[peer] for peer in peers], gamma)
+    if compiled is not None:
+        return compiled
     delta = torch.zeros_like(own)
-    for peer in sorted(received):
+    for peer in peers:
         delta += weights[peer] * (received[peer] - own)
     return own + gamma * delta
 
