@@ -18,6 +18,7 @@ alternately.
     python benchmarks/round_cpu.py [--agents 8] [--topology ring] [--rounds 1200] [--repeats 3] [--scheduler greenlets]
     python benchmarks/round_cpu.py --scheduler zmq-headers   # the same, messages between the workers over ZeroMQ
     python benchmarks/round_cpu.py --slice 1   # each pair over the same minutes, time-sliced (scale.py --slice)
+    python benchmarks/round_cpu.py --exchange-parts   # and the exchange's parts: encoding, slots, channel, checks
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale  # noqa: E402  (benchmarks/scale.py: the same launch, the same settings)
 
 OUT = "P2PFL_ROUND_CPU"
+PARTS_ON = "P2PFL_ROUND_CPU_PARTS"
 PHASES = ("step", "local step", "exchange (params)", "mix", "write into the model", "hub loop (greenlets)",
-          "ZeroMQ I/O threads")
+          "ZeroMQ I/O threads", "hub idle (wall time)")
+# With --exchange-parts: the exchange's leaves, each timed where it is called (they never switch greenlets), so a
+# part is CPU spent inside the exchange (or a hello's, a goodbye's), and their sum a part of it.
+PARTS = ("  encode (to a socket)", "  frame sizes (to a mate)", "  decode (from a socket)", "  check names, shapes",
+         "  check finite", "  slot write", "  slot read", "  channel send", "  channel receive", "  poll own sockets",
+         "  hand over to a mate")
 
 SITECUSTOMIZE = r'''
 import collections, json, os, threading, time
@@ -134,6 +141,39 @@ if _path:
 
     MailboxExchange.exchange = _exchange_until_bye
 
+    if os.environ.get("P2PFL_ROUND_CPU_PARTS"):
+        import zmq
+        from p2pfl import exchange as _exchange_module, host_channel, shared_slots, transport, wire
+
+        for _module in (_exchange_module, wire):  # each name where it is looked up
+            _module.all_finite = _timed("  check finite", wire.all_finite)
+        for _name, _label in (("encode", "  encode (to a socket)"), ("frame_sizes", "  frame sizes (to a mate)"),
+                              ("decode", "  decode (from a socket)"), ("check_spec", "  check names, shapes")):
+            setattr(_exchange_module, _name, _timed(_label, getattr(wire, _name)))
+        for _owner, _name, _label in ((shared_slots.SlotWriter, "put", "  slot write"),
+                                      (shared_slots.SlotReader, "take", "  slot read"),
+                                      (host_channel.ChannelSender, "send", "  channel send"),
+                                      (host_channel.ChannelInbox, "receive", "  channel receive"),
+                                      (zmq.Poller, "poll", "  poll own sockets"),
+                                      (transport.ZmqExchange, "_hand_over", "  hand over to a mate")):
+            setattr(_owner, _name, _timed(_label, getattr(_owner, _name)))
+
+    # Wall time, not CPU: a hub blocks only when every agent of its worker waits for another worker's messages
+    # (or its timeout). Counted from the worker's agents' first steps to its first goodbye.
+    _hub_wake = _hub_module.Hub._wake
+
+    def _timed_wake(self, block):
+        if not block or "start" not in _io_at or "end" in _io_at:
+            return _hub_wake(self, block)
+        started = time.perf_counter()
+        try:
+            return _hub_wake(self, block)
+        finally:
+            with _lock:
+                _totals["hub idle (wall time)"] += time.perf_counter() - started
+
+    _hub_module.Hub._wake = _timed_wake
+
     def _dump():
         if not _calls["step"]:
             return
@@ -165,7 +205,7 @@ def per_agent_round(folder: Path, marker: str = "*") -> dict[str, float]:
         for phase, value in data["seconds"].items():
             seconds[phase] = seconds.get(phase, 0.0) + value
         calls += data["calls"].get("step", 0)
-    return {phase: seconds.get(phase, 0.0) / calls * 1e6 for phase in PHASES} if calls else {}
+    return {phase: seconds.get(phase, 0.0) / calls * 1e6 for phase in (*PHASES, *PARTS)} if calls else {}
 
 
 def run(args, algorithm: str | None, port: int, gossip_first: bool = True) -> list[dict]:
@@ -176,9 +216,11 @@ def run(args, algorithm: str | None, port: int, gossip_first: bool = True) -> li
         hooks.mkdir()
         out.mkdir()
         (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        saved = {key: os.environ.get(key) for key in ("PYTHONPATH", OUT)}
+        saved = {key: os.environ.get(key) for key in ("PYTHONPATH", OUT, PARTS_ON)}
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(hooks), saved["PYTHONPATH"])))
         os.environ[OUT] = str(out)
+        if args.exchange_parts:
+            os.environ[PARTS_ON] = "1"
         try:
             if algorithm is None:
                 results = scale.sliced_pair(args, args.agents, args.topology, args.scheduler, gossip_first)
@@ -197,7 +239,8 @@ def table(runs: list[dict]) -> str:
 
     lines = ["| µs of CPU per agent and round | gossip (dsgdm-n) | floor (local) | gossip − floor |",
              "| --- | --- | --- | --- |"]
-    for phase in PHASES:
+    shown = [*PHASES, *(part for part in PARTS if any(r["cpu_us"].get(part) for r in runs))]
+    for phase in shown:
         gossip, floor = median("dsgdm-n", phase), median("local", phase)
         lines.append(f"| {phase} | {gossip:.0f} | {floor:.0f} | {gossip - floor:+.0f} |")
     s = {kind: statistics.median(r["s_per_round"] for r in runs if r["algorithm"] == kind) for kind in ("dsgdm-n", "local")}
@@ -219,6 +262,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "greenlets with every message over ZeroMQ (network.host_channel false)")
     parser.add_argument("--slice", type=float, default=0.0,
                         help="seconds: each gossip/floor pair time-sliced over the same minutes (scale.py --slice)")
+    parser.add_argument("--exchange-parts", action="store_true",
+                        help="also time the exchange's parts (encoding, slots, channel, checks, polls, hand-overs); "
+                             "their wrappers add about a microsecond per call to the exchange")
     args = parser.parse_args(argv)
     runs = []
     for repeat in range(args.repeats):

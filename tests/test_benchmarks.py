@@ -312,7 +312,8 @@ def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_on_each_agents
     write into one folder and each is read apart."""
     runs = load("round_cpu").main(["--agents", "3", "--rounds", "12", "--repeats", "1", "--model", "mlp",
                                    "--data", "digits", "--scheduler", scheduler,
-                                   "--base-port", str(free_ports(1)[0]), *(["--slice", "0.01"] if sliced else [])])
+                                   "--base-port", str(free_ports(1)[0]), *(["--slice", "0.01"] if sliced else []),
+                                   *(["--exchange-parts"] if scheduler == "greenlets" else [])])
     assert sorted(r["algorithm"] for r in runs) == ["dsgdm-n", "local"]
     gossip, floor = ({r["algorithm"]: r for r in runs}[kind]["cpu_us"] for kind in ("dsgdm-n", "local"))
     assert gossip["exchange (params)"] > 0 and gossip["mix"] > 0 and floor["exchange (params)"] == floor["mix"] == 0
@@ -324,7 +325,15 @@ def test_round_cpu_benchmark_times_each_phase_of_real_packed_runs_on_each_agents
     # An agent's clock stops while its mates run: waiting for its neighbours, it is not charged a mate's whole round
     # (which would put its exchange above two local steps; it takes 0.4-0.8 of one).
     assert gossip["exchange (params)"] < 1.5 * gossip["local step"]
-    assert "| exchange (params) |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| exchange (params) |" in out
+    if scheduler == "greenlets":  # the exchange's parts: a message to the other worker and one to a mate each round
+        for part in ("  encode (to a socket)", "  decode (from a socket)", "  check finite", "  channel send",
+                     "  channel receive", "  hand over to a mate"):
+            assert gossip[part] > floor[part], part  # the floor exchanges only its hellos and goodbyes
+        assert "|   channel send |" in out
+    else:
+        assert all(gossip[part] == 0 for part in load("round_cpu").PARTS) and "|   channel send |" not in out
 
 
 def test_pool_cost_quick_mode_times_both_poolings_and_writes_its_table(tmp_path):
