@@ -98,25 +98,34 @@ def _compiled(tensor: torch.Tensor, shape: torch.Size) -> bool:
             and tensor.shape == shape and not tensor.requires_grad)
 
 
-def weighted_sum(own: torch.Tensor, own_weight: float, vectors: Sequence[torch.Tensor],
-                 weights: Sequence[float]) -> torch.Tensor | None:
-    """`own * own_weight + vectors[0] * weights[0] + ...`, summed left to right, as a new vector; None where the
-    compiled loops do not apply (no vector, not float32 on the host, not contiguous, shapes that differ)."""
+def _host_arrays(own: torch.Tensor, vectors: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """`own` and `vectors` as the numpy arrays the loops read, or None where the loops do not apply (no vector, not
+    float32 on the host, not contiguous, not 1-D, shapes that differ)."""
     shape = own.shape
     if not vectors or len(shape) != 1 or not all(_compiled(x, shape) for x in (own, *vectors)):
         return None
-    first, add_two, add_one = _kernels()[:3]
-    arrays = [x.numpy() for x in vectors]
+    return own.numpy(), [x.numpy() for x in vectors]
+
+
+def weighted_sum(own: torch.Tensor, own_weight: float, vectors: Sequence[torch.Tensor],
+                 weights: Sequence[float]) -> torch.Tensor | None:
+    """`own * own_weight + vectors[0] * weights[0] + ...`, summed left to right, as a new vector; None where the
+    compiled loops do not apply (_host_arrays)."""
+    host = _host_arrays(own, vectors)
+    if host is None:
+        return None
+    own_array, arrays = host
+    kernels = _kernels()
     scalars = [np.float32(w) for w in weights]  # torch rounds a Python scalar to the tensor's float32 too
     total = torch.empty_like(own)
     out = total.numpy()
-    first(out, own.numpy(), np.float32(own_weight), arrays[0], scalars[0])
+    kernels.first(out, own_array, np.float32(own_weight), arrays[0], scalars[0])
     k = 1
     while k + 1 < len(arrays):
-        add_two(out, arrays[k], scalars[k], arrays[k + 1], scalars[k + 1])
+        kernels.add_two(out, arrays[k], scalars[k], arrays[k + 1], scalars[k + 1])
         k += 2
     if k < len(arrays):
-        add_one(out, arrays[k], scalars[k])
+        kernels.add_one(out, arrays[k], scalars[k])
     return total
 
 
@@ -124,12 +133,12 @@ def step_toward(own: torch.Tensor, vectors: Sequence[torch.Tensor], weights: Seq
                 gamma: float) -> torch.Tensor | None:
     """`own + gamma * (w_1 (x_1 - own) + w_2 (x_2 - own) + ...)`, each difference, product and sum rounded as
     torch's `delta += w * (x - own)` rounds it, in one to three passes where torch makes three per neighbour and
-    three more; None where the loops do not apply (as weighted_sum)."""
-    shape = own.shape
-    if not vectors or len(shape) != 1 or not all(_compiled(x, shape) for x in (own, *vectors)):
+    three more; None where the loops do not apply (_host_arrays)."""
+    host = _host_arrays(own, vectors)
+    if host is None:
         return None
+    own_array, arrays = host
     kernels = _kernels()
-    own_array, arrays = own.numpy(), [x.numpy() for x in vectors]
     scalars, gamma32 = [np.float32(w) for w in weights], np.float32(gamma)
     total = torch.empty_like(own)
     out = total.numpy()
