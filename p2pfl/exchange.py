@@ -156,8 +156,8 @@ class MailboxExchange:
         # before it collects, so all of them have taken their step before any sends, and all have sent before
         # any collects. Each part then runs for every mate back to back, and an agent that collects finds its
         # mates' messages already there instead of parking for each (the 16-agent torus, time-sliced against its
-        # floor: 1.22 to 1.14 in median rounds; README, "A round's parts together"). Nothing happens outside a
-        # packed worker.
+        # floor: 1.22 to 1.14 in median rounds; benchmarks/FOOTPRINT_HISTORY.md, "A round's parts
+        # together"). Nothing happens outside a packed worker.
         turn.pass_on()
         self.send(round, tag, outbox, frozen=frozen)
         turn.pass_on()

@@ -5,8 +5,8 @@ faults fresh zeroed pages in for the next one. A training step frees and realloc
 and gradients every time: measured over a packed 8-agent LeNet-5 run, 2.2 million page faults in 8,000
 agent steps, about 280 per step and 14% of the CPU in the kernel. With the thresholds below the blocks
 are reused from the heap (0.19 million faults for the same run, the local-only floor's s/round 16% lower;
-`perf stat -a -e page-faults` around the run in README "Footprint and scale"); the heap then keeps its
-peak, which is what a step needs anyway.
+`perf stat -a -e page-faults` around the run in benchmarks/FOOTPRINT_HISTORY.md, "Freed memory stays in the
+process"); the heap then keeps its peak, which is what a step needs anyway.
 """
 
 from __future__ import annotations
