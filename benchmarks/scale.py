@@ -174,12 +174,14 @@ class Launch:
     """One `p2pfl run` of the benchmark's settings, started, watched, read back."""
 
     def __init__(self, args, agents: int, topology: str, algorithm: str, port: int, per_process: int | str,
-                 folder: Path, own_group: bool = False):
+                 folder: Path, own_group: bool = False, root: Path = ROOT, env: dict[str, str] | None = None):
         """`own_group`: the run in a process group of its own (its agents are forked from its forkserver, so
-        they are in it too), which a time-sliced pair stops and continues as a whole."""
+        they are in it too), which a time-sliced pair stops and continues as a whole. `root`: the checkout whose
+        p2pfl runs (ab.py: another tree); `env`: variables set for this run only."""
         self.agents, self.topology, self.algorithm, self.per_process = agents, topology, algorithm, per_process
         self.marker, self.run_dir, self.own_group = uuid.uuid4().hex, folder / "run", own_group
-        self.command = [sys.executable, "-m", "p2pfl.cli", "run", str(ROOT / "examples" / "ring16.yaml"),
+        self.root, self.env = root, env or {}
+        self.command = [sys.executable, "-m", "p2pfl.cli", "run", str(root / "examples" / "ring16.yaml"),
                         "--agents", str(agents), "--topology", topology, "--rounds", str(args.rounds),
                         "--out", str(self.run_dir), "--set", f"algorithm={algorithm}", "--set", f"model={args.model}",
                         "--set", f"data.name={args.data}", "--set", "eval_every=0", "--set", f"network.base_port={port}",
@@ -193,12 +195,12 @@ class Launch:
 
     def start(self) -> None:
         env = {**os.environ, MARKER: self.marker,
-               "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(self.root), os.environ.get("PYTHONPATH")))), **self.env}
         started = time.perf_counter()
         # Output to a file, not a pipe: a stopped reader would fill the pipe and block the run.
         with open(self.stderr, "w") as stderr:
             self.launcher = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                             cwd=ROOT, start_new_session=self.own_group)
+                                             cwd=self.root, start_new_session=self.own_group)
         self.watcher = Watcher(self.run_dir, self.agents, self.marker, started,
                                self.launcher.pid if self.per_process == "in-process" else None,
                                pss_when_stopped=self.own_group)
@@ -354,50 +356,69 @@ def thread_states(pids: list[int]) -> list[str]:
 
 
 def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip_first: bool) -> list[dict]:
-    """A gossip run and its floor over the same minutes: both started, then each runs alone for `--slice`
-    seconds in turn while the other is stopped (SIGSTOP to its process group), until both end. Whatever the
-    machine does meanwhile (this one's pace moves 10-20% within minutes) falls on both alike. The time a run
-    spent stopped is taken out of the round each of its agents was in, so its s/round is its own pace; its PSS is
-    read while it stands stopped, once its agents have started (Watcher.pss_when_stopped). Whatever ends this
-    benchmark lets both runs go on and kills them, except SIGKILL: then a run may stay stopped (state T in
-    `ps -eo pid,pgid,stat,comm`, its agents named p2pfl-agent-*), until its process group is killed."""
+    """A gossip run and its floor over the same minutes (time_sliced). Whatever ends this benchmark lets both runs
+    go on and kills them, except SIGKILL: then a run may stay stopped (state T in `ps -eo pid,pgid,stat,comm`, its
+    agents named p2pfl-agent-*), until its process group is killed."""
     algorithms = ("dsgdm-n", "local") if gossip_first else ("local", "dsgdm-n")
     with tempfile.TemporaryDirectory(prefix="p2pfl-scale-") as tmp:
-        launches: list[Launch] = []
-        checks, gaps, stopped_at = {}, {a: [] for a in algorithms}, {}
-        try:
-            for index, algorithm in enumerate(algorithms):
-                checks[algorithm] = (machine_step_ms(), datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                folder = Path(tmp) / algorithm
-                folder.mkdir()
-                launch = Launch(args, agents, topology, algorithm, args.base_port + 1000 * index, per_process, folder,
-                                own_group=True)
-                launch.start()
-                launches.append(launch)
-                while launch.watcher.startup is None and not launch.wait(0.05):
-                    pass  # its start-up is its own: the other run is stopped meanwhile (a failed run: result() says)
+        launches = []
+        for index, algorithm in enumerate(algorithms):
+            (Path(tmp) / algorithm).mkdir()
+            launches.append(Launch(args, agents, topology, algorithm, args.base_port + 1000 * index, per_process,
+                                   Path(tmp) / algorithm, own_group=True))
+        checks = {}
+
+        def check_machine(launch: Launch) -> None:
+            checks[launch.algorithm] = (machine_step_ms(), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+        gaps = time_sliced(launches, args.slice, before_start=check_machine)
+        return [{**launch.result(launch_gaps), "machine_step_ms": checks[launch.algorithm][0],
+                 "started_utc": checks[launch.algorithm][1], "slice_s": args.slice}
+                for launch, launch_gaps in zip(launches, gaps)]
+
+
+def time_sliced(launches: list[Launch], slice_s: float,
+                before_start=None) -> list[list[tuple[list[int], float]]]:
+    """Runs over the same minutes: each started alone (so its start-up is its own) and stopped once its agents
+    have started, then each runs alone for `slice_s` seconds in turn while the others stand stopped (SIGSTOP to
+    its process group), until all end. Whatever the machine does meanwhile (this one's pace moves 10-20% within
+    minutes) falls on all of them alike. Returns each run's stops (the rounds its agents were in, seconds), which
+    Launch.result takes out of those rounds, so its s/round is its own pace; its PSS is read while it stands
+    stopped (Watcher.pss_when_stopped). `before_start(launch)` runs just before each start. The runs are killed
+    on the way out, whatever ends this."""
+    gaps: list[list[tuple[list[int], float]]] = [[] for _ in launches]
+    stopped_at: dict[int, tuple[float, list[int]]] = {}
+    started: list[Launch] = []
+    try:
+        for index, launch in enumerate(launches):
+            if before_start is not None:
+                before_start(launch)
+            launch.start()
+            started.append(launch)
+            while launch.watcher.startup is None and not launch.wait(0.05):
+                pass  # its start-up is its own: the others are stopped meanwhile (a failed run: result() says)
+            stop(launch)
+            stopped_at[index] = (time.monotonic(), written_rows(launch.run_dir, launch.agents))
+            launch.watcher.sample_memory()  # stopped: the walk of its memory costs its agents nothing
+        for turn in itertools.count():
+            if all(launch.launcher.poll() is not None for launch in launches):
+                break
+            index = turn % len(launches)
+            launch = launches[index]
+            if launch.launcher.poll() is not None:
+                continue
+            since, positions = stopped_at[index]
+            os.killpg(launch.launcher.pid, signal.SIGCONT)
+            gaps[index].append((positions, time.monotonic() - since))
+            # Sliced to its end, also once the others have ended: its memory is read only while it stands stopped.
+            if not launch.wait(slice_s):
                 stop(launch)
-                stopped_at[algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
-                launch.watcher.sample_memory()  # stopped: the walk of its memory costs its agents nothing
-            for turn in itertools.count():
-                launch, other = launches[turn % 2], launches[(turn + 1) % 2]
-                if launch.launcher.poll() is not None:
-                    if other.launcher.poll() is not None:
-                        break
-                    continue
-                since, positions = stopped_at[launch.algorithm]
-                os.killpg(launch.launcher.pid, signal.SIGCONT)
-                gaps[launch.algorithm].append((positions, time.monotonic() - since))
-                # Sliced to its end, also once the other has ended: its memory is read only while it stands stopped.
-                if not launch.wait(args.slice):
-                    stop(launch)
-                    stopped_at[launch.algorithm] = (time.monotonic(), written_rows(launch.run_dir, agents))
-                    launch.watcher.sample_memory()
-        finally:
-            for launch in launches:
-                launch.kill()
-        return [{**launch.result(gaps[launch.algorithm]), "machine_step_ms": checks[launch.algorithm][0],
-                 "started_utc": checks[launch.algorithm][1], "slice_s": args.slice} for launch in launches]
+                stopped_at[index] = (time.monotonic(), written_rows(launch.run_dir, launch.agents))
+                launch.watcher.sample_memory()
+    finally:
+        for launch in started:
+            launch.kill()
+    return gaps
 
 
 def one_after_the_other(args, agents: int, topology: str, per_process: int | str, gossip_first: bool):
