@@ -55,6 +55,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -378,7 +379,7 @@ def sliced_pair(args, agents: int, topology: str, per_process: int | str, gossip
 
 
 def time_sliced(launches: list[Launch], slice_s: float,
-                before_start=None) -> list[list[tuple[list[int], float]]]:
+                before_start: Callable[[Launch], None] | None = None) -> list[list[tuple[list[int], float]]]:
     """Runs over the same minutes: each started alone (so its start-up is its own) and stopped once its agents
     have started, then each runs alone for `slice_s` seconds in turn while the others stand stopped (SIGSTOP to
     its process group), until all end. Whatever the machine does meanwhile (this one's pace moves 10-20% within
