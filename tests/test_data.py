@@ -90,6 +90,26 @@ def test_each_agent_keeps_only_its_shard_and_batches_cycle_through_it():
     assert torch.equal(again.next()[0], BatchStream(shard, 32, seed=1).next()[0])
 
 
+def test_the_agents_of_one_process_draw_the_split_once(monkeypatch):
+    import p2pfl.data as data_module
+    from p2pfl.data.partition import partition
+
+    data = load_dataset("digits")
+    drawn = []
+    monkeypatch.setattr(data_module, "_last_split", None)
+    monkeypatch.setattr(data_module, "partition", lambda *args: drawn.append(args[1:]) or partition(*args))
+    split = partition(data.y_train, 8, "dirichlet", 0.1, 0)
+    for agent in range(8):
+        assert np.array_equal(agent_shard(data, agent, 8, "dirichlet", 0.1, seed=0).y.numpy(),
+                              data.y_train[split[agent]])
+    assert drawn == [(8, "dirichlet", 0.1, 0)]
+    agent_shard(data, 0, 8, "dirichlet", 0.1, seed=1)  # other settings: drawn again
+    labels = data.y_train.copy()  # other labels (an equal copy): drawn again
+    agent_shard(ArrayDataset("copy", data.x_train, labels, data.x_test, data.y_test, data.num_classes),
+                0, 8, "dirichlet", 0.1, seed=1)
+    assert drawn == [(8, "dirichlet", 0.1, 0), (8, "dirichlet", 0.1, 1), (8, "dirichlet", 0.1, 1)]
+
+
 def write_cifar_folder(folder: Path, binary: bool, per_batch: int = 6) -> None:
     import pickle
 
