@@ -2,8 +2,8 @@
 
 A refactor that should not change behaviour must leave these records identical: the golden file
 holds them as recorded before it, `tests/test_golden_records.py` compares (bit for bit where the CPU rounds as
-the recording machine's did; on another, every count and key exactly and the floats within float noise). Timings are left out
-(they differ run to run); everything else a metrics row holds is kept.
+the recording machine's did; on another, every count and key exactly and the floats within float noise).
+Timings are left out (they differ run to run); everything else a metrics row holds is kept.
 Regenerate deliberately (a change of random streams, say so in the commit):
     PYTHONPATH=$PWD python -m tests.golden_records --write
 """
