@@ -1,5 +1,7 @@
 """Plots a paper could use: topologies in their natural layout, fitted accuracy axes, informative titles."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,19 @@ def test_a_coordinator_run_has_curves_and_a_partition_summary(tmp_path):
     partition = json.loads((tmp_path / "o" / "partition.json").read_text())  # the clients' data, with their cluster
     assert [(a["agent"], a["cluster"]) for a in partition["per_agent"]] == [(1, 0), (2, 0), (3, 1), (4, 1)]
     assert "partition: 4 clients x 359 training samples" in result.output
+
+
+def test_plots_drawn_beside_the_start_are_joined_and_a_failure_is_a_warning_not_an_error(capsys):
+    from p2pfl.cli.execute import in_background
+
+    drawn = []
+    join = in_background(lambda: drawn.append(threading.current_thread().name), "the plots")
+    join()
+    assert drawn == ["p2pfl-plots"]  # on its own thread, finished once joined
+
+    def broken() -> None:
+        raise ValueError("no such font")
+
+    in_background(broken, "the topology and partition plots")()  # the join does not raise
+    assert "warning: the topology and partition plots were not drawn: ValueError: no such font" in \
+        capsys.readouterr().err

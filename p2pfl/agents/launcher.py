@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Callable
 
 from p2pfl.agents import rundir
 from p2pfl.agents.forkserver import forkserver_context
@@ -26,6 +25,7 @@ from p2pfl.errors import Diverged, UserError
 from p2pfl.transport import check_ports_free
 
 TERMINATE_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.3  # progress and exit codes, read this often
 FATAL_EXIT_CODES = (2, 3)  # a UserError (bad config, port in use, unreachable at start): the run cannot work
 
 
@@ -78,10 +78,8 @@ def start_workers(config: RunConfig, config_path: Path, run_dir: Path) -> list[W
     return workers
 
 
-def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True,
-                 after_start: Callable[[], None] | None = None) -> list[int]:
-    """Run every agent to the end; returns the ids of agents that died mid-run (their neighbours went on).
-    `after_start` runs once every agent is started (work that agents need not wait for)."""
+def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progress: bool = True) -> list[int]:
+    """Run every agent to the end; returns the ids of agents that died mid-run (their neighbours went on)."""
     check_ports_free(config)
     workers = start_workers(config, config_path, run_dir)
     processes = [worker.process for worker in workers]
@@ -89,8 +87,6 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     try:
         for worker in workers:
             worker.start()
-        if after_start is not None:
-            after_start()
         died: dict[int, int] = {}
 
         def check() -> None:
@@ -106,7 +102,8 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
             while any(p.is_alive() for p in processes):
                 progress.update()
                 check()
-                time.sleep(0.3)
+                # woken at once by a worker's exit (the end of a run), else every POLL_SECONDS for the progress
+                wait([p.sentinel for p in processes if p.is_alive()], timeout=POLL_SECONDS)
             progress.update()
             check()
         if len(died) == config.agents:

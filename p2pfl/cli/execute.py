@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -97,11 +98,14 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
             from p2pfl.agents.launcher import launch_local
             from p2pfl.shared_slots import remove_folder
 
+            # Drawn beside the start: matplotlib's import (~1 s of a slow core) falls in the launcher's wait for the
+            # forkserver's imports instead of following it, beside the agents' start-up or the end of a short run.
+            plots_drawn = in_background(draw_plots, "the topology and partition plots")
             try:
-                died = launch_local(config, config_file, run_dir, show_progress=show_progress,
-                                    after_start=draw_plots)
+                died = launch_local(config, config_file, run_dir, show_progress=show_progress)
             finally:
                 remove_folder(config.run_id)  # slot files of agents that were killed before removing theirs
+                plots_drawn()
             if died:
                 click.secho(f"warning: agent(s) {', '.join(map(str, died))} died mid-run; results are over the "
                             "others", fg="yellow", err=True)
@@ -114,9 +118,32 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
     return {**summary, "agents_died": died}
 
 
+def in_background(work: Callable[[], None], what: str) -> Callable[[], None]:
+    """Start `work` on a thread; returns its join, which warns of an error instead of raising it: a plot that
+    cannot be drawn costs the plot, not the run's results."""
+    errors: list[Exception] = []
+
+    def body() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - reported at the join
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name="p2pfl-plots", daemon=True)
+    thread.start()
+
+    def join() -> None:
+        thread.join()
+        if errors:
+            click.secho(f"warning: {what} were not drawn: {type(errors[0]).__name__}: {errors[0]}", fg="yellow",
+                        err=True)
+
+    return join
+
+
 def write_preamble(setup, run_dir: Path, mode: str) -> Callable[[], None]:
     """Before the agents start: the header line and the partition per agent. Returns the drawing of the
-    topology and partition plots, to call once the agents are started (matplotlib costs them a second)."""
+    topology and partition plots (matplotlib: a second or more), which the launcher runs beside the start."""
     from p2pfl.agents import rundir
     from p2pfl.partition_report import describe, draw_partition, write_partition
     from p2pfl.topologies.draw import draw_topology
