@@ -36,7 +36,7 @@ own pace, and whatever the machine does meanwhile falls on gossip and floor alik
 
     python benchmarks/scale.py [--sizes 8,16,64] [--topologies ring,torus] [--rounds 300] [--agents-per-process 1,0]
                                [--repeats 3] [--slice 1]
-    python benchmarks/scale.py --quick      # digits MLP, 3 agents, 12 rounds (the test suite)
+    python benchmarks/scale.py --quick      # digits MLP, 3 agents, 40 rounds (the test suite)
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ class Watcher(threading.Thread):
         while not self.done.is_set():
             if self.startup is None and self.all_started():
                 self.startup = time.perf_counter() - self.started
+                # Every agent process is up now and waits on its neighbours until the last rounds: each is looked
+                # up and read at once, as a short run's could end before the next period (and, time-sliced,
+                # before the run next stands stopped).
+                self.sample_memory()
+                next_memory = time.perf_counter() + MEMORY_PERIOD_SECONDS
             if time.perf_counter() >= next_memory:
                 if self.pss_when_stopped and self.startup is not None:
                     self.sample_peaks()
@@ -549,10 +554,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--slice", type=float, default=0.0,
                         help="seconds: run each gossip/floor pair at once, each alone for this long in turn while the "
                              "other is stopped, so both see the same minutes of the machine (0: one after the other)")
-    parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 12 rounds")
+    parser.add_argument("--quick", action="store_true", help="digits MLP, 3 agents on a ring, 40 rounds")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.topologies, args.rounds, args.model, args.data = "3", "ring", 12, "mlp", "digits"
+        args.sizes, args.topologies, args.rounds, args.model, args.data = "3", "ring", 40, "mlp", "digits"
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for topology in args.topologies.split(","):

@@ -65,7 +65,7 @@ def test_scale_benchmark_quick_mode_measures_startup_rounds_and_memory_from_proc
     gossip, floor = results
     assert (gossip["algorithm"], floor["algorithm"]) == ("dsgdm-n", "local")
     for r in results:
-        assert r["rounds"] == 12 and r["agents_seen"] == 3 and r["startup_s"] > 0
+        assert r["rounds"] == 40 and r["agents_seen"] == 3 and r["startup_s"] > 0
         assert 50 < r["peak_rss_mb_median"] <= r["peak_rss_mb_max"] and r["pss_total_mb"] > 0
     assert gossip["bytes_per_round"] > 0 and floor["bytes_per_round"] == 0
     assert all(r["machine_step_ms"] > 0 and r["started_utc"].endswith("+00:00") for r in results)
@@ -80,7 +80,7 @@ def test_scale_time_sliced_pair_runs_both_at_once_and_takes_each_stop_out_of_its
     gossip, floor = results
     assert (gossip["algorithm"], floor["algorithm"]) == ("dsgdm-n", "local")
     for r in results:
-        assert r["rounds"] == 12 and r["agents_seen"] == 3 and r["slice_s"] == 0.01
+        assert r["rounds"] == 40 and r["agents_seen"] == 3 and r["slice_s"] == 0.01
         assert r["gaps"] and all(len(positions) == 3 and seconds > 0 for positions, seconds in r["gaps"])
     # The gossip run stood stopped from before the floor was launched until after its agents had all started.
     assert gossip["gaps"][0][1] > floor["startup_s"]
