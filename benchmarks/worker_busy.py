@@ -37,13 +37,17 @@ def busy(args, algorithm: str, period: float) -> list[float]:
                               Path(tmp))
         launch.start()
         samples: list[tuple[float, dict[int, float]]] = []
+        rounds_over = False
         try:
             while not launch.wait(period):
-                if launch.watcher.startup is None:  # not every agent in its rounds yet
+                if launch.watcher.startup is None or rounds_over:  # not every agent in its rounds yet, or no more
                     continue
                 cpu = {pid: seconds for pid in scale.our_agents(launch.marker)
                        if (seconds := cpu_seconds(pid)) is not None}
-                if cpu:  # none once the agents have ended and the launcher writes its report
+                # Once a process is gone (its agents finished; a loaded machine can keep the others' last rounds
+                # and evaluations going for a while) the rounds are over: later readings would lack it.
+                rounds_over = bool(samples) and not cpu.keys() >= samples[0][1].keys()
+                if cpu and not rounds_over:
                     samples.append((time.monotonic(), cpu))
         finally:
             launch.kill()
