@@ -1,6 +1,6 @@
 """What the data split gave every agent: samples and classes per agent, the remainder dropped, a PNG.
 
-Written to every run folder as partition.json and partition.png before the agents start. For a
+Written to every run folder: partition.json before the agents start, partition.png as they start. For a
 coordinator method the rows are its clients (agent 0, the coordinator, holds no data), with the
 true cluster (or task) of each.
 """

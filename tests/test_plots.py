@@ -74,16 +74,16 @@ def test_a_coordinator_run_has_curves_and_a_partition_summary(tmp_path):
 
 
 def test_plots_drawn_beside_the_start_are_joined_and_a_failure_is_a_warning_not_an_error(capsys):
-    from p2pfl.cli.execute import in_background
+    from p2pfl.cli.execute import draw_in_background
 
     drawn = []
-    join = in_background(lambda: drawn.append(threading.current_thread().name), "the plots")
+    join = draw_in_background(lambda: drawn.append(threading.current_thread().name), "the plots")
     join()
     assert drawn == ["p2pfl-plots"]  # on its own thread, finished once joined
 
     def broken() -> None:
         raise ValueError("no such font")
 
-    in_background(broken, "the topology and partition plots")()  # the join does not raise
+    draw_in_background(broken, "the topology and partition plots")()  # the join does not raise
     assert "warning: the topology and partition plots were not drawn: ValueError: no such font" in \
         capsys.readouterr().err

@@ -13,6 +13,7 @@ from p2pfl.agents import rundir
 from p2pfl.agents.setup import prepare
 from p2pfl.agents.simulate import run_simulation
 from p2pfl.config import save_config
+from p2pfl.partition_report import PARTITION_PLOT
 from p2pfl.transport import check_ports_free
 from tests.conftest import run_agents_by_hand, ROOT, agent_pids, run_cli, small_config
 
@@ -46,6 +47,9 @@ def test_processes_give_the_same_losses_as_simulate(tmp_path, no_leaked_agents, 
     summary = json.loads((tmp_path / "proc" / rundir.SUMMARY).read_text())
     assert summary["mode"] == "processes" and 0 < summary["consensus_accuracy"] <= 1
     assert (tmp_path / "proc" / rundir.PLOT).stat().st_size > 0
+    for plot in (rundir.TOPOLOGY_PLOT, PARTITION_PLOT):  # drawn on the launcher's thread beside the start
+        assert (tmp_path / "proc" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "were not drawn" not in result.stderr
     assert not (tmp_path / "proc" / "workers").exists()  # one process per agent: no packed worker logs
     check_ports_free(config)  # every port was released
 

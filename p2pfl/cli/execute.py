@@ -100,7 +100,7 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
 
             # Drawn beside the start: matplotlib's import (~1 s of a slow core) falls in the launcher's wait for the
             # forkserver's imports instead of following it, beside the agents' start-up or the end of a short run.
-            plots_drawn = in_background(draw_plots, "the topology and partition plots")
+            plots_drawn = draw_in_background(draw_plots, "the topology and partition plots")
             try:
                 died = launch_local(config, config_file, run_dir, show_progress=show_progress)
             finally:
@@ -118,7 +118,7 @@ def run_and_summarize(config: RunConfig, setup: RunSetup, run_dir: Path, *, simu
     return {**summary, "agents_died": died}
 
 
-def in_background(work: Callable[[], None], what: str) -> Callable[[], None]:
+def draw_in_background(work: Callable[[], None], what: str) -> Callable[[], None]:
     """Start `work` on a thread; returns its join, which warns of an error instead of raising it: a plot that
     cannot be drawn costs the plot, not the run's results."""
     errors: list[Exception] = []
