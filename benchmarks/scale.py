@@ -129,10 +129,11 @@ class Watcher(threading.Thread):
             if self.startup is None and self.all_started():
                 self.startup = time.perf_counter() - self.started
                 # Every agent process is up now and waits on its neighbours until the last rounds: each is looked
-                # up and read at once, as a short run's could end before the next period (and, time-sliced,
-                # before the run next stands stopped).
-                self.sample_memory()
-                next_memory = time.perf_counter() + MEMORY_PERIOD_SECONDS
+                # up and read at once, as a short run's could end before the next period. (A time-sliced run is
+                # read by its slicer, which stops it as soon as its agents have started.)
+                if not self.pss_when_stopped:
+                    self.sample_memory()
+                    next_memory = time.perf_counter() + MEMORY_PERIOD_SECONDS
             if time.perf_counter() >= next_memory:
                 if self.pss_when_stopped and self.startup is not None:
                     self.sample_peaks()

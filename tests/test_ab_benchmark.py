@@ -1,25 +1,13 @@
 """benchmarks/ab.py: two variants of one gossip run, time-sliced against each other (the full runs live in
 benchmarks/, not in the suite)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
+import os
 from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import free_ports
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import free_ports, load_benchmark as load
 
 
 def test_ab_runs_both_variants_at_once_with_b_s_environment_only_in_b(tmp_path, no_leaked_agents, monkeypatch):
@@ -39,12 +27,18 @@ def test_ab_runs_both_variants_at_once_with_b_s_environment_only_in_b(tmp_path, 
     assert "B / A over 1 pairs" in (tmp_path / "out" / "ab.md").read_text()
 
 
-def test_ab_runs_b_from_its_own_tree(tmp_path):
+def test_ab_runs_b_from_its_own_tree(tmp_path, monkeypatch):
     scale = load("scale")
+    started = {}
+    monkeypatch.setattr(scale.subprocess, "Popen", lambda command, **kwargs: started.update(kwargs, command=command)
+                        or SimpleNamespace(pid=0))
+    monkeypatch.setattr(scale, "Watcher", lambda *args, **kwargs: SimpleNamespace(start=lambda: None))
     args = SimpleNamespace(rounds=5, model="mlp", data="digits")
-    launch = scale.Launch(args, 3, "ring", "dsgdm-n", 40000, 0, tmp_path, root=tmp_path / "tree", env={"X": "1"})
-    assert launch.command[4] == str(tmp_path / "tree" / "examples" / "ring16.yaml")
-    assert launch.root == tmp_path / "tree" and launch.env == {"X": "1"}
+    tree = tmp_path / "tree"
+    scale.Launch(args, 3, "ring", "dsgdm-n", 40000, 0, tmp_path, root=tree, env={"X": "1"}).start()
+    assert started["command"][4] == str(tree / "examples" / "ring16.yaml")
+    assert started["cwd"] == tree  # its own tree's p2pfl, first on the path, with B's variable
+    assert started["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(tree) and started["env"]["X"] == "1"
 
 
 @pytest.mark.parametrize("bad", ["NOVALUE", "=1"])

@@ -1,6 +1,5 @@
 """Smoke tests of the benchmark scripts (the full runs live in benchmarks/, not in the suite)."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -10,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports
+from tests.conftest import free_ports, load_benchmark as load
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ccl_benchmark_quick_mode_writes_table_and_plot(tmp_path):
