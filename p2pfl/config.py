@@ -70,6 +70,7 @@ class NetworkConfig:
     scheduler: str = "greenlets"  # greenlets | threads: how the agents packed in one process take turns
     shared_memory: bool = True  # tensor frames to neighbours in other processes of this host via /dev/shm
     host_channel: bool = True  # with shared_memory: their messages over Unix sockets, not through ZeroMQ
+    rotate_cores: bool = True  # local `p2pfl run` with one process per core: they take turns on the cores
 
 
 @dataclass

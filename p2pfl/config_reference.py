@@ -89,6 +89,11 @@ MEANINGS: dict[str, str] = {
                             "through ZeroMQ, whose I/O threads would wake for each on both sides; named by the "
                             "sender's socket file, which only this user can make (false: over ZeroMQ, "
                             "authenticated by CurveZMQ)",
+    "network.rotate_cores": "local `p2pfl run` with as many agent processes as usable cores (the default packing "
+                            "where agents outnumber cores): every 0.1 s each process moves to the next core, so a "
+                            "core slower than the others (a VM's, an efficiency core, one another job shares) slows "
+                            "every process alike instead of making the others wait for its agents each round "
+                            "(false: the kernel places them; p2pfl/agents/core_rotation.py)",
 }
 
 

@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts (the full runs live in benchmarks/, not in the suite)."""
 
+import math
 import os
 import signal
 import subprocess
@@ -342,3 +343,23 @@ def test_mixing_kernels_benchmark_times_both_mixings_both_ways(capsys):
         (mixing, n) for mixing in ("gossip sum", "step towards (QGM, CCL)") for n in (2, 4)}
     assert all(row["torch_us"] > 0 and row["compiled_us"] > 0 for row in rows)
     assert "| step towards (QGM, CCL) | 4 |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
+def test_core_speeds_prints_pinned_and_rotated_spreads_of_one_process_per_core(capsys):
+    core_speeds = load("core_speeds")
+    core_speeds.main(["--seconds", "2.5", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| pinned, one per core", "| taking turns (core_rotation.py)"]
+    for row in rows:
+        short, largest = row.split(" | ")[1:3]
+        assert float(short.rstrip("%")) >= 0 and float(largest.rstrip("x")) >= 1
+
+
+def test_core_speeds_spread_is_the_mean_log_ratio_over_whole_windows():
+    core_speeds = load("core_speeds")
+    fast = [i * 0.01 for i in range(400)]  # 100 per second, for 4 s
+    slow = [i * 0.02 for i in range(200)]  # 50 per second
+    mean_log, largest = core_speeds.spreads([fast, slow], 1.0)
+    assert largest == pytest.approx(2.0, rel=0.05) and mean_log == pytest.approx(100 * math.log(2), rel=0.05)
+    assert core_speeds.spreads([fast[:50], slow[:25]], 1.0) is None  # not one whole window

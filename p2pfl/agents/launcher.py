@@ -15,6 +15,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from p2pfl.agents import rundir
+from p2pfl.agents.core_rotation import rotation_for
 from p2pfl.agents.forkserver import forkserver_context
 from p2pfl.agents.lifetime import ignore_stop_signals, interrupt_on_stop_signals
 from p2pfl.agents.packing import worker_groups, worker_main
@@ -84,9 +85,11 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
     workers = start_workers(config, config_path, run_dir)
     processes = [worker.process for worker in workers]
     restore_signals = interrupt_on_stop_signals()  # SIGINT / SIGTERM: Interrupted, then the finally below
+    rotation = None
     try:
         for worker in workers:
             worker.start()
+        rotation = rotation_for([p.pid for p in processes], config.network.rotate_cores)
         died: dict[int, int] = {}
 
         def check() -> None:
@@ -111,6 +114,8 @@ def launch_local(config: RunConfig, config_path: Path, run_dir: Path, show_progr
         return sorted(died)
     finally:
         ignore_stop_signals()
+        if rotation is not None:
+            rotation.stop()
         stop_all(processes)
         restore_signals()
 
