@@ -7,7 +7,7 @@ few seconds (`python benchmarks/core_speeds.py`). A gossip round goes at the pac
 neighbours wait for its messages, while a run with no communication runs each worker at its own core's pace: on
 the 8-agent torus that wait was the largest part of what a gossip round added (`benchmarks/round_cpu.py`'s hub
 idle). With one worker per core, the launcher moves worker j to core (j + k) mod C at its k-th tick, every
-ROTATE_SECONDS: within a second each worker has had each core for as long as the others, and a slow core costs
+ROTATE_SECONDS: over C ticks each worker has had each core for as long as the others, and a slow core costs
 every worker the same instead of making the others wait. A move costs a refill of the core's own caches (L1/L2;
 the shared L3 keeps the rest), ten times a second.
 
