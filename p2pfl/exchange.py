@@ -152,14 +152,22 @@ class MailboxExchange:
                  expect_from: Iterable[PeerId] | None = None,
                  expect: Mapping[PeerId, Expected] | None = None,
                  timeout: float | None = None, frozen: bool = False) -> dict[PeerId, dict[str, torch.Tensor]]:
-        # Packed mates (turn.py) go through a round's parts together: each gives way before it sends and again
-        # before it collects, so all of them have taken their step before any sends, and all have sent before
-        # any collects. Each part then runs for every mate back to back, and an agent that collects finds its
-        # mates' messages already there instead of parking for each (the 16-agent torus, time-sliced against its
-        # floor: 1.22 to 1.14 in median rounds; benchmarks/FOOTPRINT_HISTORY.md, "A round's parts
-        # together"). Nothing happens outside a packed worker.
+        # Packed mates (turn.py) go through a round's parts together: each gives way before it hands its mates
+        # their messages and again before it collects, so all of them have taken their step before any hands
+        # over, and all have handed over before any collects. Each part then runs for every mate back to back, and
+        # an agent that collects finds its mates' messages already there instead of parking for each (the
+        # 16-agent torus, time-sliced against its floor: 1.22 to 1.14 in median rounds;
+        # benchmarks/FOOTPRINT_HISTORY.md, "A round's parts together"). A neighbour in another process gets its
+        # message at once, right after the step: an agent of that process waits for it, and it arrives while this
+        # process's other agents take their steps instead of after the last of them (with the workers taking
+        # turns on the cores, agents/core_rotation.py: 4% less time per round on the 8-agent torus, the history's
+        # "Workers take turns on the cores"). Outside a packed worker there are no mates and no turns.
+        remote = {peer: tensors for peer, tensors in outbox.items() if peer not in self.mates}
+        if remote:
+            self.send(round, tag, remote, frozen=frozen)
         turn.pass_on()
-        self.send(round, tag, outbox, frozen=frozen)
+        if len(remote) < len(outbox):
+            self.send(round, tag, {peer: t for peer, t in outbox.items() if peer in self.mates}, frozen=frozen)
         turn.pass_on()
         wanted = set(outbox if expect_from is None else expect_from)
         # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.

@@ -122,12 +122,14 @@ def test_grad_mode_is_each_agents_own_across_switches():
     assert seen == {"evaluating": False, "training": True}
 
 
-def _three_mates(name: str, agent, before=lambda ends: None) -> None:
+def _three_mates(name: str, agent, before=lambda ends: None, remote: int | None = None) -> None:
     """Three packed mates, each linked to the other two, run `agent(i, its exchange, its peers)` as greenlets of
-    one hub; `before(ends)` may wrap their exchanges first."""
+    one hub; `before(ends)` may wrap their exchanges first. `remote`: a neighbour of all three in no process (its
+    link queues what it is sent), not among the peers `agent` is given."""
     links = ProcessLinks(name, mates=range(3))
     ring = {i: [(i - 1) % 3, (i + 1) % 3] for i in range(3)}
-    ends = [ZmqExchange(i, f"inproc://{name}-{i}", {j: "tcp://127.0.0.1:9" for j in ring[i]}, name, 30.0,
+    linked = {i: [*ring[i], *([] if remote is None else [remote])] for i in range(3)}
+    ends = [ZmqExchange(i, f"inproc://{name}-{i}", {j: "tcp://127.0.0.1:9" for j in linked[i]}, name, 30.0,
                         links=links) for i in range(3)]
     try:
         before(ends)
@@ -157,7 +159,7 @@ def test_mates_exchange_over_inproc_as_greenlets():
 
 def test_packed_mates_take_their_steps_then_send_then_collect_round_by_round():
     """Each part of a round runs for every mate before the next part starts for any (exchange.exchange gives way
-    before sending and before collecting); one after the other, each agent stepped, sent and parked in turn."""
+    before handing over and before collecting); one after the other, each agent stepped, sent and parked in turn."""
     events = []
 
     def spy(ends: list[ZmqExchange]) -> None:
@@ -178,6 +180,38 @@ def test_packed_mates_take_their_steps_then_send_then_collect_round_by_round():
 
     _three_mates("hub-test-parts", agent, before=spy)
     assert events == [(r, part, i) for r in range(3) for part in ("step", "send", "collect") for i in range(3)]
+
+
+def test_a_message_to_another_process_goes_right_after_the_step_and_mates_hand_over_once_all_stepped():
+    """The neighbour in another process gets its message before the next mate's step (an agent there waits for
+    it), the mates theirs once every mate has stepped, and every mate collects after that."""
+    events = []
+
+    def spy(ends: list[ZmqExchange]) -> None:
+        for i, end in enumerate(ends):
+            def send_all(round_, tag, outbox, *args, method=end._send_all, i=i, **kwargs):
+                events.append((round_, "send", i, tuple(sorted(outbox))))
+                return method(round_, tag, outbox, *args, **kwargs)
+
+            def collect(round_, *args, method=end._collect, i=i, **kwargs):
+                events.append((round_, "collect", i))
+                return method(round_, *args, **kwargs)
+            end._send_all, end._collect = send_all, collect
+
+    def agent(i: int, end: ZmqExchange, peers: list[int]) -> None:
+        x = torch.full((4,), float(i))
+        for round_ in range(2):
+            turn.pass_on()
+            events.append((round_, "step", i))
+            got = end.exchange(round_, "params", {j: {"x": x} for j in [*peers, 3]}, expect_from=peers)
+            x = (x + sum(got[j]["x"] for j in peers)) / 3
+
+    _three_mates("hub-test-remote", agent, before=spy, remote=3)
+    mates = {i: tuple(sorted({(i - 1) % 3, (i + 1) % 3})) for i in range(3)}
+    assert events == [event for r in range(2) for event in (
+        *[e for i in range(3) for e in ((r, "step", i), (r, "send", i, (3,)))],
+        *[(r, "send", i, mates[i]) for i in range(3)],
+        *[(r, "collect", i) for i in range(3)])]
 
 
 def test_an_agent_that_fails_leaves_the_others_running(caplog):
