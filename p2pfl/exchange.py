@@ -160,8 +160,8 @@ class MailboxExchange:
         # benchmarks/FOOTPRINT_HISTORY.md, "A round's parts together"). A neighbour in another process gets its
         # message at once, right after the step: an agent of that process waits for it, and it arrives while this
         # process's other agents take their steps instead of after the last of them (with the workers taking
-        # turns on the cores, agents/core_rotation.py: 4% less time per round on the 8-agent torus, the history's
-        # "Workers take turns on the cores"). Outside a packed worker there are no mates and no turns.
+        # turns on the cores, agents/core_rotation.py: 4% less time per round on the 8-agent torus;
+        # benchmarks/FOOTPRINT_HISTORY.md, 2026-11-28). Outside a packed worker there are no mates and no turns.
         remote = {peer: tensors for peer, tensors in outbox.items() if peer not in self.mates}
         if remote:
             self.send(round, tag, remote, frozen=frozen)

@@ -5,9 +5,9 @@ ZeroMQ release it around every call. With all of them runnable, each release han
 thread: a futex wake and a context switch, several times per tensor op (55% of a packed worker's gossip
 CPU went to the kernel, most of it in task switching). A turn is held while an agent computes and given up
 where it would block anyway (waiting for neighbours' messages), while it evaluates, between rounds when a
-mate waits, and before an exchange sends and before it collects (so the mates go through a round's parts
-together), so the threads take turns round by round instead of op by op. The order of the math does not change,
-only when each agent's thread runs.
+mate waits, and before an exchange hands its mates their messages and before it collects (so the mates go
+through a round's parts together), so the threads take turns round by round instead of op by op. The order of
+the math does not change, only when each agent's thread runs.
 
 Those points are this module's functions (waiting, sleep, pass_on), whatever the agents run as: threads taking
 a Turn (`--in-process`, `network.scheduler: threads`, the default) or the greenlets of a hub (hub.py,
