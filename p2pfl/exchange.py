@@ -162,12 +162,14 @@ class MailboxExchange:
         # process's other agents take their steps instead of after the last of them (with the workers taking
         # turns on the cores, agents/core_rotation.py: 4% less time per round on the 8-agent torus;
         # benchmarks/FOOTPRINT_HISTORY.md, 2026-11-28). Outside a packed worker there are no mates and no turns.
-        remote = {peer: tensors for peer, tensors in outbox.items() if peer not in self.mates}
+        # The two sends share the payloads' frame sizes: encoded for the first, counted again for the second.
+        remote, sizes_of = {peer: tensors for peer, tensors in outbox.items() if peer not in self.mates}, {}
         if remote:
-            self.send(round, tag, remote, frozen=frozen)
+            self._timed_send(round, tag, remote, frozen, sizes_of)
         turn.pass_on()
         if len(remote) < len(outbox):
-            self.send(round, tag, {peer: t for peer, t in outbox.items() if peer in self.mates}, frozen=frozen)
+            self._timed_send(round, tag, {peer: t for peer, t in outbox.items() if peer in self.mates}, frozen,
+                             sizes_of)
         turn.pass_on()
         wanted = set(outbox if expect_from is None else expect_from)
         # What each peer must send: given per peer, else what we send it (symmetric gossip), else unchecked.
@@ -182,9 +184,13 @@ class MailboxExchange:
         return self.collect(round, tag, wanted, expect=expect, timeout=timeout)
 
     def send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], *, frozen: bool = False) -> None:
+        self._timed_send(round, tag, outbox, frozen, {})
+
+    def _timed_send(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], frozen: bool,
+                    sizes_of: dict[int, list[int]]) -> None:
         start = time.perf_counter()
         self._enter(round)
-        self._send_all(round, tag, outbox, frozen)
+        self._send_all(round, tag, outbox, frozen, sizes_of)
         self.stats.comm_seconds += time.perf_counter() - start
 
     def collect(self, round: int, tag: str, peers: Iterable[PeerId], *,
@@ -217,13 +223,15 @@ class MailboxExchange:
                 for envelope in self._unpark(key).values():
                     self._drop("stale round", envelope)
 
-    def _send_all(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], frozen: bool = False) -> None:
-        """`frozen`: the caller will not change the payloads' tensors once sent, so mates may read them in place."""
+    def _send_all(self, round: int, tag: str, outbox: Mapping[PeerId, TensorMap], frozen: bool = False,
+                  sizes_of: dict[int, list[int]] | None = None) -> None:
+        """`frozen`: the caller will not change the payloads' tensors once sent, so mates may read them in place.
+        `sizes_of`: frame sizes of payloads (by id) already known from an earlier send of the same outbox's."""
         # Per distinct payload, made once and shared by every peer it goes to: its frames (only if a peer is
         # across a socket), its envelope for mates, and the frame sizes it counts as sent either way.
         frames_of: dict[int, list[Buffer]] = {}
         handed: dict[int, Envelope] = {}
-        sizes_of: dict[int, list[int]] = {}
+        sizes_of = {} if sizes_of is None else sizes_of
         copies: dict[int, int] = {}  # how many peers each payload went to
         payloads: dict[int, TensorMap] = {}
         for peer, tensors in outbox.items():

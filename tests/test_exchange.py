@@ -201,3 +201,20 @@ def test_a_fresh_agent_counts_a_neighbour_up_once_any_message_of_its_rounds_arri
     theirs.send(0, "params", {0: {"params": torch.ones(3)}})
     assert hello_all(ours, {"round": torch.tensor([0])}, [1], timeout=3.0) == {1}
     assert list(ours.exchange(0, "params", {1: {"params": torch.zeros(3)}}, timeout=1.0)) == [1]  # kept for round 0
+
+
+def test_a_payload_sent_to_another_process_and_to_a_mate_is_sized_once(monkeypatch):
+    """The message to a process-external neighbour leaves before the mates' hand-overs (two sends in one exchange);
+    the hand-overs count the frame sizes that encoding already gave, not a second header."""
+    import p2pfl.exchange as exchange_module
+
+    sized = []
+    monkeypatch.setattr(exchange_module, "frame_sizes", lambda *args: sized.append(args) or [])
+    end = InMemoryHub().endpoint(0, [1, 2], "run", 1.0)
+    end.mates, handed = frozenset({2}), []
+    end._hand_over = lambda peer, envelope: handed.append((peer, envelope.nbytes)) or True
+    payload = {"x": torch.ones(3)}
+    end.exchange(0, "params", {1: payload, 2: payload}, expect_from=[], timeout=0.01)
+    frames = encode("run", 0, 0, "params", payload)
+    assert sized == [] and handed == [(2, sum(len(f) for f in frames))]
+    assert end.stats.bytes_sent == 2 * sum(len(f) for f in frames)
